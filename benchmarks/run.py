@@ -1,0 +1,393 @@
+"""Side-by-side benchmark of edgeproxy against nginx, as /work/shared/BENCHMARKS.md describes.
+
+    python benchmarks/run.py [--rounds 3] [--duration 10] [--parser auto|httptools|h11]
+                             [--scenarios proxy_small,proxy_post_64k,gunicorn_e2e]
+
+For each scenario: start a backend, nginx as the reference proxy and edgeproxy in front of
+it, warm both up, then run wrk against them in turn for N rounds and compare medians.
+See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness import Children, StartupError, http_request
+from scenarios import PLANNED, SCENARIOS, Scenario
+from servers import (
+    BENCH_DIR,
+    REPO_ROOT,
+    Endpoint,
+    Tools,
+    Workspace,
+    start_edgeproxy,
+    start_nginx_proxy,
+)
+from wrkrun import CONNECTIONS, THREADS, WrkError, WrkResult, run_wrk
+
+WARMUP_S = 1
+INSTALL_HINT = "apt-get install -y nginx wrk"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- set-up ------------------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str | None:
+    # nginx lives in /usr/sbin, which a non-root PATH often lacks.
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def resolve_codec(parser: str) -> str:
+    """The codec edgeproxy will use: `auto` means httptools when it is installed."""
+    if parser != "auto":
+        return parser
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM/SIGHUP take the same path as Ctrl-C, so every `finally` stops our children.
+    raise KeyboardInterrupt
+
+
+def _command_output(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (out.stdout + out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(tools: Tools) -> dict[str, Any]:
+    uname = platform.uname()
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "uname": f"{uname.system} {uname.node} {uname.release} {uname.version} {uname.machine}",
+        "python": sys.version.split()[0],
+        # The load before the run: a busy shared machine explains an odd figure.
+        "loadavg": list(os.getloadavg()),
+        "nginx": _command_output([tools.nginx, "-v"]) if tools.nginx else None,
+        "wrk": _command_output([tools.wrk, "-v"]) if tools.wrk else None,
+        "git_commit": _command_output(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]),
+        "packages": {
+            name: _package_version(name) for name in ("uvloop", "httptools", "h11", "gunicorn")
+        },
+    }
+
+
+# --- one scenario ------------------------------------------------------------------------
+
+
+def check_answer(proxy: Endpoint, sc: Scenario) -> None:
+    """One request by hand: a proxy that answers 502 fast must not look fast."""
+    try:
+        status, body = http_request(
+            proxy.host, proxy.port, sc.check_method, "/", body=sc.check_body
+        )
+    except OSError as exc:
+        raise StartupError(f"{proxy.name}: test request failed: {exc}") from exc
+    if status != 200 or body != b"ok":
+        raise StartupError(f"{proxy.name}: test request got {status} {body[:200]!r}")
+
+
+def measure(
+    sc: Scenario, tools: Tools, rounds: int, duration: int, keep_tmp: bool
+) -> dict[str, Any]:
+    assert tools.wrk is not None
+    wrk_bin = tools.wrk
+    tmp = Path(tempfile.mkdtemp(prefix=f"edgeproxy-bench-{sc.name}-"))
+    # nginx started as root runs its worker as nobody, which must reach its temp paths.
+    tmp.chmod(0o755)
+    try:
+        with Children() as children:
+            ws = Workspace(tmp, children, tools)
+            backend = sc.start_backend(ws)
+            proxies: list[Endpoint] = []
+            if tools.nginx is not None:
+                proxies.append(start_nginx_proxy(ws, backend))
+            proxies.append(start_edgeproxy(ws, backend))
+            lua: Path | None = None
+            if sc.wrk_lua is not None:
+                lua = tmp / f"{sc.name}.lua"
+                lua.write_text(sc.wrk_lua)
+            for proxy in proxies:
+                check_answer(proxy, sc)
+
+            def wrk(proxy: Endpoint, seconds: int) -> WrkResult:
+                wrk_log = tmp / f"wrk-{proxy.name}.log"
+                return run_wrk(children, wrk_bin, proxy.url, seconds, wrk_log, lua_script=lua)
+
+            for proxy in proxies:
+                wrk(proxy, WARMUP_S)
+            per_round: list[dict[str, Any]] = []
+            for n in range(1, rounds + 1):
+                entry: dict[str, Any] = {"round": n}
+                # Alternate, so drift in the machine's load hits both proxies alike.
+                for proxy in proxies:
+                    res = wrk(proxy, duration)
+                    entry[proxy.name] = res.to_json()
+                    log(
+                        f"  {sc.name} round {n}/{rounds} {proxy.name:9} "
+                        f"{res.requests_per_sec:10,.0f} req/s  p99 {fmt_ms(res.p99_ms)}"
+                        + (f"  errors {res.errors}" if res.errors else "")
+                    )
+                per_round.append(entry)
+    except Exception:
+        log(f"  configs and logs kept in {tmp}")
+        raise
+    except BaseException:  # Ctrl-C: nothing to look into
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep_tmp:
+        log(f"  configs and logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rounds": per_round, **summarize(per_round, [p.name for p in proxies])}
+
+
+def summarize(per_round: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    medians: dict[str, dict[str, float]] = {}
+    errors: dict[str, int] = {}
+    for name in names:
+        runs = [r[name] for r in per_round]
+        medians[name] = {
+            "requests_per_sec": statistics.median(r["requests_per_sec"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        }
+        errors[name] = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
+    out: dict[str, Any] = {"median": medians, "errors": errors}
+    if "nginx" in medians:
+        edge, ref = medians["edgeproxy"], medians["nginx"]
+        out["ratio"] = edge["requests_per_sec"] / ref["requests_per_sec"]
+        out["p99_ratio"] = edge["p99_ms"] / ref["p99_ms"] if ref["p99_ms"] else None
+    return out
+
+
+def verdict(sc: Scenario, codec: str, result: dict[str, Any]) -> tuple[bool | None, str]:
+    """(met?, why). None when there is no nginx figure to compare with."""
+    errs = result["errors"].get("edgeproxy", 0)
+    if errs:
+        return False, f"no ({errs} errors)"
+    if "ratio" not in result:
+        return None, "n/a (no nginx)"
+    misses = []
+    if result["ratio"] < sc.min_ratio(codec):
+        misses.append("rps")
+    p99_ratio = result.get("p99_ratio")
+    if sc.max_p99_ratio is not None and p99_ratio is not None and p99_ratio > sc.max_p99_ratio:
+        misses.append("p99")
+    return (False, f"no ({', '.join(misses)})") if misses else (True, "yes")
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms / 1000:.2f}s" if ms >= 1000 else f"{ms:.2f}ms"
+
+
+COLUMNS = [
+    "scenario",
+    "edgeproxy req/s",
+    "nginx req/s",
+    "ratio",
+    "edgeproxy p99",
+    "nginx p99",
+    "p99 ratio",
+    "target",
+    "met",
+    "rounds",
+]
+
+
+def table_row(name: str, sc: Scenario | None, codec: str, result: dict[str, Any]) -> list[str]:
+    if "median" not in result:
+        return [name, *["-"] * 6, "-", result["status"], "0"]
+    assert sc is not None
+    med = result["median"]
+    edge, ref = med["edgeproxy"], med.get("nginx")
+    p99_ratio = result.get("p99_ratio")
+    return [
+        name,
+        f"{edge['requests_per_sec']:,.0f}",
+        f"{ref['requests_per_sec']:,.0f}" if ref else "-",
+        f"{result['ratio']:.2f}x" if "ratio" in result else "-",
+        fmt_ms(edge["p99_ms"]),
+        fmt_ms(ref["p99_ms"]) if ref else "-",
+        f"{p99_ratio:.2f}x" if p99_ratio is not None else "-",
+        sc.target_text(codec),
+        result["met_text"],
+        str(len(result["rounds"])),
+    ]
+
+
+def render_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(COLUMNS), sep, *(line(r) for r in rows)])
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Benchmark edgeproxy against nginx, side by side (see benchmarks/README.md)."
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per proxy (3)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk round (10)")
+    ap.add_argument(
+        "--parser",
+        choices=["auto", "httptools", "h11"],
+        default="auto",
+        help="edgeproxy's http_parser (auto)",
+    )
+    ap.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=list(SCENARIOS),
+        help=f"comma- or space-separated (default: {','.join(SCENARIOS)})",
+    )
+    ap.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/...)")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.duration < 1:
+        ap.error("--rounds and --duration must be at least 1")
+    args.scenarios = [s for item in args.scenarios for s in item.split(",") if s]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for sc in SCENARIOS.values():
+            print(f"{sc.name:16} {sc.summary}")
+        for name in PLANNED:
+            print(f"{name:16} (not implemented yet)")
+        return 0
+
+    tools = Tools(nginx=find_tool("nginx"), wrk=find_tool("wrk"), parser=args.parser)
+    missing = [n for n, path in (("nginx", tools.nginx), ("wrk", tools.wrk)) if path is None]
+    if missing:
+        log(f"missing: {', '.join(missing)}; install with: {INSTALL_HINT}")
+    if tools.wrk is None:
+        log("wrk is the load generator: nothing can be measured without it.")
+        return 2
+    if tools.nginx is None:
+        log("without nginx: edgeproxy is measured alone, against a Python fallback backend.")
+
+    codec = resolve_codec(args.parser)
+    results: dict[str, dict[str, Any]] = {}
+    scenarios: dict[str, Scenario] = {}
+    for name in args.scenarios:
+        sc = SCENARIOS.get(name)
+        if sc is None:
+            known = ", ".join(SCENARIOS)
+            status = "not implemented yet" if name in PLANNED else f"unknown (known: {known})"
+            log(f"{name}: {status}")
+            results[name] = {"status": status}
+            continue
+        reason = sc.unavailable()
+        if reason:
+            log(f"{name}: skipped: {reason}")
+            results[name] = {"status": f"skipped: {reason}"}
+            continue
+        scenarios[name] = sc
+    if not scenarios:
+        log("no scenario to run; --list shows them")
+        return 2
+
+    # SIGINT too: a shell starting us in the background ignores it, and we want clean-up.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+    started = dt.datetime.now().astimezone()
+    machine = machine_info(tools)
+    log(
+        f"edgeproxy (http_parser {args.parser} -> {codec}) vs "
+        f"{'nginx' if tools.nginx else 'no reference'}; wrk -t{THREADS} -c{CONNECTIONS}, "
+        f"{args.rounds} round(s) of {args.duration}s"
+    )
+    try:
+        for name, sc in scenarios.items():
+            log(f"{name}: {sc.summary}")
+            try:
+                result = measure(sc, tools, args.rounds, args.duration, args.keep_tmp)
+            except (StartupError, WrkError, OSError) as exc:
+                log(f"{name}: failed: {exc}")
+                results[name] = {"status": f"failed: {str(exc).splitlines()[0]}"}
+                continue
+            met, text = verdict(sc, codec, result)
+            result.update(status="ok", met=met, met_text=text, target=sc.target_text(codec))
+            results[name] = result
+    except KeyboardInterrupt:
+        log("interrupted; every process started here has been stopped")
+        return 130
+
+    report_ref = "nginx" if tools.nginx else "no reference (nginx missing)"
+    rows = [table_row(n, SCENARIOS.get(n), codec, r) for n, r in results.items()]
+    print(
+        f"\nedgeproxy (http_parser {args.parser} -> {codec}) vs {report_ref}, wrk -t{THREADS} "
+        f"-c{CONNECTIONS}, medians of {args.rounds} round(s) x {args.duration}s\n"
+    )
+    print(render_table(rows))
+
+    ran = [n for n, r in results.items() if r.get("status") == "ok"]
+    label = ran[0] if len(args.scenarios) == 1 and ran else "run"
+    out = args.output or BENCH_DIR / "results" / f"{started:%Y-%m-%d}-{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine,
+        "parser": args.parser,
+        "codec": codec,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "wrk": {"threads": THREADS, "connections": CONNECTIONS, "warmup_s": WARMUP_S},
+        "reference": "nginx" if tools.nginx else None,
+        "scenarios": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nsaved {out}")
+
+    if any(r["status"].startswith("failed") for r in results.values()):
+        return 1
+    if args.check and any(r.get("met") is False for r in results.values()):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

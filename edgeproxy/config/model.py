@@ -1,0 +1,136 @@
+"""The validated configuration: frozen, typed objects built once at startup.
+
+Everything the request path needs is already parsed here (sizes in bytes, durations in
+seconds, addresses split, regexes compiled), so nothing is re-derived per request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A listen or peer address: `host:port`, `[v6]:port` or `unix:/path`."""
+
+    kind: Literal["tcp", "unix"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The `http:` block; every server starts from it and may override any key."""
+
+    client_max_body_size: int = 10 * 1024 * 1024  # nginx: 1m; the contract's example: 10m
+    client_body_buffer_size: int = 64 * 1024  # nginx: 8k|16k; bodies above spool to disk
+    client_header_buffer_size: int = 16 * 1024  # nginx large_client_header_buffers: 4 x 8k
+    client_header_timeout: float = 10.0  # nginx: 60s; 10s starves slowloris sooner
+    client_body_timeout: float = 30.0  # nginx: 60s
+    send_timeout: float = 30.0  # nginx: 60s
+    keepalive_timeout: float = 75.0  # nginx: 75s
+    keepalive_requests: int = 1000  # nginx: 1000
+    proxy_buffering: bool = True  # nginx: on
+    proxy_max_temp_file_size: int = 1024 * 1024 * 1024  # nginx: 1024m
+    # Added key: response bytes held in memory per request before spilling to a temp file
+    # (nginx splits this into proxy_buffers/proxy_buffer_size; one number is easier to
+    # reason about).
+    proxy_buffers_size: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """One backend address of an upstream pool."""
+
+    address: Address
+    weight: int = 1
+    max_fails: int = 1  # nginx: 1
+    fail_timeout: float = 10.0  # nginx: 10s
+    max_conns: int = 0  # 0 = unlimited, as nginx
+    backup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    servers: tuple[PeerConfig, ...]
+    balance: str = "round_robin"
+    protocol: str = "http"
+    keepalive: int = 32
+    keepalive_timeout: float = 4.0  # below gunicorn's 5s keepalive, so a reused conn is alive
+    connect_timeout: float = 5.0  # nginx proxy_connect_timeout: 60s; 5s fails over sooner
+    read_timeout: float = 60.0  # nginx proxy_read_timeout: 60s
+    next_upstream: frozenset[str] = frozenset({"error", "timeout"})  # nginx default
+    next_upstream_tries: int = 3  # nginx: 0 (unlimited); 3 bounds the worst case
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnAction:
+    """`return: {status, body, location}` -- answer directly."""
+
+    status: int
+    body: bytes = b""
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A routing rule. Exactly one of proxy_pass / ret is set."""
+
+    match: Literal["exact", "regex", "prefix"]
+    pattern: str
+    where: str  # the key path in the config, e.g. "servers[0].locations[2]", for logs
+    proxy_pass: str | None = None
+    ret: ReturnAction | None = None
+    regex: re.Pattern[str] | None = None  # compiled when match == "regex"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """A virtual server."""
+
+    listen: tuple[Address, ...]
+    locations: tuple[Location, ...]
+    http: HttpSettings
+    server_name: tuple[str, ...] = ()  # lowercased; empty (or only "_") = default server
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    where: str = ""  # "servers[0]"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorLogConfig:
+    path: str = "stderr"  # stderr | stdout | a file path
+    level: str = "info"  # debug | info | warning | error
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    path: str = "stdout"  # stdout | stderr | a file path
+    format: str = "combined"  # combined | json | off
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str  # the file it was read from
+    upstreams: Mapping[str, UpstreamConfig]
+    servers: tuple[ServerConfig, ...]
+    workers: int = 1  # resolved: `auto` becomes os.cpu_count()
+    http_parser: str = "auto"  # auto | httptools | h11, resolved by edgeproxy.http.codecs
+    pid_file: str | None = None
+    error_log: ErrorLogConfig = field(default_factory=ErrorLogConfig)
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    temp_path: str = "/tmp"

@@ -1,0 +1,50 @@
+"""The codec interface and the table of codecs, chosen by `http_parser`.
+
+A codec parses one complete message head (the bytes up to and including the blank line) into
+a neutral RequestHead/ResponseHead, or raises ClientError / MalformedResponse. Locating the
+head in the stream, size limits, hardening rules and body framing are done once for every
+codec in edgeproxy.http.reader, so a new codec cannot weaken them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from edgeproxy.errors import ConfigError
+from edgeproxy.http.events import RequestHead, ResponseHead
+
+
+class MalformedResponse(Exception):
+    """An upstream sent a response we cannot parse (answered 502)."""
+
+
+class HeadCodec(Protocol):
+    name: str
+
+    def parse_request_head(self, head: bytes) -> RequestHead: ...
+
+    def parse_response_head(self, head: bytes) -> ResponseHead: ...
+
+
+def _h11() -> HeadCodec:
+    from edgeproxy.http.h11_codec import H11Codec
+
+    return H11Codec()
+
+
+# Name -> factory. `auto` picks the first importable entry of AUTO_ORDER.
+CODECS: dict[str, Callable[[], HeadCodec]] = {"h11": _h11}
+AUTO_ORDER = ("httptools", "h11")
+
+
+def resolve_codec(name: str) -> HeadCodec:
+    """The codec for an `http_parser` setting; ConfigError if it is not available."""
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            if candidate in CODECS:
+                return CODECS[candidate]()
+    factory = CODECS.get(name)
+    if factory is None:
+        raise ConfigError("http_parser", f"codec {name!r} is not supported yet (available: h11)")
+    return factory()

@@ -1,0 +1,63 @@
+"""Header rules for proxying: hop-by-hop removal and the fields we set ourselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from edgeproxy.http.events import Headers
+
+# RFC 9110 7.6.1 plus the non-standard ones that still circulate.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Request fields replaced by the proxy (set fresh below) or by our own framing.
+REQUEST_REPLACED = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-real-ip",
+}
+
+# Response fields we set ourselves: framing, and Date/Server as nginx's proxy_hide_header does.
+RESPONSE_REPLACED = HOP_BY_HOP | {b"content-length", b"date", b"server"}
+
+
+def connection_named(headers: Headers) -> frozenset[bytes]:
+    """Field names listed in Connection: they are hop-by-hop for this message only."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            names.update(t.strip().lower() for t in value.split(b","))
+    names.discard(b"")
+    return frozenset(names)
+
+
+def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Iterable[tuple[bytes, bytes]]:
+    """Headers minus `drop` minus whatever Connection names."""
+    named = connection_named(headers) if any(n == b"connection" for n, _ in headers) else ()
+    for name, value in headers:
+        if name not in drop and name not in named:
+            yield name, value
+
+
+def header_value(headers: Headers, wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return None
+
+
+def header_values(headers: Headers, wanted: bytes) -> list[bytes]:
+    return [value for name, value in headers if name == wanted]

@@ -1,0 +1,366 @@
+"""Sans-IO message readers: bytes in, neutral events out, one set of rules for every codec.
+
+A reader locates the head in the byte stream (enforcing the head size limit as bytes
+arrive), refuses what h11-style parsers would let through (bare LF/CR, obs-fold, NUL,
+ambiguous framing), has the codec parse the head, then frames the body itself.
+
+Usage: `reader.feed(data)`, then call `reader.next_event()` until it returns NEED_DATA.
+After END_OF_MESSAGE the request reader returns NEED_DATA until `start_next()`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from edgeproxy.errors import ClientError
+from edgeproxy.http.codec import HeadCodec, MalformedResponse
+from edgeproxy.http.events import (
+    END_OF_MESSAGE,
+    NEED_DATA,
+    EndOfMessage,
+    NeedData,
+    RequestHead,
+    ResponseHead,
+)
+from edgeproxy.http.framing import (
+    BodyDecoder,
+    ChunkedDecoder,
+    FramingError,
+    LengthDecoder,
+    UntilCloseDecoder,
+)
+
+MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
+_NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
+_HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
+_DIGITS_RE = re.compile(rb"^[0-9]{1,18}$")
+
+_HEAD, _BODY, _DONE = 0, 1, 2
+
+RequestEvent = RequestHead | bytes | EndOfMessage | NeedData
+ResponseEvent = ResponseHead | bytes | EndOfMessage | NeedData
+
+
+def _check_raw_head(head: bytes | bytearray) -> str | None:
+    """What is wrong with the raw head bytes, or None. Shared by both directions."""
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf:
+        return "bare LF in message head"
+    if head.count(b"\r") != crlf:
+        return "bare CR in message head"
+    if b"\r\n " in head or b"\r\n\t" in head:
+        return "obsolete line folding in message head"
+    if b"\x00" in head:
+        return "NUL in message head"
+    return None
+
+
+def _comma_tokens(values: list[bytes]) -> list[bytes]:
+    return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
+
+
+def _single_length(values: list[bytes]) -> int | None:
+    """Content-Length from all its field lines; None if invalid or conflicting."""
+    parts = {p.strip() for v in values for p in v.split(b",")}
+    if len(parts) != 1:
+        return None
+    (part,) = parts
+    return int(part) if _DIGITS_RE.match(part) else None
+
+
+class _HeadScanner:
+    """Accumulates bytes and cuts off one message head at a time."""
+
+    def __init__(self, max_head: int) -> None:
+        self.buf = bytearray()
+        self.max_head = max_head
+        self._scan_from = 0
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+
+    def _take_head(self) -> bytes | None:
+        buf = self.buf
+        if self._scan_from == 0:
+            # RFC 9112 2.2: ignore empty lines before a request line (clients' stray CRLFs).
+            skip = 0
+            while buf[skip : skip + 2] == b"\r\n":
+                skip += 2
+            if skip:
+                del buf[:skip]
+        end = buf.find(b"\r\n\r\n", max(0, self._scan_from - 3))
+        if end < 0:
+            self._scan_from = len(buf)
+            self._check_partial()
+            return None
+        cut = end + 4
+        if cut > self.max_head:
+            self._too_large()
+        head = bytes(buf[:cut])
+        del buf[:cut]
+        self._scan_from = 0
+        return head
+
+    def _check_partial(self) -> None:
+        if len(self.buf) > self.max_head:
+            self._too_large()
+        problem = _check_raw_head(self.buf)
+        if problem:
+            self._malformed(problem)
+
+    def _too_large(self) -> None:
+        raise NotImplementedError
+
+    def _malformed(self, why: str) -> None:
+        raise NotImplementedError
+
+
+class RequestReader(_HeadScanner):
+    """Client requests: size limits, hardening, framing. Raises ClientError(status)."""
+
+    def __init__(self, codec: HeadCodec, max_head: int) -> None:
+        super().__init__(max_head)
+        self.codec = codec
+        self._state = _HEAD
+        self._decoder: BodyDecoder = _NO_BODY
+
+    @property
+    def idle(self) -> bool:
+        """No byte of a next request has arrived (keep-alive idle, or a fresh connection)."""
+        return self._state == _HEAD and not self.buf
+
+    @property
+    def reading_head(self) -> bool:
+        return self._state == _HEAD
+
+    def start_next(self) -> None:
+        self._state = _HEAD
+        self._decoder = _NO_BODY
+
+    def next_event(self) -> RequestEvent:
+        state = self._state
+        if state == _BODY:
+            decoder = self._decoder
+            if not decoder.done:
+                if not self.buf:
+                    return NEED_DATA
+                try:
+                    data = decoder.decode(self.buf)
+                except FramingError as exc:
+                    raise ClientError(400, str(exc)) from None
+                if data:
+                    return data
+                if not decoder.done:
+                    return NEED_DATA
+            self._state = _DONE
+            return END_OF_MESSAGE
+        if state == _DONE:
+            return NEED_DATA
+        head_bytes = self._take_head()
+        if head_bytes is None:
+            return NEED_DATA
+        problem = _check_raw_head(head_bytes)
+        if problem:
+            raise ClientError(400, problem)
+        head = self.codec.parse_request_head(head_bytes)
+        self._apply_rules(head)
+        if head.chunked:
+            self._decoder = ChunkedDecoder(self.max_head)
+        elif head.content_length:
+            self._decoder = LengthDecoder(head.content_length)
+        else:
+            self._decoder = _NO_BODY
+        self._state = _BODY
+        return head
+
+    def _too_large(self) -> None:
+        first_line_end = self.buf.find(b"\r\n", 0, self.max_head)
+        if first_line_end < 0:
+            raise ClientError(414, "request target too long")
+        raise ClientError(431, "request header fields too large")
+
+    def _malformed(self, why: str) -> None:
+        raise ClientError(400, why)
+
+    def _apply_rules(self, head: RequestHead) -> None:
+        """Framing, Host, keep-alive and Expect, identically for every codec."""
+        lengths: list[bytes] = []
+        codings: list[bytes] = []
+        connection: list[bytes] = []
+        hosts: list[bytes] = []
+        expect: list[bytes] = []
+        kept = []
+        for name, value in head.headers:
+            if b"_" in name:
+                # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.
+                continue
+            kept.append((name, value))
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings.append(value)
+            elif name == b"host":
+                hosts.append(value)
+            elif name == b"connection":
+                connection.append(value)
+            elif name == b"expect":
+                expect.append(value)
+        if len(kept) != len(head.headers):
+            head.headers = kept
+        http11 = head.version == b"1.1"
+        if head.method == b"CONNECT":
+            raise ClientError(405, "CONNECT is not supported")
+        if codings:
+            if lengths:
+                raise ClientError(400, "both Content-Length and Transfer-Encoding")
+            if not http11:
+                raise ClientError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if _comma_tokens(codings) != [b"chunked"]:
+                raise ClientError(501, "unsupported Transfer-Encoding")
+            head.chunked = True
+        elif lengths:
+            length = _single_length(lengths)
+            if length is None:
+                raise ClientError(400, "invalid Content-Length")
+            head.content_length = length
+        target = head.target
+        if target[:1] != b"/":
+            target = self._origin_form(head)
+        if len(hosts) > 1:
+            raise ClientError(400, "more than one Host")
+        if hosts and not head.host:
+            head.host = hosts[0]
+        if http11 and not hosts:
+            raise ClientError(400, "missing Host")
+        if head.host and not _HOST_RE.match(head.host):
+            raise ClientError(400, "invalid Host")
+        tokens = _comma_tokens(connection) if connection else []
+        head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
+        if expect:
+            if _comma_tokens(expect) != [b"100-continue"]:
+                raise ClientError(417, "unsupported Expect")
+            head.expect_continue = http11
+
+    @staticmethod
+    def _origin_form(head: RequestHead) -> bytes:
+        """Absolute-form targets (RFC 9112 3.2.2): the authority replaces Host."""
+        target = head.target
+        lowered = target[:8].lower()
+        if lowered.startswith(b"http://") or lowered.startswith(b"https://"):
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+            if not authority or b"@" in authority:
+                raise ClientError(400, "invalid absolute-form target")
+            head.host = authority
+            head.target = path
+            return path
+        if target == b"*" and head.method == b"OPTIONS":
+            return target
+        raise ClientError(400, "invalid request target")
+
+
+class ResponseReader(_HeadScanner):
+    """Upstream responses: hardening and framing. Raises MalformedResponse.
+
+    Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
+    """
+
+    def __init__(self, codec: HeadCodec, request_method: bytes) -> None:
+        super().__init__(MAX_RESPONSE_HEAD)
+        self.codec = codec
+        self.head_only = request_method == b"HEAD"
+        self._state = _HEAD
+        self._decoder: BodyDecoder = _NO_BODY
+        self.started = False  # some byte of a response arrived
+
+    def feed(self, data: bytes) -> None:
+        self.started = True
+        self.buf += data
+
+    def feed_eof(self) -> None:
+        """The upstream closed. Ends an until-close body; otherwise the response is broken."""
+        if self._state == _HEAD:
+            raise MalformedResponse("upstream closed the connection before a complete head")
+        try:
+            self._decoder.eof()
+        except FramingError as exc:
+            raise MalformedResponse(str(exc)) from None
+
+    def next_event(self) -> ResponseEvent:
+        state = self._state
+        if state == _BODY:
+            decoder = self._decoder
+            if not decoder.done:
+                if self.buf:
+                    try:
+                        data = decoder.decode(self.buf)
+                    except FramingError as exc:
+                        raise MalformedResponse(str(exc)) from None
+                    if data:
+                        return data
+                if not decoder.done:
+                    return NEED_DATA
+            self._state = _DONE
+            return END_OF_MESSAGE
+        if state == _DONE:
+            return NEED_DATA
+        while True:
+            head_bytes = self._take_head()
+            if head_bytes is None:
+                return NEED_DATA
+            problem = _check_raw_head(head_bytes)
+            if problem:
+                raise MalformedResponse(problem)
+            head = self.codec.parse_response_head(head_bytes)
+            if head.status >= 200:
+                break
+            if head.status == 101:
+                raise MalformedResponse("unexpected 101 Switching Protocols")
+        self._decoder = self._frame(head)
+        self._state = _BODY
+        return head
+
+    def _frame(self, head: ResponseHead) -> BodyDecoder:
+        codings: list[bytes] = []
+        lengths: list[bytes] = []
+        connection: list[bytes] = []
+        for name, value in head.headers:
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings.append(value)
+            elif name == b"connection":
+                connection.append(value)
+        tokens = _comma_tokens(connection) if connection else []
+        if head.version == b"1.1":
+            head.keep_alive = b"close" not in tokens
+        else:
+            head.keep_alive = b"keep-alive" in tokens
+        if lengths and not codings:
+            length = _single_length(lengths)
+            if length is None:
+                raise MalformedResponse("invalid Content-Length")
+            head.content_length = length
+        if self.head_only or head.status in (204, 304):
+            return _NO_BODY
+        if codings:
+            # RFC 9112 6.3: Transfer-Encoding overrides Content-Length; not reusing the
+            # connection afterwards keeps a disagreement from poisoning the next response.
+            if lengths:
+                head.keep_alive = False
+            if _comma_tokens(codings)[-1:] == [b"chunked"]:
+                head.chunked = True
+                return ChunkedDecoder(MAX_RESPONSE_HEAD)
+            head.keep_alive = False
+            return UntilCloseDecoder()
+        if head.content_length is not None:
+            return LengthDecoder(head.content_length)
+        head.keep_alive = False
+        return UntilCloseDecoder()
+
+    def _too_large(self) -> None:
+        raise MalformedResponse("upstream sent too big a header")
+
+    def _malformed(self, why: str) -> None:
+        raise MalformedResponse(why)

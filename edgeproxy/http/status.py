@@ -1,0 +1,31 @@
+"""Status lines and the small error pages, built once at import."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+REASONS[499] = b"Client Closed Request"  # nginx's own code, used only in the access log
+
+
+def status_line(status: int, reason: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown"))
+
+
+STATUS_LINES: dict[int, bytes] = {code: status_line(code) for code in REASONS}
+
+
+def _error_page(status: int) -> bytes:
+    title = b"%d %s" % (status, REASONS.get(status, b"Error"))
+    return (
+        b"<html>\r\n<head><title>" + title + b"</title></head>\r\n<body>\r\n<center><h1>"
+        + title + b"</h1></center>\r\n<hr><center>edgeproxy</center>\r\n</body>\r\n</html>\r\n"
+    )
+
+
+ERROR_PAGES: dict[int, bytes] = {code: _error_page(code) for code in REASONS if code >= 400}
+
+
+def error_page(status: int) -> bytes:
+    page = ERROR_PAGES.get(status)
+    return page if page is not None else _error_page(status)

@@ -1,0 +1,177 @@
+"""The access log (batched, written off the event loop) and the error log.
+
+Access-log lines are formatted per request (cheaply: the timestamp is cached per second),
+collected in a list, and handed as one block to a writer thread every FLUSH_INTERVAL or
+every FLUSH_LINES lines, so a slow disk or a full pipe never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from edgeproxy.config.model import AccessLogConfig, ErrorLogConfig
+from edgeproxy.server.request import Request
+
+FLUSH_INTERVAL = 0.2  # seconds a line may wait before it is written
+FLUSH_LINES = 512
+
+
+def _open_target(path: str) -> int:
+    if path == "stdout":
+        return sys.stdout.fileno()
+    if path == "stderr":
+        return sys.stderr.fileno()
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+class _TimeCache:
+    """nginx's $time_local, formatted once per second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def local(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._value = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
+        return self._value
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode("latin-1") if value else "-"
+
+
+def _header(request: Request, name: bytes) -> bytes | None:
+    for key, value in request.head.headers:
+        if key == name:
+            return value
+    return None
+
+
+class AccessLog:
+    def __init__(self, config: AccessLogConfig) -> None:
+        self.config = config
+        self.enabled = config.format != "off"
+        formats: dict[str, Callable[[Request, int, int, float], str]] = {
+            "combined": self._combined,
+            "json": self._json,
+        }
+        self._format = formats.get(config.format, self._combined)
+        self._times = _TimeCache()
+        self._lines: list[str] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._fd = _open_target(config.path) if self.enabled else -1
+        self._thread: threading.Thread | None = None
+        if self.enabled:
+            self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
+            self._thread.start()
+
+    def log(self, request: Request, status: int, body_bytes: int) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        self._lines.append(self._format(request, status, body_bytes, now))
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+        elif self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._lines:
+            block = "".join(self._lines).encode("utf-8", "backslashreplace")
+            self._lines.clear()
+            self._queue.put(block)
+
+    def close(self) -> None:
+        """Flush and wait for the writer thread to finish."""
+        self.flush()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+            if self.config.path not in ("stdout", "stderr"):
+                os.close(self._fd)
+
+    def _write_loop(self) -> None:
+        while (block := self._queue.get()) is not None:
+            view = memoryview(block)
+            while view:
+                try:
+                    written = os.write(self._fd, view)
+                except BlockingIOError:
+                    time.sleep(0.01)  # stdout may be a non-blocking pipe; this is the log thread
+                    continue
+                except OSError:
+                    break  # nowhere to report a broken log target; drop the block
+                view = view[written:]
+
+    # --- formats, chosen by name in __init__ ---
+
+    def _combined(self, request: Request, status: int, body_bytes: int, now: float) -> str:
+        head = request.head
+        return (
+            f'{request.client_ip} - - [{self._times.local(request.started)}] '
+            f'"{_text(head.method)} {_text(head.target)} HTTP/{_text(head.version)}" '
+            f'{status} {body_bytes} "{_text(_header(request, b"referer"))}" '
+            f'"{_text(_header(request, b"user-agent"))}"\n'
+        )
+
+    def _json(self, request: Request, status: int, body_bytes: int, now: float) -> str:
+        head = request.head
+        record = {
+            "time": self._times.local(request.started),
+            "client_ip": request.client_ip,
+            "method": _text(head.method),
+            "target": _text(head.target),
+            "protocol": f"HTTP/{_text(head.version)}",
+            "status": status,
+            "body_bytes_sent": body_bytes,
+            "request_time": round(now - request.started, 6),
+            "upstream_addr": request.upstream_addr or None,
+            "upstream_status": request.upstream_status or None,
+            "host": _text(head.host),
+            "referer": _text(_header(request, b"referer")),
+            "user_agent": _text(_header(request, b"user-agent")),
+        }
+        return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+
+def setup_error_log(config: ErrorLogConfig) -> None:
+    """Route the `edgeproxy` loggers to the configured target, nginx-style lines."""
+    logger = logging.getLogger("edgeproxy")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    handler: logging.Handler
+    if config.path == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    elif config.path == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        handler = logging.FileHandler(config.path)
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s [%(levelname)s] %(process)d: %(message)s", "%Y/%m/%d %H:%M:%S"
+        )
+    )
+    logger.addHandler(handler)
+    logger.setLevel(config.level.upper())
+    logger.propagate = False

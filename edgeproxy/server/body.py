@@ -1,0 +1,194 @@
+"""Message bodies held in memory up to a limit, then in an anonymous temp file.
+
+Temp files come from tempfile.TemporaryFile: on Linux they have no name at all (O_TMPFILE)
+or are unlinked at once, so they disappear when closed and even when the process is killed.
+Disk writes are blocking calls on the event loop, as in nginx: they land in the page cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+READ_CHUNK = 64 * 1024
+
+
+class RequestBody:
+    """A complete request body, re-readable from the start (a retry sends it again)."""
+
+    __slots__ = ("_file", "_memory", "_memory_limit", "_temp_dir", "size")
+
+    def __init__(self, memory_limit: int, temp_dir: str) -> None:
+        self._memory = bytearray()
+        self._memory_limit = memory_limit
+        self._temp_dir = temp_dir
+        self._file: BinaryIO | None = None
+        self.size = 0
+
+    @property
+    def spooled(self) -> bool:
+        return self._file is not None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+        elif self.size > self._memory_limit:
+            self._file = tempfile.TemporaryFile(dir=self._temp_dir, prefix="edgeproxy-body-")
+            self._file.write(self._memory)
+            self._file.write(data)
+            self._memory = bytearray()
+        else:
+            self._memory += data
+
+    def in_memory(self) -> bytes | None:
+        """The whole body when it is in memory (the fast path), else None."""
+        return None if self._file is not None else bytes(self._memory)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._file is None:
+            if self._memory:
+                yield bytes(self._memory)
+            return
+        self._file.flush()
+        fd = self._file.fileno()
+        offset = 0
+        while offset < self.size:
+            chunk = os.pread(fd, READ_CHUNK, offset)
+            if not chunk:
+                raise OSError("temp file shorter than the body written to it")
+            offset += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._memory = bytearray()
+
+
+class ResponseBuffer:
+    """A FIFO between an upstream (producer) and a client (consumer).
+
+    The producer always puts what it has read; it pauses reading while `full`. Memory holds
+    up to `memory_limit` bytes, then data goes to a temp file holding up to `file_limit`
+    pending bytes (0 = never spool: the unbuffered, flow-controlled mode).
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_file",
+        "_file_limit",
+        "_file_read",
+        "_file_write",
+        "_memory",
+        "_memory_limit",
+        "_on_space",
+        "_temp_dir",
+        "_waiter",
+        "error",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        memory_limit: int,
+        file_limit: int,
+        temp_dir: str,
+        on_space: Callable[[], None],
+    ) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._memory = 0
+        self._memory_limit = memory_limit
+        self._file_limit = file_limit
+        self._temp_dir = temp_dir
+        self._file: BinaryIO | None = None
+        self._file_read = 0
+        self._file_write = 0
+        self._on_space = on_space
+        self._waiter: asyncio.Future[None] | None = None
+        self.finished = False
+        self.error: BaseException | None = None
+
+    @property
+    def full(self) -> bool:
+        return (
+            self._memory >= self._memory_limit
+            and self._file_write - self._file_read >= self._file_limit
+        )
+
+    def put(self, data: bytes) -> None:
+        spilled = self._file_write > self._file_read
+        if self._file_limit and (spilled or self._memory + len(data) > self._memory_limit):
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(dir=self._temp_dir, prefix="edgeproxy-resp-")
+            os.pwrite(self._file.fileno(), data, self._file_write)
+            self._file_write += len(data)
+        else:
+            self._chunks.append(data)
+            self._memory += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._wake()
+
+    def take_all_in_memory(self) -> bytes | None:
+        """Everything, if the response is complete and entirely in memory (fast path)."""
+        if not self.finished or self.error or self._file_write > self._file_read:
+            return None
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._memory = 0
+        return data
+
+    async def get(self) -> bytes | None:
+        """The next piece of body, or None at the end. Raises the producer's error."""
+        while True:
+            if self._chunks:
+                was_full = self.full
+                chunk = self._chunks.popleft()
+                self._memory -= len(chunk)
+                if was_full and not self.full:
+                    self._on_space()
+                return chunk
+            if self._file_write > self._file_read:
+                assert self._file is not None
+                was_full = self.full
+                chunk = os.pread(self._file.fileno(), READ_CHUNK, self._file_read)
+                self._file_read += len(chunk)
+                if self._file_read == self._file_write:
+                    # Drained: reuse the file from its start rather than growing it.
+                    self._file_read = self._file_write = 0
+                    self._file.truncate(0)
+                if was_full and not self.full:
+                    self._on_space()
+                return chunk
+            if self.error is not None:
+                raise self.error
+            if self.finished:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._chunks.clear()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

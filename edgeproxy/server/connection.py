@@ -1,0 +1,253 @@
+"""One client connection: read a complete request, dispatch it, write the response.
+
+Phases: HEADER (client_header_timeout for the whole head) -> BODY (client_body_timeout
+between reads) -> BUSY (reading paused; the handler runs; pipelined bytes wait in the
+reader) -> IDLE (keepalive_timeout) -> HEADER ... A refused request ends in LINGER: the
+error is written, our side shut, and the client's remaining bytes are read and dropped
+for a moment so that it sees the answer instead of a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, cast
+
+from edgeproxy.config.model import HttpSettings
+from edgeproxy.errors import ClientError, UpstreamError
+from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, RequestHead
+from edgeproxy.http.reader import RequestReader
+from edgeproxy.server.body import RequestBody
+from edgeproxy.server.client_ip import client_ip
+from edgeproxy.server.handlers import send_return
+from edgeproxy.server.request import Request
+from edgeproxy.server.response import CONTINUE, ClientGone, ResponseWriter
+from edgeproxy.server.router import Router, normalize_path
+from edgeproxy.server.timer import LazyTimer
+
+if TYPE_CHECKING:
+    from edgeproxy.server.worker import Worker
+
+log = logging.getLogger("edgeproxy.server")
+
+_HEADER, _BODY, _BUSY, _IDLE, _LINGER = range(5)
+LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: 5s
+_UNPARSED = RequestHead(b"", b"", b"", [])
+_NO_BODY = RequestBody(0, "")  # shared by every bodiless request; nothing ever writes to it
+
+
+class DownstreamConnection(asyncio.Protocol):
+    def __init__(self, worker: Worker, router: Router) -> None:
+        self.worker = worker
+        self.router = router
+        self.settings: HttpSettings = router.default.config.http
+        self.loop = worker.loop
+        self.phase = _HEADER
+        self.request: Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.served = 0
+        self.peer_ip = ""
+        self.peer_eof = False
+        self.reader = RequestReader(worker.codec, self.settings.client_header_buffer_size)
+        self.timer = LazyTimer(self.loop, self._on_timeout)
+        self.transport: asyncio.Transport
+        self.out: ResponseWriter
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix:"
+        self.out = ResponseWriter(transport, self.settings.send_timeout)
+        self.timer.start(self.settings.client_header_timeout)
+        self.worker.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase == _LINGER:
+            return
+        self.reader.feed(data)
+        if phase == _IDLE:
+            self.phase = _HEADER
+            self.timer.start(self.settings.client_header_timeout)
+        elif phase == _BODY:
+            self.timer.touch(self.settings.client_body_timeout)
+        if self.task is None:
+            self._advance()
+
+    def eof_received(self) -> bool:
+        if self.phase == _BUSY:
+            self.peer_eof = True  # a half-close after the request: answer, then close
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.stop()
+        self.worker.connections.discard(self)
+        self.out.connection_lost()
+        if self.task is not None:
+            self.task.cancel()
+        elif self.request is not None:
+            self.request.body.close()
+
+    def pause_writing(self) -> None:
+        self.out.pause()
+
+    def resume_writing(self) -> None:
+        self.out.resume()
+
+    # --- reading a request ---
+
+    def _advance(self) -> None:
+        reader = self.reader
+        try:
+            while True:
+                event = reader.next_event()
+                if event is NEED_DATA:
+                    return
+                if type(event) is bytes:
+                    self._on_body(event)
+                elif event is END_OF_MESSAGE:
+                    self._dispatch()
+                    return
+                else:
+                    assert isinstance(event, RequestHead)
+                    self._on_head(event)
+        except ClientError as exc:
+            self._reject(exc)
+
+    def _on_head(self, head: RequestHead) -> None:
+        routes = self.router.server_for(head.host)
+        server = routes.config
+        self.settings = settings = server.http
+        path = normalize_path(head.target) if head.target[:1] == b"/" else head.target.decode()
+        location = routes.location_for(path) if path is not None else None
+        has_body = head.chunked or bool(head.content_length)
+        body = (
+            RequestBody(settings.client_body_buffer_size, self.worker.config.temp_path)
+            if has_body
+            else _NO_BODY
+        )
+        ip = client_ip(self.peer_ip, head.headers, server.trusted_proxies)
+        self.request = Request(head, routes, location, body, self.peer_ip, ip, time.time())
+        if path is None:
+            raise ClientError(400, "invalid path")
+        if head.content_length is not None and head.content_length > settings.client_max_body_size:
+            raise ClientError(413, "declared body too large")
+        self.phase = _BODY
+        if has_body:
+            self.timer.start(settings.client_body_timeout)
+            if head.expect_continue:
+                self.transport.write(CONTINUE)
+
+    def _on_body(self, data: bytes) -> None:
+        assert self.request is not None
+        body = self.request.body
+        if body.size + len(data) > self.settings.client_max_body_size:
+            raise ClientError(413, "body too large")
+        body.write(data)
+
+    def _dispatch(self) -> None:
+        request = self.request
+        assert request is not None
+        self.timer.stop()
+        self.phase = _BUSY
+        self.transport.pause_reading()
+        self.served += 1
+        settings = self.settings
+        keep_alive = (
+            request.head.keep_alive
+            and self.served < settings.keepalive_requests
+            and settings.keepalive_timeout > 0
+            and not self.worker.stopping
+        )
+        out = self.out
+        out.reset(request.head, keep_alive)
+        out.send_timeout = settings.send_timeout
+        self.task = self.loop.create_task(self._serve(request))
+
+    # --- answering ---
+
+    async def _serve(self, request: Request) -> None:
+        out = self.out
+        try:
+            location = request.location
+            if location is None:
+                out.send_error(404)
+            elif location.ret is not None:
+                send_return(location.ret, out)
+            else:
+                await self.worker.proxy.handle(request, out)
+        except (ClientGone, asyncio.CancelledError):
+            out.keep_alive = False
+            out.status = out.status if out.started else 499
+        except UpstreamError:
+            # Part of the response is out and the rest is lost: only a close tells the client.
+            out.keep_alive = False
+            self.transport.abort()
+        except Exception:
+            log.exception("error serving %s", request.head.target)
+            out.keep_alive = False
+            if not out.started:
+                out.send_error(500)
+        finally:
+            request.body.close()
+            self.worker.access_log.log(request, out.status, out.body_bytes)
+            self.task = None
+            self.request = None
+        self._next_request()
+
+    def _next_request(self) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if not self.out.keep_alive or self.peer_eof:
+            transport.close()
+            return
+        reader = self.reader
+        reader.start_next()
+        transport.resume_reading()
+        if reader.idle:
+            self.phase = _IDLE
+            self.timer.start(self.settings.keepalive_timeout)
+        else:
+            self.phase = _HEADER
+            self.timer.start(self.settings.client_header_timeout)
+            self._advance()
+
+    def _reject(self, exc: ClientError) -> None:
+        """Answer a refused request, then linger and close."""
+        log.info("client %s: %d %s", self.peer_ip, exc.status, exc.reason)
+        request = self.request
+        out = self.out
+        out.reset(request.head if request is not None else None, False)
+        out.send_error(exc.status, close=True)
+        if request is None:
+            request = Request(
+                _UNPARSED, self.router.default, None, _NO_BODY, self.peer_ip, self.peer_ip,
+                time.time(),
+            )  # fmt: skip
+        request.body.close()
+        self.worker.access_log.log(request, exc.status, out.body_bytes)
+        self.request = None
+        self.phase = _LINGER
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self.timer.start(LINGER_TIMEOUT)
+
+    def _on_timeout(self) -> None:
+        phase = self.phase
+        if phase == _BODY or (phase == _HEADER and not self.reader.idle):
+            self._reject(ClientError(408, "client timed out"))
+        elif phase != _BUSY:
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        """For a graceful stop: drop keep-alive connections that wait for a request."""
+        if self.phase == _IDLE or (self.phase == _HEADER and self.reader.idle):
+            self.transport.close()

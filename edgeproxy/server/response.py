@@ -1,0 +1,156 @@
+"""Writing one response at a time to the client, with framing and flow control."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from edgeproxy.http.date import DATE
+from edgeproxy.http.events import RequestHead
+from edgeproxy.http.status import STATUS_LINES, error_page, status_line
+
+_SERVER = b"Server: edgeproxy\r\nDate: "
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_HTML = (b"content-type", b"text/html")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ClientGone(Exception):
+    """The client connection closed (or timed out) while we were writing to it."""
+
+
+class ResponseWriter:
+    __slots__ = (
+        "_drain",
+        "_paused",
+        "body_bytes",
+        "chunked",
+        "http11",
+        "keep_alive",
+        "lost",
+        "no_body",
+        "send_timeout",
+        "started",
+        "status",
+        "transport",
+    )
+
+    def __init__(self, transport: asyncio.Transport, send_timeout: float) -> None:
+        self.transport = transport
+        self.send_timeout = send_timeout
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self.lost = False
+        self.reset(None, True)
+
+    def reset(self, head: RequestHead | None, keep_alive: bool) -> None:
+        """Prepare for the response to `head` (None: a request that never parsed)."""
+        self.status = 0
+        self.body_bytes = 0
+        self.started = False
+        self.chunked = False
+        self.keep_alive = keep_alive
+        self.http11 = head is None or head.version == b"1.1"
+        self.no_body = head is not None and head.method == b"HEAD"
+
+    # --- flow control, driven by the connection's Protocol callbacks ---
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake(None)
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        self._wake(ClientGone())
+
+    def _wake(self, exc: Exception | None) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            if exc is None:
+                drain.set_result(None)
+            else:
+                drain.set_exception(exc)
+
+    # --- writing ---
+
+    def send_head(
+        self,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        length: int | None,
+        reason: bytes = b"",
+        body: bytes = b"",
+    ) -> None:
+        """Write the status line and fields; `body` (if any) goes in the same write.
+
+        `length` is the body length when known; otherwise the body is chunked for HTTP/1.1
+        clients and delimited by closing the connection for HTTP/1.0 ones.
+        """
+        self.status = status
+        self.started = True
+        line = STATUS_LINES.get(status) if not reason else None
+        parts = [line or status_line(status, reason), _SERVER, DATE.value(), b"\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        no_body = self.no_body or status in (204, 304) or status < 200
+        if no_body:
+            self.no_body = True
+            if length is not None and status not in (204, 304):
+                parts.append(b"content-length: %d\r\n" % length)
+        elif length is not None:
+            parts.append(b"content-length: %d\r\n" % length)
+        elif self.http11:
+            self.chunked = True
+            parts.append(_CHUNKED)
+        else:
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(_CLOSE)
+        elif not self.http11:
+            parts.append(_KEEP_ALIVE)
+        parts.append(b"\r\n")
+        if body and not self.no_body:
+            self.body_bytes = len(body)
+            parts.append(body)
+        self.transport.write(b"".join(parts))
+
+    def send_error(self, status: int, close: bool = False) -> None:
+        """A complete small error response."""
+        if close:
+            self.keep_alive = False
+        page = error_page(status)
+        self.send_head(status, (_HTML,), len(page), body=page)
+
+    async def write(self, data: bytes) -> None:
+        if self.no_body or not data:
+            return
+        if self.lost:
+            raise ClientGone()
+        self.body_bytes += len(data)
+        if self.chunked:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+        if self._paused:
+            await self._wait_drain()
+
+    async def finish(self) -> None:
+        if self.chunked and not self.lost:
+            self.transport.write(b"0\r\n\r\n")
+        if self._paused:
+            await self._wait_drain()
+
+    async def _wait_drain(self) -> None:
+        self._drain = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self._drain
+        except TimeoutError:
+            raise ClientGone() from None
+        finally:
+            self._drain = None

@@ -1,0 +1,111 @@
+"""Routing: listen address + Host -> virtual server; normalised path -> location.
+
+Tables are built once per config. Precedence, as nginx: an `exact` location wins, then
+`regex` locations in file order, then the longest `path` prefix.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from edgeproxy.config.model import Location, ServerConfig
+
+
+def normalize_path(target: bytes) -> str | None:
+    """The path of a request target, percent-decoded with dot segments resolved.
+
+    None when it is not a path we will route (NUL, or `..` climbing above the root). The
+    original target is what gets forwarded; this form is only for matching, so that
+    `/static/%2e%2e/app` cannot dodge a location.
+    """
+    path = target.split(b"?", 1)[0]
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+        if b"\x00" in path:
+            return None
+    text = path.decode("utf-8", "surrogateescape")
+    if "/." not in text and "//" not in text:
+        return text
+    segments: list[str] = []
+    for segment in text.split("/")[1:]:
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+        elif segment not in (".", ""):
+            segments.append(segment)
+    trailing = "/" if text.endswith(("/", "/.", "/..")) and segments else ""
+    return "/" + "/".join(segments) + trailing
+
+
+class ServerRoutes:
+    """The locations of one virtual server, in lookup order."""
+
+    __slots__ = ("config", "default_host", "exact", "prefixes", "regexes")
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        # Host sent upstream for an HTTP/1.0 request without one: the server's first name.
+        names = [n for n in config.server_name if "*" not in n]
+        self.default_host = (names[0] if names else "localhost").encode()
+        self.exact: dict[str, Location] = {}
+        self.regexes: list[Location] = []
+        prefixes: list[Location] = []
+        for location in config.locations:
+            if location.match == "exact":
+                self.exact.setdefault(location.pattern, location)
+            elif location.match == "regex":
+                self.regexes.append(location)
+            else:
+                prefixes.append(location)
+        # Longest first, so the first match is the longest; stable for equal lengths.
+        self.prefixes = sorted(prefixes, key=lambda loc: -len(loc.pattern))
+
+    def location_for(self, path: str) -> Location | None:
+        location = self.exact.get(path)
+        if location is not None:
+            return location
+        for location in self.regexes:
+            assert location.regex is not None
+            if location.regex.search(path):
+                return location
+        for location in self.prefixes:
+            if path.startswith(location.pattern):
+                return location
+        return None
+
+
+class Router:
+    """The virtual servers that share one listen address."""
+
+    __slots__ = ("by_name", "default", "wildcards")
+
+    def __init__(self, servers: list[ServerConfig]) -> None:
+        routes = [ServerRoutes(server) for server in servers]
+        self.by_name: dict[bytes, ServerRoutes] = {}
+        self.wildcards: list[tuple[bytes, ServerRoutes]] = []
+        # nginx: the default server is the one without names ("_"), else the first listed.
+        self.default = next((r for r in routes if not r.config.server_name), routes[0])
+        for route in routes:
+            for name in route.config.server_name:
+                encoded = name.encode()
+                if encoded.startswith(b"*."):
+                    self.wildcards.append((encoded[1:], route))  # ".example.com"
+                else:
+                    self.by_name.setdefault(encoded, route)
+        # The longest suffix wins, as nginx's longest wildcard match.
+        self.wildcards.sort(key=lambda item: -len(item[0]))
+
+    def server_for(self, host: bytes) -> ServerRoutes:
+        if not host:
+            return self.default
+        if b":" in host and host[-1:] != b"]":  # strip a port, but not from a bare [v6]
+            host = host.rsplit(b":", 1)[0]
+        name = host.lower().rstrip(b".")
+        route = self.by_name.get(name)
+        if route is not None:
+            return route
+        for suffix, route in self.wildcards:
+            if name.endswith(suffix):
+                return route
+        return self.default

@@ -1,0 +1,144 @@
+"""An upstream pool: its peers, the balancer that picks among them, and keep-alive reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Container
+
+from edgeproxy.config.model import UpstreamConfig
+from edgeproxy.errors import UpstreamError
+from edgeproxy.http.codec import HeadCodec
+from edgeproxy.upstream.balancers import make_balancer
+from edgeproxy.upstream.connection import UpstreamConnection
+from edgeproxy.upstream.peer import Peer
+
+log = logging.getLogger("edgeproxy.upstream")
+
+SWEEP_INTERVAL = 1.0  # how often idle keep-alive connections past keepalive_timeout are closed
+
+
+class UpstreamPool:
+    def __init__(self, config: UpstreamConfig, codec: HeadCodec) -> None:
+        self.config = config
+        self.name = config.name
+        self.codec = codec
+        peers = [Peer(server, index) for index, server in enumerate(config.servers)]
+        self.primary = [p for p in peers if not p.backup]
+        self.backup = [p for p in peers if p.backup]
+        self.balancer = make_balancer(config.balance, self.primary)
+        self.backup_balancer = make_balancer(config.balance, self.backup) if self.backup else None
+        # nginx ignores max_fails for a lone server: there is nowhere else to go.
+        self._lone = len(peers) == 1
+        self.idle_count = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # --- choosing a peer ---
+
+    def select(self, tried: Container[Peer], key: str) -> Peer | None:
+        """A peer for the next attempt, or None when no live peer is left."""
+        now = time.monotonic()
+        candidates = [p for p in self.primary if p not in tried and self._usable(p, now)]
+        if candidates:
+            return self.balancer.select(candidates, key)
+        if self.backup_balancer is not None:
+            candidates = [p for p in self.backup if p not in tried and self._usable(p, now)]
+            if candidates:
+                return self.backup_balancer.select(candidates, key)
+        return None
+
+    def _usable(self, peer: Peer, now: float) -> bool:
+        if self._lone:
+            return not peer.max_conns or peer.active < peer.max_conns
+        return peer.available(now)
+
+    def record_failure(self, peer: Peer, error: UpstreamError) -> None:
+        if peer.record_failure(time.monotonic()) and not self._lone:
+            log.warning(
+                "upstream %s: peer %s marked unavailable for %gs after %s",
+                self.name,
+                peer.name,
+                peer.fail_timeout,
+                error,
+            )
+
+    # --- connections ---
+
+    async def acquire(self, peer: Peer) -> tuple[UpstreamConnection, bool]:
+        """A connection to `peer`: an idle keep-alive one if fresh enough, else a new one.
+
+        Returns (connection, reused). Counts the request as active on the peer.
+        """
+        conn = self._take_idle(peer)
+        if conn is not None:
+            peer.active += 1
+            return conn, True
+        loop = asyncio.get_running_loop()
+        address = peer.address
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                if address.kind == "unix":
+                    _, conn = await loop.create_unix_connection(
+                        lambda: UpstreamConnection(peer, self.codec), address.path
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(peer, self.codec), address.host, address.port
+                    )
+        except TimeoutError:
+            raise UpstreamError("timeout", f"connect to {peer.name} timed out", retryable=True) from None
+        except OSError as exc:
+            raise UpstreamError("error", f"connect to {peer.name}: {exc.strerror or exc}", retryable=True) from None
+        if conn.transport is not None and address.kind == "tcp":
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer.active += 1
+        return conn, False
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """The exchange on `conn` is over; keep it for reuse or close it."""
+        peer = conn.peer
+        peer.active -= 1
+        if not reusable or conn.closed or self.idle_count >= self.config.keepalive:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        peer.idle.append(conn)
+        self.idle_count += 1
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _take_idle(self, peer: Peer) -> UpstreamConnection | None:
+        idle = peer.idle
+        deadline = time.monotonic() - self.config.keepalive_timeout
+        while idle:
+            conn = idle.pop()  # newest first: the likeliest to be warm
+            self.idle_count -= 1
+            if not conn.closed and conn.idle_since > deadline:
+                return conn
+            conn.close()
+        return None
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        deadline = time.monotonic() - self.config.keepalive_timeout
+        for peer in self.primary + self.backup:
+            idle = peer.idle
+            while idle and (idle[0].closed or idle[0].idle_since <= deadline):
+                idle.popleft().close()
+                self.idle_count -= 1
+        if self.idle_count:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for peer in self.primary + self.backup:
+            while peer.idle:
+                peer.idle.pop().close()
+        self.idle_count = 0
