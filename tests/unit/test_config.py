@@ -53,7 +53,7 @@ def error(text: str) -> str:
 
 
 def server(body: str) -> str:
-    """UPSTREAM plus one server (at line 4) whose mapping continues with `body`."""
+    """UPSTREAM plus one server (line 5) whose mapping continues at line 6 with `body`."""
     return UPSTREAM + 'servers:\n  - listen: "127.0.0.1:0"\n' + body
 
 
