@@ -127,7 +127,7 @@ class AccessLog:
     def _combined(self, request: Request, status: int, body_bytes: int, now: float) -> str:
         head = request.head
         return (
-            f'{request.client_ip} - - [{self._times.local(request.started)}] '
+            f"{request.client_ip} - - [{self._times.local(request.started)}] "
             f'"{_text(head.method)} {_text(head.target)} HTTP/{_text(head.version)}" '
             f'{status} {body_bytes} "{_text(_header(request, b"referer"))}" '
             f'"{_text(_header(request, b"user-agent"))}"\n'
@@ -153,25 +153,24 @@ class AccessLog:
         return json.dumps(record, separators=(",", ":")) + "\n"
 
 
-
 def setup_error_log(config: ErrorLogConfig) -> None:
     """Route the `edgeproxy` loggers to the configured target, nginx-style lines."""
     logger = logging.getLogger("edgeproxy")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    handler: logging.Handler
+    target: logging.Handler
     if config.path == "stderr":
-        handler = logging.StreamHandler(sys.stderr)
+        target = logging.StreamHandler(sys.stderr)
     elif config.path == "stdout":
-        handler = logging.StreamHandler(sys.stdout)
+        target = logging.StreamHandler(sys.stdout)
     else:
-        handler = logging.FileHandler(config.path)
-    handler.setFormatter(
+        target = logging.FileHandler(config.path)
+    target.setFormatter(
         logging.Formatter(
             "%(asctime)s [%(levelname)s] %(process)d: %(message)s", "%Y/%m/%d %H:%M:%S"
         )
     )
-    logger.addHandler(handler)
+    logger.addHandler(target)
     logger.setLevel(config.level.upper())
     logger.propagate = False

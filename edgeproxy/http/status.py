@@ -18,8 +18,11 @@ STATUS_LINES: dict[int, bytes] = {code: status_line(code) for code in REASONS}
 def _error_page(status: int) -> bytes:
     title = b"%d %s" % (status, REASONS.get(status, b"Error"))
     return (
-        b"<html>\r\n<head><title>" + title + b"</title></head>\r\n<body>\r\n<center><h1>"
-        + title + b"</h1></center>\r\n<hr><center>edgeproxy</center>\r\n</body>\r\n</html>\r\n"
+        b"<html>\r\n<head><title>"
+        + title
+        + b"</title></head>\r\n<body>\r\n<center><h1>"
+        + title
+        + b"</h1></center>\r\n<hr><center>edgeproxy</center>\r\n</body>\r\n</html>\r\n"
     )
 
 

@@ -17,6 +17,11 @@ from typing import BinaryIO
 READ_CHUNK = 64 * 1024
 
 
+def _temp_file(directory: str, prefix: str) -> BinaryIO:
+    """An anonymous file; the owning body object closes it (it outlives any `with`)."""
+    return tempfile.TemporaryFile(dir=directory, prefix=prefix)  # noqa: SIM115
+
+
 class RequestBody:
     """A complete request body, re-readable from the start (a retry sends it again)."""
 
@@ -38,7 +43,7 @@ class RequestBody:
         if self._file is not None:
             self._file.write(data)
         elif self.size > self._memory_limit:
-            self._file = tempfile.TemporaryFile(dir=self._temp_dir, prefix="edgeproxy-body-")
+            self._file = _temp_file(self._temp_dir, "edgeproxy-body-")
             self._file.write(self._memory)
             self._file.write(data)
             self._memory = bytearray()
@@ -125,7 +130,7 @@ class ResponseBuffer:
         spilled = self._file_write > self._file_read
         if self._file_limit and (spilled or self._memory + len(data) > self._memory_limit):
             if self._file is None:
-                self._file = tempfile.TemporaryFile(dir=self._temp_dir, prefix="edgeproxy-resp-")
+                self._file = _temp_file(self._temp_dir, "edgeproxy-resp-")
             os.pwrite(self._file.fileno(), data, self._file_write)
             self._file_write += len(data)
         else:

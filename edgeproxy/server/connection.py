@@ -61,7 +61,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix:"
-        self.out = ResponseWriter(transport, self.settings.send_timeout)
+        self.out = ResponseWriter(self.transport, self.settings.send_timeout)
         self.timer.start(self.settings.client_header_timeout)
         self.worker.connections.add(self)
 

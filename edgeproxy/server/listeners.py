@@ -49,7 +49,9 @@ def bind_all(config: Config) -> dict[Address, socket.socket]:
             try:
                 sockets[address] = bind(address)
             except OSError as exc:
-                raise ConfigError("listen", f"cannot bind {address}: {exc.strerror or exc}") from None
+                raise ConfigError(
+                    "listen", f"cannot bind {address}: {exc.strerror or exc}"
+                ) from None
     except BaseException:
         for sock in sockets.values():
             sock.close()

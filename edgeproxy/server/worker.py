@@ -12,7 +12,7 @@ import signal
 import socket
 from collections.abc import Mapping
 
-from edgeproxy.config.model import Address, Config
+from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import AccessLog
 from edgeproxy.server.connection import DownstreamConnection
@@ -26,7 +26,7 @@ GRACEFUL_TIMEOUT = 30.0  # seconds in-flight requests get on a graceful stop (ng
 
 
 def build_routers(config: Config) -> dict[Address, Router]:
-    by_address: dict[Address, list] = {}
+    by_address: dict[Address, list[ServerConfig]] = {}
     for server in config.servers:
         for address in server.listen:
             by_address.setdefault(address, []).append(server)

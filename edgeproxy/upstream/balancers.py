@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edgeproxy.upstream.peer import Peer
 
@@ -19,7 +19,7 @@ class Balancer:
 
 
 def smooth_weighted(candidates: Sequence[Peer]) -> Peer:
-    """nginx's smooth weighted round robin: weights 5,1,1 give a,a,b,a,c,a,a -- not a,a,a,a,a,b,c."""
+    """nginx's smooth weighted round robin: weights 5,1,1 give a,a,b,a,c,a,a, not a,a,a,a,a,b,c."""
     if len(candidates) == 1:
         return candidates[0]
     total = 0
@@ -92,7 +92,7 @@ def make_balancer(name: str, peers: Sequence[Peer]) -> Balancer:
     return BALANCERS[name](peers)
 
 
-BALANCERS = {
+BALANCERS: dict[str, Callable[[Sequence[Peer]], Balancer]] = {
     "round_robin": lambda peers: RoundRobin(),
     "least_conn": lambda peers: LeastConn(),
     "ip_hash": IpHash,

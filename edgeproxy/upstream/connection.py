@@ -9,8 +9,8 @@ whatever the client is doing.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import HeadCodec, MalformedResponse

@@ -88,9 +88,13 @@ class UpstreamPool:
                         lambda: UpstreamConnection(peer, self.codec), address.host, address.port
                     )
         except TimeoutError:
-            raise UpstreamError("timeout", f"connect to {peer.name} timed out", retryable=True) from None
+            raise UpstreamError(
+                "timeout", f"connect to {peer.name} timed out", retryable=True
+            ) from None
         except OSError as exc:
-            raise UpstreamError("error", f"connect to {peer.name}: {exc.strerror or exc}", retryable=True) from None
+            raise UpstreamError(
+                "error", f"connect to {peer.name}: {exc.strerror or exc}", retryable=True
+            ) from None
         if conn.transport is not None and address.kind == "tcp":
             sock = conn.transport.get_extra_info("socket")
             if sock is not None:
