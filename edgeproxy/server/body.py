@@ -19,7 +19,7 @@ READ_CHUNK = 64 * 1024
 
 def _temp_file(directory: str, prefix: str) -> BinaryIO:
     """An anonymous file; the owning body object closes it (it outlives any `with`)."""
-    return tempfile.TemporaryFile(dir=directory, prefix=prefix)  # noqa: SIM115
+    return tempfile.TemporaryFile(dir=directory, prefix=prefix)
 
 
 class RequestBody:
