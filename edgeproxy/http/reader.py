@@ -81,13 +81,13 @@ class _HeadScanner:
 
     def _take_head(self) -> bytes | None:
         buf = self.buf
-        if self._scan_from == 0:
+        if buf[:2] == b"\r\n":
             # RFC 9112 2.2: ignore empty lines before a request line (clients' stray CRLFs).
-            skip = 0
+            skip = 2
             while buf[skip : skip + 2] == b"\r\n":
                 skip += 2
-            if skip:
-                del buf[:skip]
+            del buf[:skip]
+            self._scan_from = 0
         end = buf.find(b"\r\n\r\n", max(0, self._scan_from - 3))
         if end < 0:
             self._scan_from = len(buf)
@@ -104,7 +104,9 @@ class _HeadScanner:
     def _check_partial(self) -> None:
         if len(self.buf) > self.max_head:
             self._too_large()
-        problem = _check_raw_head(self.buf)
+        buf = self.buf
+        # A CR at the very end may be half of a CRLF whose LF is still on the way.
+        problem = _check_raw_head(buf[:-1] if buf[-1:] == b"\r" else buf)
         if problem:
             self._malformed(problem)
 
@@ -208,6 +210,8 @@ class RequestReader(_HeadScanner):
         if len(kept) != len(head.headers):
             head.headers = kept
         http11 = head.version == b"1.1"
+        if not http11 and head.version != b"1.0":
+            raise ClientError(505, "unsupported HTTP version")
         if head.method == b"CONNECT":
             raise ClientError(405, "CONNECT is not supported")
         if codings:

@@ -1,0 +1,141 @@
+"""The request reader over every codec: a corpus of raw requests fed whole, line by line
+and byte by byte must give the same events (valid) or the same refusal (invalid)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgeproxy.errors import ClientError
+from edgeproxy.http.codec import CODECS, HeadCodec
+from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, RequestHead
+from edgeproxy.http.reader import RequestReader
+
+CORPUS = Path(__file__).parent.parent / "corpus"
+VALID = sorted((CORPUS / "valid").glob("*.http"))
+INVALID = sorted((CORPUS / "invalid").glob("*.http"))
+MAX_HEAD = 16 * 1024
+
+
+@pytest.fixture(params=sorted(CODECS))
+def codec(request: pytest.FixtureRequest) -> HeadCodec:
+    return CODECS[request.param]()
+
+
+def pieces(data: bytes, mode: str) -> Iterator[bytes]:
+    if mode == "whole":
+        yield data
+    elif mode == "lines":
+        yield from data.splitlines(keepends=True)
+    else:
+        for i in range(len(data)):
+            yield data[i : i + 1]
+
+
+def read_message(codec: HeadCodec, data: bytes, mode: str) -> tuple[RequestHead, bytes]:
+    """Feed `data` in pieces; return the head and the body of the first message."""
+    reader = RequestReader(codec, MAX_HEAD)
+    head: RequestHead | None = None
+    body = b""
+    for piece in pieces(data, mode):
+        reader.feed(piece)
+        while (event := reader.next_event()) is not NEED_DATA:
+            if event is END_OF_MESSAGE:
+                assert head is not None
+                return head, body
+            if isinstance(event, RequestHead):
+                head = event
+            else:
+                assert isinstance(event, bytes)
+                body += event
+    raise AssertionError("the message never ended")
+
+
+@pytest.mark.parametrize("mode", ["whole", "lines", "bytes"])
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_valid_requests_parse_the_same_in_any_pieces(
+    codec: HeadCodec, path: Path, mode: str
+) -> None:
+    data = path.read_bytes()
+    reference = read_message(CODECS["h11"](), data, "whole")
+    assert read_message(codec, data, mode) == reference
+
+
+@pytest.mark.parametrize("mode", ["whole", "lines", "bytes"])
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_requests_are_refused_with_their_status(
+    codec: HeadCodec, path: Path, mode: str
+) -> None:
+    expected = int(path.stem.split("-", 1)[0])
+    with pytest.raises(ClientError) as caught:
+        read_message(codec, path.read_bytes(), mode)
+    assert caught.value.status == expected
+
+
+def test_chunked_body_is_decoded_and_trailers_dropped(codec: HeadCodec) -> None:
+    head, body = read_message(
+        codec, (CORPUS / "valid" / "post-chunked-ext-trailer.http").read_bytes(), "whole"
+    )
+    assert head.chunked and head.content_length is None
+    assert body == b"hello"
+
+
+def test_absolute_form_target_becomes_origin_form(codec: HeadCodec) -> None:
+    head, _ = read_message(codec, (CORPUS / "valid" / "absolute-form.http").read_bytes(), "whole")
+    assert head.target == b"/p?x"
+    assert head.host == b"example.com:8080"
+
+
+def test_underscore_headers_are_dropped(codec: HeadCodec) -> None:
+    head, _ = read_message(
+        codec, (CORPUS / "valid" / "underscore-header-dropped.http").read_bytes(), "whole"
+    )
+    assert [name for name, _ in head.headers] == [b"host"]
+
+
+def test_keep_alive_rules(codec: HeadCodec) -> None:
+    cases = {
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n": True,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n": False,
+        b"GET / HTTP/1.0\r\n\r\n": False,
+        b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n": True,
+    }
+    for data, keep_alive in cases.items():
+        head, _ = read_message(codec, data, "whole")
+        assert head.keep_alive is keep_alive, data
+
+
+def test_pipelined_requests_come_out_one_at_a_time(codec: HeadCodec) -> None:
+    reader = RequestReader(codec, MAX_HEAD)
+    reader.feed(
+        b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    first = reader.next_event()
+    assert isinstance(first, RequestHead) and first.target == b"/1"
+    assert reader.next_event() == b"abc"
+    assert reader.next_event() is END_OF_MESSAGE
+    assert reader.next_event() is NEED_DATA  # nothing more until the response is done
+    reader.start_next()
+    second = reader.next_event()
+    assert isinstance(second, RequestHead) and second.target == b"/2"
+
+
+@pytest.mark.parametrize("mode", ["whole", "bytes"])
+def test_oversized_header_is_431_and_target_414(codec: HeadCodec, mode: str) -> None:
+    big_header = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * MAX_HEAD + b"\r\n\r\n"
+    big_target = b"GET /" + b"a" * MAX_HEAD + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    for data, status in ((big_header, 431), (big_target, 414)):
+        with pytest.raises(ClientError) as caught:
+            read_message(codec, data, mode)
+        assert caught.value.status == status
+
+
+def test_head_limit_is_enforced_before_the_end_of_the_head_arrives(codec: HeadCodec) -> None:
+    reader = RequestReader(codec, 1024)
+    reader.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 2000)  # no blank line yet
+    with pytest.raises(ClientError) as caught:
+        reader.next_event()
+    assert caught.value.status == 431
