@@ -1,0 +1,233 @@
+"""Proxying through real sockets to real gunicorn: bodies, spooling, balancing, keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.conftest import Gunicorn, async_wait_until
+from tests.integration.fake_upstreams import (
+    RawUpstream,
+    keep_alive_ok,
+    pattern_sha256,
+    proxy_yaml,
+    read_request,
+    temp_fds,
+)
+
+TIMEOUT = httpx.Timeout(30.0)
+
+
+def server_name(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return response.text.removeprefix("hello from ").strip()
+
+
+@pytest.mark.parametrize("size", [1000, 300_000], ids=["memory", "disk"])
+@pytest.mark.parametrize("upstream", ["gunicorn_a", "gunicorn_unix"], ids=["tcp", "unix"])
+async def test_methods_and_bodies(
+    start_proxy, request: pytest.FixtureRequest, upstream: str, size: int
+) -> None:
+    gunicorn: Gunicorn = request.getfixturevalue(upstream)
+    proxy = await start_proxy(
+        proxy_yaml([f'"{gunicorn.address}"'], http="client_body_buffer_size: 16k")
+    )
+    body = os.urandom(size)
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        for method in ("GET", "POST", "PUT"):
+            response = await client.request(method, "/echo?x=1", content=body)
+            assert response.status_code == 200
+            echo = response.json()
+            assert echo["server"] == gunicorn.name
+            assert echo["method"] == method
+            assert echo["query"] == "x=1"
+            assert echo["body_length"] == size
+            assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+            assert echo["headers"]["x-forwarded-for"] == "127.0.0.1"
+        response = await client.get("/echo")
+        assert response.json()["body_length"] == 0
+    await async_wait_until(lambda: not temp_fds(proxy.temp_path), 5, "temp files closed")
+
+
+async def test_large_upload_spools_to_a_temp_file(start_proxy, gunicorn_a: Gunicorn) -> None:
+    proxy = await start_proxy(proxy_yaml([f'"{gunicorn_a.address}"']))
+    block = os.urandom(1 << 20)
+    blocks = 50
+    paused = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        for index in range(blocks):
+            yield block
+            if index == 1:
+                paused.set()
+                await resume.wait()
+
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        task = asyncio.create_task(client.post("/echo", content=upload()))
+        try:
+            await asyncio.wait_for(paused.wait(), 10)
+            # The first 2 MB are in; the proxy must hold them in a temp file, not in memory.
+            await async_wait_until(lambda: temp_fds(proxy.temp_path), 10, "a spooled body")
+            resume.set()
+            response = await asyncio.wait_for(task, 60)
+        finally:
+            resume.set()
+            task.cancel()
+    assert response.status_code == 200
+    echo = response.json()
+    assert echo["body_length"] == blocks * len(block)
+    assert echo["body_sha256"] == hashlib.sha256(block * blocks).hexdigest()
+    assert echo["headers"]["content-length"] == str(blocks * len(block))
+    await async_wait_until(lambda: not temp_fds(proxy.temp_path), 5, "temp files closed")
+
+
+async def test_large_response_spools_and_frees_the_upstream(
+    start_proxy, gunicorn_a: Gunicorn
+) -> None:
+    proxy = await start_proxy(
+        proxy_yaml([f'"{gunicorn_a.address}"'], http="proxy_buffers_size: 64k")
+    )
+    size = 20 * 1024 * 1024
+    (peer,) = proxy.worker.pools["app"].primary
+    digest = hashlib.sha256()
+    received = 0
+    async with (
+        httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client,
+        client.stream("GET", f"/bytes/{size}") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(size)
+        chunks = response.aiter_raw()
+        first = await asyncio.wait_for(anext(chunks), 10)
+        digest.update(first)
+        received += len(first)
+        # We stopped reading: the proxy still reads gunicorn's answer at full speed, into a
+        # temp file, and hands the upstream connection back before we have the body.
+        await async_wait_until(lambda: peer.active == 0, 10, "the upstream to be released")
+        assert temp_fds(proxy.temp_path)
+        async for chunk in chunks:
+            digest.update(chunk)
+            received += len(chunk)
+    assert received == size
+    assert digest.hexdigest() == pattern_sha256(size)
+    await async_wait_until(lambda: not temp_fds(proxy.temp_path), 5, "temp files closed")
+
+
+async def test_stream_without_content_length(start_proxy, gunicorn_a: Gunicorn) -> None:
+    proxy = await start_proxy(proxy_yaml([f'"{gunicorn_a.address}"']))
+    size = 3 * 1024 * 1024 + 17
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        response = await client.get(f"/stream/{size}")
+    assert response.status_code == 200
+    assert len(response.content) == size
+    assert hashlib.sha256(response.content).hexdigest() == pattern_sha256(size)
+
+
+async def test_round_robin_follows_weights(
+    start_proxy, gunicorn_a: Gunicorn, gunicorn_b: Gunicorn
+) -> None:
+    proxy = await start_proxy(
+        proxy_yaml(
+            [
+                f'{{address: "{gunicorn_a.address}", weight: 3}}',
+                f'{{address: "{gunicorn_b.address}", weight: 1}}',
+            ],
+            upstream="balance: round_robin",
+        )
+    )
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        names = [server_name(await client.get("/")) for _ in range(40)]
+    # Smooth weighted round robin is deterministic: exactly 3:1, interleaved.
+    assert Counter(names) == {"a": 30, "b": 10}
+    assert all(names[i : i + 4].count("b") == 1 for i in range(0, 40, 4))
+
+
+async def test_least_conn_prefers_the_idle_server(
+    start_proxy, gunicorn_a: Gunicorn, gunicorn_b: Gunicorn
+) -> None:
+    proxy = await start_proxy(
+        proxy_yaml([f'"{gunicorn_a.address}"', f'"{gunicorn_b.address}"'], upstream="balance: least_conn")
+    )
+    peers = proxy.worker.pools["app"].primary
+    names = {gunicorn_a.address: "a", gunicorn_b.address: "b"}
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        slow = asyncio.create_task(client.get("/sleep/1"))
+        try:
+            await async_wait_until(lambda: any(p.active for p in peers), 5, "a busy peer")
+            (busy,) = [p for p in peers if p.active]
+            idle = "b" if names[busy.name] == "a" else "a"
+            served = [server_name(await client.get("/")) for _ in range(6)]
+            assert served == [idle] * 6
+            assert busy.active == 1  # the sleep was still running throughout
+            assert (await asyncio.wait_for(slow, 10)).text == "slept"
+        finally:
+            slow.cancel()
+
+
+async def test_upstream_keepalive_reuses_and_expires_connections(start_proxy) -> None:
+    async with RawUpstream(keep_alive_ok) as upstream:
+        proxy = await start_proxy(
+            proxy_yaml([f'"{upstream.address}"'], upstream="keepalive: 4\nkeepalive_timeout: 300ms")
+        )
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            for _ in range(5):
+                response = await client.get("/")
+                assert response.status_code == 200
+                assert response.text == "ok"
+            assert upstream.requests == 5
+            assert upstream.accepted == 1
+            # Idle past keepalive_timeout: the proxy closes it without being asked.
+            await async_wait_until(lambda: upstream.open == 0, 5, "the idle connection closed")
+            assert (await client.get("/")).text == "ok"
+            assert upstream.accepted == 2
+
+
+@pytest.mark.parametrize("buffering", [False, True], ids=["unbuffered", "buffered"])
+async def test_response_streams_as_the_upstream_sends(start_proxy, buffering: bool) -> None:
+    first_sent = asyncio.Event()
+    release = asyncio.Event()
+
+    async def in_two_parts(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+        await writer.drain()
+        first_sent.set()
+        await release.wait()
+        writer.write(b"world")
+        await writer.drain()
+        await read_request(reader)
+
+    async with RawUpstream(in_two_parts) as upstream:
+        proxy = await start_proxy(
+            proxy_yaml(
+                [f'"{upstream.address}"'],
+                http=f"proxy_buffering: {'true' if buffering else 'false'}",
+            )
+        )
+        async with (
+            httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client,
+            client.stream("GET", "/") as response,
+        ):
+            assert response.status_code == 200
+            chunks = response.aiter_raw()
+            if buffering:
+                await asyncio.wait_for(first_sent.wait(), 10)
+                release.set()
+                body = b"".join([chunk async for chunk in chunks])
+            else:
+                # The first half reaches us while the upstream is still holding the rest.
+                body = await asyncio.wait_for(anext(chunks), 10)
+                assert body == b"hello"
+                release.set()
+                async for chunk in chunks:
+                    body += chunk
+    assert body == b"helloworld"
