@@ -1,0 +1,193 @@
+"""Upstream failures through real sockets: dead, stalled, unreachable and misbehaving peers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import Gunicorn, free_port
+from tests.integration.fake_upstreams import RawUpstream, proxy_yaml, read_request, response
+
+TIMEOUT = httpx.Timeout(30.0)
+
+
+async def fetch_statuses(url: str, count: int, path: str = "/") -> list[tuple[int, str]]:
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
+        results = []
+        for _ in range(count):
+            answer = await asyncio.wait_for(client.get(path), 15)
+            results.append((answer.status_code, answer.text))
+        return results
+
+
+async def stall(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Take the request, never answer."""
+    await read_request(reader)
+    await asyncio.Event().wait()
+
+
+async def test_dead_peer_is_retried_on_the_live_one(start_proxy, gunicorn_a: Gunicorn) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    proxy = await start_proxy(
+        proxy_yaml([f'"{dead}"', f'"{gunicorn_a.address}"'], upstream="next_upstream: [error]")
+    )
+    results = await fetch_statuses(proxy.url, 6)
+    assert results == [(200, "hello from a\n")] * 6
+    (dead_peer, _) = proxy.worker.pools["app"].primary
+    assert dead_peer.failed_until > time.monotonic()  # max_fails 1: out of rotation
+
+
+async def test_dead_peer_without_retry_fails_once(start_proxy, gunicorn_a: Gunicorn) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    peers = [
+        f'{{address: "{dead}", max_fails: 1, fail_timeout: 10s}}',
+        f'{{address: "{gunicorn_a.address}", max_fails: 1, fail_timeout: 10s}}',
+    ]
+    proxy = await start_proxy(proxy_yaml(peers, upstream="next_upstream: off"))
+    statuses = [status for status, _ in await fetch_statuses(proxy.url, 8)]
+    # Round robin starts with the dead peer: that request fails, then it is left out.
+    assert statuses == [502] + [200] * 7
+
+
+async def test_lone_dead_peer_gives_502_quickly(start_proxy) -> None:
+    proxy = await start_proxy(proxy_yaml([f'"127.0.0.1:{free_port()}"']))
+    started = time.monotonic()
+    statuses = [status for status, _ in await fetch_statuses(proxy.url, 3)]
+    assert statuses == [502, 502, 502]
+    assert time.monotonic() - started < 5
+
+
+async def test_read_timeout_gives_504(start_proxy) -> None:
+    async with RawUpstream(stall) as upstream:
+        proxy = await start_proxy(
+            proxy_yaml([f'"{upstream.address}"'], upstream="read_timeout: 500ms")
+        )
+        started = time.monotonic()
+        ((status, _),) = await fetch_statuses(proxy.url, 1)
+        elapsed = time.monotonic() - started
+    assert status == 504
+    assert 0.4 < elapsed < 5
+    assert upstream.accepted == 1
+
+
+async def test_connect_timeout_gives_504(start_proxy) -> None:
+    # A listener that never accepts, with its backlog already full: further SYNs are dropped,
+    # so a connect hangs until our connect_timeout.
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        try:
+            probe.connect(listener.getsockname())
+        except TimeoutError:
+            pass
+        else:
+            pytest.skip("a full backlog does not hold off connects on this system")
+        finally:
+            probe.close()
+        port = listener.getsockname()[1]
+        proxy = await start_proxy(
+            proxy_yaml([f'"127.0.0.1:{port}"'], upstream="connect_timeout: 300ms")
+        )
+        started = time.monotonic()
+        ((status, _),) = await fetch_statuses(proxy.url, 1)
+        elapsed = time.monotonic() - started
+    assert status == 504
+    assert 0.25 < elapsed < 5
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\ncontent-len",  # closed inside the head
+        b"",  # closed without a byte
+    ],
+    ids=["garbage", "bad-length", "two-lengths", "truncated-head", "empty"],
+)
+async def test_malformed_response_gives_502(start_proxy, answer: bytes) -> None:
+    async def misbehave(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        up.requests += 1
+        writer.write(answer)
+        await writer.drain()
+
+    async with RawUpstream(misbehave) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        results = await fetch_statuses(proxy.url, 2)
+    assert [status for status, _ in results] == [502, 502]
+    assert upstream.requests == 2
+
+
+async def test_body_broken_midway_closes_the_client_connection(start_proxy) -> None:
+    async def short_body(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+
+    async with RawUpstream(short_body) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            received = b""
+            with pytest.raises(asyncio.IncompleteReadError) as closed:
+                # Bounded: a proxy that keeps the connection open fails here by timeout.
+                while len(received) < 200_000:
+                    received += await asyncio.wait_for(reader.readexactly(1), 10)
+            received += closed.value.partial
+        except ConnectionResetError:
+            pass  # an abort may reach us as a reset: also a close
+        finally:
+            writer.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"content-length: 100000" in head.lower()
+    assert body == b"x" * 1000
+
+
+async def test_next_upstream_http_503(start_proxy, gunicorn_a: Gunicorn) -> None:
+    async def unavailable(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while await read_request(reader) is not None:
+            up.requests += 1
+            writer.write(response(503, b"busy"))
+            await writer.drain()
+
+    async with RawUpstream(unavailable) as upstream:
+        proxy = await start_proxy(
+            proxy_yaml(
+                [f'"{upstream.address}"', f'"{gunicorn_a.address}"'],
+                upstream="next_upstream: [error, timeout, http_503]",
+            )
+        )
+        results = await fetch_statuses(proxy.url, 4)
+    assert results == [(200, "hello from a\n")] * 4
+    assert upstream.requests == 1  # tried first, then out of rotation (max_fails 1)
+
+
+async def test_503_passes_through_without_next_upstream(start_proxy) -> None:
+    async def unavailable(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while await read_request(reader) is not None:
+            writer.write(response(503, b"busy"))
+            await writer.drain()
+
+    async with RawUpstream(unavailable) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        results = await fetch_statuses(proxy.url, 2)
+    assert results == [(503, "busy")] * 2
