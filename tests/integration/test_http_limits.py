@@ -28,7 +28,9 @@ async def recorder() -> AsyncIterator[RecordingUpstream]:
 
 @pytest.fixture
 async def proxy(start_proxy, recorder):  # type: ignore[no-untyped-def]
-    return await start_proxy(proxy_yaml(recorder.address, http=LIMITS, upstream_extra=", keepalive: 0"))
+    return await start_proxy(
+        proxy_yaml(recorder.address, http=LIMITS, upstream_extra=", keepalive: 0")
+    )
 
 
 async def refused(proxy, request: bytes, status: int) -> None:  # type: ignore[no-untyped-def]

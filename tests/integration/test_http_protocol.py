@@ -1,34 +1,25 @@
 """Client-side HTTP/1.x behaviour through real sockets: keep-alive, pipelining, HTTP/1.0,
-HEAD, Expect: 100-continue, chunked request bodies, header rules, re-framing and routing.
+HEAD, Expect: 100-continue, chunked request bodies.
 
-Size limits, timeouts and malformed input are in test_http_limits.py.
+Header rules, re-framing of upstream responses and routing are in test_http_forwarding.py;
+size limits, timeouts and malformed input in test_http_limits.py.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from tests.conftest import Gunicorn
 from tests.integration.raw_http import (
     Client,
-    RecordingUpstream,
     get,
     pattern,
     proxy_yaml,
     sha256,
 )
-
-
-@pytest.fixture
-async def recorder() -> AsyncIterator[RecordingUpstream]:
-    upstream = await RecordingUpstream().start()
-    yield upstream
-    upstream.close()
 
 
 def echoed(response) -> dict:  # type: ignore[no-untyped-def]
@@ -73,6 +64,23 @@ async def test_keepalive_timeout_closes_an_idle_connection(start_proxy, gunicorn
     assert time.monotonic() - idle_since >= 0.25  # the timeout closed it, not the response
 
 
+async def test_keepalive_timeout_zero_disables_keepalive(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{keepalive_timeout: 0}"))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(get("/"))
+    assert response.status == 200 and response.get("connection") == "close"
+    assert await client.eof() == b""
+
+
+async def test_half_close_after_the_request_still_gets_the_response(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    await client.send(get("/echo?half"))
+    client.writer.write_eof()
+    assert echoed(await client.response())["query"] == "half"
+    assert await client.eof() == b""
+
+
 # --- pipelining ---
 
 
@@ -91,6 +99,41 @@ async def test_pipelined_requests_are_answered_in_order(start_proxy, gunicorn_a)
     assert (second["method"], second["query"]) == ("POST", "second")
     assert second["body_sha256"] == sha256(body)
     assert (third["method"], third["query"]) == ("GET", "third")
+
+
+async def test_many_pipelined_requests_in_one_send(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    await client.send(b"".join(get(f"/echo?n={n}") for n in range(20)))
+    for n in range(20):
+        assert echoed(await client.response())["query"] == f"n={n}"
+
+
+async def test_malformed_request_pipelined_after_good_ones(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    await client.send(
+        get("/echo?a") + get("/echo?b") + b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00\r\n\r\n"
+    )
+    assert echoed(await client.response())["query"] == "a"
+    assert echoed(await client.response())["query"] == "b"
+    assert (await client.response()).status == 400
+    await client.eof()
+
+
+async def test_request_sent_byte_by_byte(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    client.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    request = (
+        b"\r\nPOST /echo?slow HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;e=1\r\nabc\r\n4\r\ndefg\r\n0\r\nX-T: 2\r\n\r\n"
+    )
+    for i in range(len(request)):  # CRLFs split across reads must not look like bare CRs
+        await client.send(request[i : i + 1])
+    data = echoed(await client.response())
+    assert data["query"] == "slow"
+    assert data["body_sha256"] == sha256(b"abcdefg")
 
 
 # --- HTTP/1.0 ---
@@ -131,6 +174,24 @@ async def test_http10_keepalive_keeps_the_connection(start_proxy, gunicorn_a):
     assert second.get("connection") == "keep-alive"
 
 
+async def test_http10_keepalive_with_unknown_length_closes(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    request = get("/stream/300000", extra="Connection: keep-alive\r\n", version="1.0")
+    response = await client.exchange(request)
+    assert response.get("connection") == "close"
+    assert response.framing == "close"
+    assert response.body == pattern(300_000)
+
+
+async def test_http10_without_host(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(b"GET /echo HTTP/1.0\r\n\r\n")
+    assert echoed(response)["headers"]["host"] == "localhost"  # the server's default name
+    await client.eof()
+
+
 # --- HEAD ---
 
 
@@ -144,6 +205,16 @@ async def test_head_has_headers_and_no_body(start_proxy, gunicorn_a):
     # The next bytes must be the next response, not a body of the HEAD one.
     after = await client.exchange(get("/"))
     assert after.status == 200 and after.body == b"hello from a\n"
+
+
+async def test_head_of_a_response_without_length(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    for _ in range(2):
+        await client.send(get("/stream/5000").replace(b"GET", b"HEAD", 1))
+        response = await client.response(head=True)
+        assert response.status == 200
+    assert (await client.exchange(get("/"))).body == b"hello from a\n"
 
 
 # --- Expect: 100-continue ---
@@ -169,8 +240,7 @@ async def test_expect_100_continue_with_too_large_body_gets_413_at_once(start_pr
     proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{client_max_body_size: 1k}"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n"
-        b"Expect: 100-continue\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
     )
     assert response.status == 413  # the first response: no 100 Continue before it
     assert response.get("connection") == "close"
@@ -186,7 +256,7 @@ async def test_chunked_request_body_reaches_upstream_with_a_length(start_proxy, 
     response = await client.exchange(
         b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
         b"5;name=value\r\nhello\r\n"
-        b"6;quoted=\"a b\"\r\n world\r\n"
+        b'6;quoted="a b"\r\n world\r\n'
         b"0\r\nX-Sum: 42\r\n\r\n"
     )
     data = echoed(response)
@@ -208,172 +278,11 @@ async def test_large_chunked_body_spooled_to_disk(start_proxy, gunicorn_a):
     )
     client = await Client.connect(proxy.port)
     response = await client.exchange(
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunks
+        + b"0\r\n\r\n"
     )
     data = echoed(response)
     assert data["body_length"] == len(body)
     assert data["body_sha256"] == sha256(body)
     assert data["headers"]["content-length"] == str(len(body))
-
-
-# --- header rules ---
-
-
-async def test_forwarding_headers(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
-    async with httpx.AsyncClient(base_url=proxy.url) as client:
-        response = await client.get(
-            "/echo",
-            headers={
-                "Host": "shop.example:8080",
-                "X-Forwarded-For": "203.0.113.7",
-                "X-Real-IP": "198.51.100.1",
-                "X-Forwarded-Proto": "https",
-                "X-Forwarded-Host": "evil.example",
-            },
-        )
-    headers = response.json()["headers"]
-    assert headers["host"] == "shop.example:8080"
-    assert headers["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
-    assert headers["x-real-ip"] == "127.0.0.1"
-    assert headers["x-forwarded-proto"] == "http"
-    assert headers["x-forwarded-host"] == "shop.example:8080"
-
-
-async def test_hop_by_hop_and_underscore_request_headers_removed(start_proxy, recorder):
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
-    client = await Client.connect(proxy.port)
-    response = await client.exchange(
-        b"GET /x HTTP/1.1\r\nHost: t\r\n"
-        b"Connection: keep-alive, X-Named-Hop\r\nX-Named-Hop: secret\r\n"
-        b"Keep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: websocket\r\n"
-        b"Proxy-Connection: keep-alive\r\nX_Under: 1\r\nX-End-To-End: kept\r\n\r\n"
-    )
-    assert response.status == 200 and response.body == b"ok"
-    (sent,) = recorder.requests
-    lines = sent.decode("latin-1").lower().split("\r\n")
-    names = {line.split(":", 1)[0] for line in lines[1:] if line}
-    assert "x-end-to-end" in names
-    for hop in ("x-named-hop", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"):
-        assert hop not in names, sent
-    assert "x_under" not in names
-    assert "x-named-hop" not in sent.decode("latin-1").lower()
-    assert not any(line.startswith("connection:") and "keep-alive" in line for line in lines)
-
-
-HOP_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop-Resp\r\nX-Hop-Resp: 1\r\n"
-    b"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\n"
-    b"Upgrade: foo\r\nX-End: kept\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n"
-)
-
-
-async def test_hop_by_hop_response_headers_removed(start_proxy, recorder):
-    recorder.response = HOP_RESPONSE
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
-    client = await Client.connect(proxy.port)
-    response = await client.exchange(get("/"))
-    assert response.status == 200
-    assert response.body == b"hello world"
-    assert response.get("x-end") == "kept"
-    for hop in ("x-hop-resp", "keep-alive", "proxy-connection", "trailer", "upgrade", "x-t"):
-        assert response.get(hop) is None, response.headers
-    # The upstream's "Connection: close" is its hop; the client connection stays open.
-    assert response.get("connection") is None
-    assert (await client.exchange(get("/"))).body == b"hello world"
-
-
-@pytest.mark.parametrize("size", [5, 200_000])
-async def test_close_delimited_upstream_response_reframed(start_proxy, recorder, size):
-    body = pattern(size)
-    recorder.response = b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n" + body
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
-    client = await Client.connect(proxy.port)
-    for _ in range(2):  # the client connection survives the upstream's close
-        response = await client.exchange(get("/"))
-        assert response.status == 200
-        assert response.framing in ("length", "chunked")
-        assert response.body == body
-        assert response.get("connection") is None
-
-
-async def test_upstream_chunked_response_reframed(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
-    client = await Client.connect(proxy.port)
-    for size in (10, 300_000):
-        response = await client.exchange(get(f"/stream/{size}"))
-        assert response.status == 200
-        assert response.framing in ("length", "chunked")
-        assert response.body == pattern(size)
-
-
-# --- routing ---
-
-ROUTES = """
-temp_path: "{{temp}}"
-access_log: {{format: off}}
-upstreams:
-  app: {{servers: ["{address}"]}}
-servers:
-  - listen: ["127.0.0.1:0"]
-    locations:
-      - path: /pre/
-        return: {{status: 200, body: "prefix short"}}
-      - regex: "\\\\.txt$"
-        return: {{status: 200, body: "regex"}}
-      - exact: /pre/file.txt
-        return: {{status: 200, body: "exact"}}
-      - path: /pre/longer/
-        return: {{status: 200, body: "prefix long"}}
-      - path: /app/
-        proxy_pass: app
-      - exact: /moved
-        return: {{status: 301, location: "http://example.test/new"}}
-      - exact: /gone
-        return: {{status: 410}}
-"""
-
-
-@pytest.mark.parametrize(
-    ("target", "status", "body"),
-    [
-        ("/pre/file.txt", 200, b"exact"),  # exact beats regex and prefixes
-        ("/pre/file.txt?q=1", 200, b"exact"),  # the query is not part of the match
-        ("/pre/other.txt", 200, b"regex"),  # regex beats the prefixes
-        ("/pre/longer/other.txt", 200, b"regex"),
-        ("/pre/longer/a", 200, b"prefix long"),  # the longest prefix wins
-        ("/pre/%6conger/a", 200, b"prefix long"),  # matched on the decoded path
-        ("/pre/x/../longer/a", 200, b"prefix long"),  # and with dot segments resolved
-        ("/pre/a", 200, b"prefix short"),
-        ("/app/anything", 200, b"hello from a\n"),  # proxied
-        ("/nowhere", 404, None),
-        ("/pre", 404, None),  # the prefix is /pre/
-    ],
-)
-async def test_location_precedence(start_proxy, gunicorn_a: Gunicorn, target, status, body):
-    proxy = await start_proxy(ROUTES.format(address=gunicorn_a.address))
-    client = await Client.connect(proxy.port)
-    response = await client.exchange(get(target))
-    assert response.status == status
-    if body is not None:
-        assert response.body == body
-    else:
-        assert b"404 Not Found" in response.body
-    # Handlers that answer without an upstream keep the connection too.
-    assert (await client.exchange(get("/pre/a"))).body == b"prefix short"
-
-
-async def test_return_redirect_and_error_page(start_proxy, gunicorn_a):
-    proxy = await start_proxy(ROUTES.format(address=gunicorn_a.address))
-    async with httpx.AsyncClient(base_url=proxy.url) as client:
-        moved = await client.get("/moved")
-        assert moved.status_code == 301
-        assert moved.headers["location"] == "http://example.test/new"
-        gone = await client.get("/gone")
-        assert gone.status_code == 410
-        assert gone.headers["content-type"] == "text/html"
-        assert b"410 Gone" in gone.content
-        head = await client.head("/pre/a")
-        assert head.status_code == 200 and head.content == b""
-        assert head.headers["content-length"] == str(len(b"prefix short"))
