@@ -57,9 +57,24 @@ def find_tool(name: str) -> str | None:
 
 
 def resolve_codec(parser: str) -> str:
-    """The codec edgeproxy will use: `auto` means httptools when it is installed."""
+    """The codec edgeproxy will use; the target depends on it.
+
+    edgeproxy is asked first (its own `auto` order decides); if that fails (say the module
+    moved), `auto` is taken to mean httptools when it is installed, else h11.
+    """
     if parser != "auto":
         return parser
+    probe = "from edgeproxy.http.codec import resolve_codec as r; print(r('auto').name)"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=20
+        )
+        name = out.stdout.strip()
+        if out.returncode == 0 and name in ("httptools", "h11"):
+            return name
+    except (OSError, subprocess.SubprocessError):
+        pass
     return "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 

@@ -8,6 +8,7 @@ codec in edgeproxy.http.reader, so a new codec cannot weaken them.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Protocol
 
@@ -33,8 +34,16 @@ def _h11() -> HeadCodec:
     return H11Codec()
 
 
-# Name -> factory. `auto` picks the first importable entry of AUTO_ORDER.
+def _httptools() -> HeadCodec:
+    from edgeproxy.http.httptools_codec import HttptoolsCodec
+
+    return HttptoolsCodec()
+
+
+# Name -> factory, for the codecs importable here. `auto` picks the first of AUTO_ORDER.
 CODECS: dict[str, Callable[[], HeadCodec]] = {"h11": _h11}
+if importlib.util.find_spec("httptools") is not None:
+    CODECS["httptools"] = _httptools
 AUTO_ORDER = ("httptools", "h11")
 
 
@@ -46,5 +55,6 @@ def resolve_codec(name: str) -> HeadCodec:
                 return CODECS[candidate]()
     factory = CODECS.get(name)
     if factory is None:
-        raise ConfigError("http_parser", f"codec {name!r} is not supported yet (available: h11)")
+        available = ", ".join(sorted(CODECS))
+        raise ConfigError("http_parser", f"codec {name!r} is not available (available: {available})")
     return factory()

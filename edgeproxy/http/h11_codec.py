@@ -17,6 +17,9 @@ class H11Codec:
     name = "h11"
 
     def parse_request_head(self, head: bytes) -> RequestHead:
+        if head.lower().count(b"\ncontent-length:") > 1:
+            # h11 merges identical duplicates; nginx (and llhttp) refuse them.
+            raise ClientError(400, "duplicate Content-Length")
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
         conn.receive_data(head)
         try:

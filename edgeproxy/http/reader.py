@@ -60,12 +60,10 @@ def _comma_tokens(values: list[bytes]) -> list[bytes]:
 
 
 def _single_length(values: list[bytes]) -> int | None:
-    """Content-Length from all its field lines; None if invalid or conflicting."""
-    parts = {p.strip() for v in values for p in v.split(b",")}
-    if len(parts) != 1:
+    """The Content-Length; None unless it is exactly one field of digits (as nginx)."""
+    if len(values) != 1 or not _DIGITS_RE.match(values[0]):
         return None
-    (part,) = parts
-    return int(part) if _DIGITS_RE.match(part) else None
+    return int(values[0])
 
 
 class _HeadScanner:

@@ -80,7 +80,9 @@ def response(status: int = 200, body: bytes = b"ok", extra: bytes = b"") -> byte
     return b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n%s\r\n%s" % (status, len(body), extra, body)
 
 
-async def keep_alive_ok(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def keep_alive_ok(
+    up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     """Answer every request on the connection with 200 "ok", keeping it open."""
     while await read_request(reader) is not None:
         up.requests += 1
@@ -124,6 +126,8 @@ class RawUpstream:
             await self.handler(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # cancelled by __aexit__; asyncio.start_server logs a cancelled handler
         finally:
             self.open -= 1
             self._tasks.discard(task)

@@ -153,7 +153,9 @@ async def test_least_conn_prefers_the_idle_server(
     start_proxy, gunicorn_a: Gunicorn, gunicorn_b: Gunicorn
 ) -> None:
     proxy = await start_proxy(
-        proxy_yaml([f'"{gunicorn_a.address}"', f'"{gunicorn_b.address}"'], upstream="balance: least_conn")
+        proxy_yaml(
+            [f'"{gunicorn_a.address}"', f'"{gunicorn_b.address}"'], upstream="balance: least_conn"
+        )
     )
     peers = proxy.worker.pools["app"].primary
     names = {gunicorn_a.address: "a", gunicorn_b.address: "b"}
@@ -231,3 +233,77 @@ async def test_response_streams_as_the_upstream_sends(start_proxy, buffering: bo
                 async for chunk in chunks:
                     body += chunk
     assert body == b"helloworld"
+
+
+async def test_head_request_keeps_the_connection_usable(start_proxy, gunicorn_a: Gunicorn) -> None:
+    proxy = await start_proxy(proxy_yaml([f'"{gunicorn_a.address}"']))
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        response = await client.head("/bytes/1000")
+        assert response.status_code == 200
+        assert response.headers["content-length"] == "1000"
+        assert response.content == b""
+        assert (await client.get("/")).text == "hello from a\n"
+
+
+async def test_client_gone_mid_response_releases_upstream_and_temp_file(
+    start_proxy, gunicorn_a: Gunicorn
+) -> None:
+    proxy = await start_proxy(proxy_yaml([f'"{gunicorn_a.address}"']))
+    (peer,) = proxy.worker.pools["app"].primary
+    async with (
+        httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client,
+        client.stream("GET", f"/bytes/{20 * 1024 * 1024}") as response,
+    ):
+        await asyncio.wait_for(anext(response.aiter_raw()), 10)
+        await async_wait_until(lambda: temp_fds(proxy.temp_path), 10, "a spooled response")
+    # Leaving the block closed the half-read connection.
+    await async_wait_until(lambda: not temp_fds(proxy.temp_path), 10, "temp file closed")
+    await async_wait_until(lambda: peer.active == 0, 10, "the upstream released")
+    await async_wait_until(lambda: not proxy.worker.connections, 10, "the client connection gone")
+
+
+async def test_client_gone_while_waiting_closes_the_upstream_connection(start_proxy) -> None:
+    async def stall(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        up.requests += 1
+        await reader.read()  # until the proxy gives up on this exchange
+
+    async with RawUpstream(stall) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        (peer,) = proxy.worker.pools["app"].primary
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        await async_wait_until(lambda: upstream.requests == 1, 10, "the request upstream")
+        writer.close()
+        await async_wait_until(lambda: upstream.open == 0, 10, "the upstream connection closed")
+        assert peer.active == 0
+        assert not peer.idle
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody",
+        b"HTTP/1.0 200 OK\r\n\r\nbody",  # delimited by the close
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nbo\r\n2;x=y\r\ndy\r\n0\r\n\r\n",
+    ],
+    ids=["informational", "until-close", "chunked"],
+)
+async def test_upstream_framings(start_proxy, answer: bytes) -> None:
+    async def answer_once(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async with RawUpstream(answer_once) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            for _ in range(2):
+                response = await asyncio.wait_for(client.get("/"), 10)
+                assert response.status_code == 200
+                assert response.content == b"body"

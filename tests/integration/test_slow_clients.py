@@ -35,14 +35,10 @@ async def served_at_once(url: str) -> None:
     assert response.text == "hello from single\n"
 
 
-async def read_response(
-    reader: asyncio.StreamReader, timeout: float = 10
-) -> tuple[bytes, bytes]:
+async def read_response(reader: asyncio.StreamReader, timeout: float = 10) -> tuple[bytes, bytes]:
     """One response from a raw connection, Content-Length or chunked: (head, body)."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    fields = dict(
-        line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
-    )
+    fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
     if b"content-length" in fields:
         body = await asyncio.wait_for(reader.readexactly(int(fields[b"content-length"])), timeout)
         return head, body
@@ -85,9 +81,7 @@ async def test_half_sent_request_does_not_hold_the_worker(
         writer.close()
 
 
-async def test_slow_reader_does_not_hold_the_worker(
-    start_proxy, gunicorn_single: Gunicorn
-) -> None:
+async def test_slow_reader_does_not_hold_the_worker(start_proxy, gunicorn_single: Gunicorn) -> None:
     proxy = await start_proxy(proxy_yaml([f'"{gunicorn_single.address}"']))
     (peer,) = proxy.worker.pools["app"].primary
     size = 5 * 1024 * 1024

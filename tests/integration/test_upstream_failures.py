@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import socket
 import time
 
@@ -24,7 +26,9 @@ async def fetch_statuses(url: str, count: int, path: str = "/") -> list[tuple[in
         return results
 
 
-async def stall(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def stall(
+    up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     """Take the request, never answer."""
     await read_request(reader)
     await asyncio.Event().wait()
@@ -191,3 +195,67 @@ async def test_503_passes_through_without_next_upstream(start_proxy) -> None:
         proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
         results = await fetch_statuses(proxy.url, 2)
     assert results == [(503, "busy")] * 2
+
+
+async def test_retry_resends_a_spooled_body(start_proxy, gunicorn_a: Gunicorn) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    proxy = await start_proxy(
+        proxy_yaml(
+            [f'"{dead}"', f'"{gunicorn_a.address}"'],
+            upstream="next_upstream: [error]",
+            http="client_body_buffer_size: 16k",
+        )
+    )
+    body = os.urandom(300_000)
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        # A failed connect never sent anything, so even a POST goes to the next peer.
+        response = await asyncio.wait_for(client.post("/echo", content=body), 15)
+    assert response.status_code == 200
+    assert response.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_timeout_retries_get_but_not_post(start_proxy, gunicorn_a: Gunicorn) -> None:
+    async with RawUpstream(stall) as upstream:
+        peers = [f'"{upstream.address}"', f'"{gunicorn_a.address}"']
+        config = proxy_yaml(peers, upstream="read_timeout: 300ms\nnext_upstream: [error, timeout]")
+        # Two fresh proxies, so that each first request starts at the stalled peer.
+        for method, expected in (("GET", 200), ("POST", 504)):
+            proxy = await start_proxy(config)
+            async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+                answer = await asyncio.wait_for(client.request(method, "/", content=b"x"), 15)
+            # A POST may have reached the peer before it timed out: it is never replayed.
+            assert answer.status_code == expected, method
+    assert upstream.accepted == 2
+
+
+async def test_backup_peer_serves_when_the_primary_is_down(
+    start_proxy, gunicorn_a: Gunicorn
+) -> None:
+    peers = [f'"127.0.0.1:{free_port()}"', f'{{address: "{gunicorn_a.address}", backup: true}}']
+    proxy = await start_proxy(proxy_yaml(peers))
+    results = await fetch_statuses(proxy.url, 3)
+    assert results == [(200, "hello from a\n")] * 3
+
+
+async def test_stale_keepalive_connection_is_retried_on_a_fresh_one(start_proxy) -> None:
+    async def drops_second_request(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # Connection 1 answers once, then closes on the next request without an answer,
+        # as a server whose keep-alive timer fired just as the request was sent.
+        first_connection = up.accepted == 1
+        while await read_request(reader) is not None:
+            up.requests += 1
+            if first_connection and up.requests == 2:
+                return
+            writer.write(response())
+            await writer.drain()
+
+    async with RawUpstream(drops_second_request) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            first = await asyncio.wait_for(client.get("/"), 10)
+            second = await asyncio.wait_for(client.post("/", content=b"x"), 10)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert upstream.accepted == 2
+    assert upstream.requests == 3

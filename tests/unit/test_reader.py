@@ -53,14 +53,23 @@ def read_message(codec: HeadCodec, data: bytes, mode: str) -> tuple[RequestHead,
     raise AssertionError("the message never ended")
 
 
+def comparable(head: RequestHead, body: bytes) -> tuple[object, ...]:
+    """What must not differ between codecs (h11 lowercases Transfer-Encoding's value)."""
+    headers = [(n, v.lower() if n == b"transfer-encoding" else v) for n, v in head.headers]
+    return (
+        head.method, head.target, head.version, headers, head.host, head.content_length,
+        head.chunked, head.keep_alive, head.expect_continue, body,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("mode", ["whole", "lines", "bytes"])
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
 def test_valid_requests_parse_the_same_in_any_pieces(
     codec: HeadCodec, path: Path, mode: str
 ) -> None:
     data = path.read_bytes()
-    reference = read_message(CODECS["h11"](), data, "whole")
-    assert read_message(codec, data, mode) == reference
+    reference = comparable(*read_message(CODECS["h11"](), data, "whole"))
+    assert comparable(*read_message(codec, data, mode)) == reference
 
 
 @pytest.mark.parametrize("mode", ["whole", "lines", "bytes"])
