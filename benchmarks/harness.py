@@ -10,14 +10,22 @@ import contextlib
 import errno
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr; stdout holds only the table."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 class StartupError(RuntimeError):
@@ -176,3 +184,36 @@ def http_request(
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def scenario_tmp(name: str, keep: bool) -> Iterator[Path]:
+    """A temp dir for one scenario's configs and logs.
+
+    Removed afterwards unless `keep`; always kept (and named) after a failure, so its logs
+    can be read; removed after Ctrl-C, when there is nothing to look into.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f"edgeproxy-bench-{name}-"))
+    # nginx started as root runs its worker as nobody, which must reach its temp paths.
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+    except Exception:
+        log(f"  configs and logs kept in {tmp}")
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep:
+        log(f"  configs and logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    """Poll `predicate` every 50 ms; StartupError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise StartupError(f"{what}: not reached within {timeout:.0f}s")
+        time.sleep(0.05)

@@ -1,10 +1,12 @@
 """Side-by-side benchmark of edgeproxy against nginx, as /work/shared/BENCHMARKS.md describes.
 
     python benchmarks/run.py [--rounds 3] [--duration 10] [--parser auto|httptools|h11]
-                             [--scenarios proxy_small,proxy_post_64k,gunicorn_e2e]
+                             [--scenarios proxy_small,idle_conns,slowloris,...]
+                             [--idle-conns 10000]
 
-For each scenario: start a backend, nginx as the reference proxy and edgeproxy in front of
-it, warm both up, then run wrk against them in turn for N rounds and compare medians.
+For most scenarios: start a backend, nginx as the reference proxy and edgeproxy in front
+of it, warm both up, then run wrk against them in turn for N rounds and compare medians.
+idle_conns (idle.py) and the slow-client attacks (slow.py) measure in their own way.
 See benchmarks/README.md.
 """
 
@@ -22,30 +24,29 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import Children, StartupError, http_request
+from harness import Children, StartupError, http_request, log, scenario_tmp
 from scenarios import PLANNED, SCENARIOS, Scenario
 from servers import (
     BENCH_DIR,
     REPO_ROOT,
     Endpoint,
+    RunOptions,
     Tools,
     Workspace,
     start_edgeproxy,
     start_nginx_proxy,
 )
+from slow import CLIENTS as ATTACK_CLIENTS
+from slow import SLOWHTTPTEST_HINT, slowhttptest_missing
 from wrkrun import CONNECTIONS, THREADS, WrkError, WrkResult, run_wrk
 
 WARMUP_S = 1
 INSTALL_HINT = "apt-get install -y nginx wrk"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+IDLE_CONNS = 10_000
 
 
 # --- set-up ------------------------------------------------------------------------------
@@ -92,6 +93,17 @@ def _command_output(argv: list[str]) -> str | None:
     return text.splitlines()[0] if text else None
 
 
+def _slowhttptest_version() -> str | None:
+    if slowhttptest_missing():
+        return None
+    # It has no --version; its usage text names it.
+    text = subprocess.run(
+        ["slowhttptest", "-h"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    line = next((x for x in text.splitlines() if "version" in x), "")
+    return line.rsplit("version", 1)[-1].strip() or None
+
+
 def _package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -110,6 +122,7 @@ def machine_info(tools: Tools) -> dict[str, Any]:
         "loadavg": list(os.getloadavg()),
         "nginx": _command_output([tools.nginx, "-v"]) if tools.nginx else None,
         "wrk": _command_output([tools.wrk, "-v"]) if tools.wrk else None,
+        "slowhttptest": _slowhttptest_version(),
         "git_commit": _command_output(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]),
         "packages": {
             name: _package_version(name) for name in ("uvloop", "httptools", "h11", "gunicorn")
@@ -135,55 +148,41 @@ def check_answer(proxy: Endpoint, sc: Scenario) -> None:
 def measure(
     sc: Scenario, tools: Tools, rounds: int, duration: int, keep_tmp: bool
 ) -> dict[str, Any]:
-    assert tools.wrk is not None
+    assert tools.wrk is not None and sc.start_backend is not None
     wrk_bin = tools.wrk
-    tmp = Path(tempfile.mkdtemp(prefix=f"edgeproxy-bench-{sc.name}-"))
-    # nginx started as root runs its worker as nobody, which must reach its temp paths.
-    tmp.chmod(0o755)
-    try:
-        with Children() as children:
-            ws = Workspace(tmp, children, tools)
-            backend = sc.start_backend(ws)
-            proxies: list[Endpoint] = []
-            if tools.nginx is not None:
-                proxies.append(start_nginx_proxy(ws, backend))
-            proxies.append(start_edgeproxy(ws, backend))
-            lua: Path | None = None
-            if sc.wrk_lua is not None:
-                lua = tmp / f"{sc.name}.lua"
-                lua.write_text(sc.wrk_lua)
-            for proxy in proxies:
-                check_answer(proxy, sc)
+    with scenario_tmp(sc.name, keep_tmp) as tmp, Children() as children:
+        ws = Workspace(tmp, children, tools)
+        backend = sc.start_backend(ws)
+        proxies: list[Endpoint] = []
+        if tools.nginx is not None:
+            proxies.append(start_nginx_proxy(ws, backend))
+        proxies.append(start_edgeproxy(ws, backend))
+        lua: Path | None = None
+        if sc.wrk_lua is not None:
+            lua = tmp / f"{sc.name}.lua"
+            lua.write_text(sc.wrk_lua)
+        for proxy in proxies:
+            check_answer(proxy, sc)
 
-            def wrk(proxy: Endpoint, seconds: int) -> WrkResult:
-                wrk_log = tmp / f"wrk-{proxy.name}.log"
-                return run_wrk(children, wrk_bin, proxy.url, seconds, wrk_log, lua_script=lua)
+        def wrk(proxy: Endpoint, seconds: int) -> WrkResult:
+            wrk_log = tmp / f"wrk-{proxy.name}.log"
+            return run_wrk(children, wrk_bin, proxy.url, seconds, wrk_log, lua_script=lua)
 
+        for proxy in proxies:
+            wrk(proxy, WARMUP_S)
+        per_round: list[dict[str, Any]] = []
+        for n in range(1, rounds + 1):
+            entry: dict[str, Any] = {"round": n}
+            # Alternate, so drift in the machine's load hits both proxies alike.
             for proxy in proxies:
-                wrk(proxy, WARMUP_S)
-            per_round: list[dict[str, Any]] = []
-            for n in range(1, rounds + 1):
-                entry: dict[str, Any] = {"round": n}
-                # Alternate, so drift in the machine's load hits both proxies alike.
-                for proxy in proxies:
-                    res = wrk(proxy, duration)
-                    entry[proxy.name] = res.to_json()
-                    log(
-                        f"  {sc.name} round {n}/{rounds} {proxy.name:9} "
-                        f"{res.requests_per_sec:10,.0f} req/s  p99 {fmt_ms(res.p99_ms)}"
-                        + (f"  errors {res.errors}" if res.errors else "")
-                    )
-                per_round.append(entry)
-    except Exception:
-        log(f"  configs and logs kept in {tmp}")
-        raise
-    except BaseException:  # Ctrl-C: nothing to look into
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if keep_tmp:
-        log(f"  configs and logs kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+                res = wrk(proxy, duration)
+                entry[proxy.name] = res.to_json()
+                log(
+                    f"  {sc.name} round {n}/{rounds} {proxy.name:9} "
+                    f"{res.requests_per_sec:10,.0f} req/s  p99 {fmt_ms(res.p99_ms)}"
+                    + (f"  errors {res.errors}" if res.errors else "")
+                )
+            per_round.append(entry)
     return {"rounds": per_round, **summarize(per_round, [p.name for p in proxies])}
 
 
@@ -230,8 +229,9 @@ def fmt_ms(ms: float) -> str:
 
 COLUMNS = [
     "scenario",
-    "edgeproxy req/s",
-    "nginx req/s",
+    "unit",
+    "edgeproxy",
+    "nginx",
     "ratio",
     "edgeproxy p99",
     "nginx p99",
@@ -244,15 +244,25 @@ COLUMNS = [
 
 def table_row(name: str, sc: Scenario | None, codec: str, result: dict[str, Any]) -> list[str]:
     if "median" not in result:
-        return [name, *["-"] * 6, "-", result["status"], "0"]
+        return [name, *["-"] * 8, result["status"], "0"]
     assert sc is not None
+    if "row" in result:  # a scenario with its own measure() says what its cells hold
+        cells = result["row"]
+        return [
+            name,
+            *(cells.get(c, "-") for c in COLUMNS[1:-3]),
+            result["target"],
+            result["met_text"],
+            str(len(result["rounds"])),
+        ]
     med = result["median"]
     edge, ref = med["edgeproxy"], med.get("nginx")
     p99_ratio = result.get("p99_ratio")
     return [
         name,
+        "req/s",
         f"{edge['requests_per_sec']:,.0f}",
-        f"{ref['requests_per_sec']:,.0f}" if ref else "-",
+        f"{ref['requests_per_sec']:,.0f}" if ref else "n/a (no nginx)",
         f"{result['ratio']:.2f}x" if "ratio" in result else "-",
         fmt_ms(edge["p99_ms"]),
         fmt_ms(ref["p99_ms"]) if ref else "-",
@@ -294,6 +304,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=list(SCENARIOS),
         help=f"comma- or space-separated (default: {','.join(SCENARIOS)})",
     )
+    ap.add_argument(
+        "--idle-conns",
+        type=int,
+        default=IDLE_CONNS,
+        help=f"idle connections opened in idle_conns ({IDLE_CONNS:,})",
+    )
     ap.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/...)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
@@ -301,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
+    if args.idle_conns < 100:
+        ap.error("--idle-conns must be at least 100")
     args.scenarios = [s for item in args.scenarios for s in item.split(",") if s]
     return args
 
@@ -319,12 +337,23 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         log(f"missing: {', '.join(missing)}; install with: {INSTALL_HINT}")
     if tools.wrk is None:
-        log("wrk is the load generator: nothing can be measured without it.")
-        return 2
+        log("wrk is the load generator: only idle_conns can be measured without it.")
     if tools.nginx is None:
         log("without nginx: edgeproxy is measured alone, against a Python fallback backend.")
+    if slowhttptest_missing() and any(
+        s in args.scenarios for s in ("slowloris", "slow_body", "slow_read")
+    ):
+        log(f"missing: slowhttptest (the slow-client attacks); install: {SLOWHTTPTEST_HINT}")
 
     codec = resolve_codec(args.parser)
+    opts = RunOptions(
+        tools=tools,
+        codec=codec,
+        rounds=args.rounds,
+        duration=args.duration,
+        keep_tmp=args.keep_tmp,
+        idle_conns=args.idle_conns,
+    )
     results: dict[str, dict[str, Any]] = {}
     scenarios: dict[str, Scenario] = {}
     for name in args.scenarios:
@@ -336,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"status": status}
             continue
         reason = sc.unavailable()
+        if reason is None and sc.needs_wrk and tools.wrk is None:
+            reason = f"wrk is not installed ({INSTALL_HINT})"
         if reason:
             log(f"{name}: skipped: {reason}")
             results[name] = {"status": f"skipped: {reason}"}
@@ -352,20 +383,25 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(tools)
     log(
         f"edgeproxy (http_parser {args.parser} -> {codec}) vs "
-        f"{'nginx' if tools.nginx else 'no reference'}; wrk -t{THREADS} -c{CONNECTIONS}, "
-        f"{args.rounds} round(s) of {args.duration}s"
+        f"{'nginx' if tools.nginx else 'no reference'}; wrk -t{THREADS} -c{CONNECTIONS} "
+        f"(-c{ATTACK_CLIENTS} beside slow-client attacks), {args.rounds} round(s) of "
+        f"{args.duration}s"
     )
     try:
         for name, sc in scenarios.items():
             log(f"{name}: {sc.summary}")
             try:
-                result = measure(sc, tools, args.rounds, args.duration, args.keep_tmp)
+                if sc.measure is not None:
+                    result = sc.measure(opts)
+                else:
+                    result = measure(sc, tools, args.rounds, args.duration, args.keep_tmp)
+                    met, text = verdict(sc, codec, result)
+                    result.update(met=met, met_text=text, target=sc.target_text(codec))
             except (StartupError, WrkError, OSError) as exc:
                 log(f"{name}: failed: {exc}")
                 results[name] = {"status": f"failed: {str(exc).splitlines()[0]}"}
                 continue
-            met, text = verdict(sc, codec, result)
-            result.update(status="ok", met=met, met_text=text, target=sc.target_text(codec))
+            result["status"] = "ok"
             results[name] = result
     except KeyboardInterrupt:
         log("interrupted; every process started here has been stopped")
@@ -375,9 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [table_row(n, SCENARIOS.get(n), codec, r) for n, r in results.items()]
     print(
         f"\nedgeproxy (http_parser {args.parser} -> {codec}) vs {report_ref}, wrk -t{THREADS} "
-        f"-c{CONNECTIONS}, medians of {args.rounds} round(s) x {args.duration}s\n"
+        f"-c{CONNECTIONS} (-c{ATTACK_CLIENTS} beside slow-client attacks), medians of "
+        f"{args.rounds} round(s) x {args.duration}s\n"
     )
     print(render_table(rows))
+    notes = [note for r in results.values() for note in r.get("notes", [])]
+    if notes:
+        print()
+        print("\n".join(f"- {note}" for note in notes))
 
     ran = [n for n, r in results.items() if r.get("status") == "ok"]
     label = ran[0] if len(args.scenarios) == 1 and ran else "run"
@@ -391,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "duration_s": args.duration,
         "wrk": {"threads": THREADS, "connections": CONNECTIONS, "warmup_s": WARMUP_S},
+        "idle_conns": args.idle_conns,
         "reference": "nginx" if tools.nginx else None,
         "scenarios": results,
     }

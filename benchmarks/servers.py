@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import Children, free_port, wait_for_port
+from harness import Child, Children, free_port, wait_for_port
 
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -27,6 +28,18 @@ class Tools:
     nginx: str | None
     wrk: str | None
     parser: str  # the http_parser value written into edgeproxy's config
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The command line, as a scenario with its own `measure` function needs it."""
+
+    tools: Tools
+    codec: str  # the codec edgeproxy resolves its http_parser to
+    rounds: int
+    duration: int
+    keep_tmp: bool
+    idle_conns: int
 
 
 @dataclass
@@ -43,6 +56,8 @@ class Endpoint:
     name: str
     host: str
     port: int
+    # The process serving it (its group leader), for scenarios that look at its memory.
+    child: Child | None = field(default=None, compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -56,7 +71,7 @@ class Endpoint:
 # --- nginx -------------------------------------------------------------------------------
 
 
-def _nginx_conf(ws: Workspace, name: str, http_body: str) -> str:
+def _nginx_conf(ws: Workspace, name: str, http_body: str, worker_connections: int) -> str:
     d = ws.dir
     # Every path nginx writes lives in the temp dir, so no root-owned default is touched.
     temp_paths = "\n".join(
@@ -65,10 +80,11 @@ def _nginx_conf(ws: Workspace, name: str, http_body: str) -> str:
     )
     return f"""\
 worker_processes 1;
+worker_rlimit_nofile {worker_connections + 64};
 pid {d}/{name}.pid;
 error_log {d}/{name}.error.log warn;
 events {{
-    worker_connections 4096;
+    worker_connections {worker_connections};
 }}
 http {{
     access_log off;
@@ -78,11 +94,14 @@ http {{
 """
 
 
-def _start_nginx(ws: Workspace, name: str, http_body: str) -> Endpoint:
+def start_nginx_with(
+    ws: Workspace, name: str, http_body: str, worker_connections: int = 4096
+) -> Endpoint:
     assert ws.tools.nginx is not None
     port = free_port()
     conf = ws.dir / f"{name}.conf"
-    conf.write_text(_nginx_conf(ws, name, http_body.replace("PORT", str(port))))
+    body = http_body.replace("PORT", str(port))
+    conf.write_text(_nginx_conf(ws, name, body, worker_connections))
     argv = [
         ws.tools.nginx,
         "-p",
@@ -97,7 +116,7 @@ def _start_nginx(ws: Workspace, name: str, http_body: str) -> Endpoint:
     ]
     child = ws.children.spawn(name, argv, ws.dir / f"{name}.out.log")
     wait_for_port(child, HOST, port)
-    return Endpoint(name, HOST, port)
+    return Endpoint(name, HOST, port, child)
 
 
 def start_nginx_backend(ws: Workspace) -> Endpoint:
@@ -112,11 +131,20 @@ def start_nginx_backend(ws: Workspace) -> Endpoint:
             return 200 "ok";
         }}
     }}"""
-    return _start_nginx(ws, "backend-nginx", body)
+    return start_nginx_with(ws, "backend-nginx", body)
 
 
-def start_nginx_proxy(ws: Workspace, backend: Endpoint) -> Endpoint:
-    """The reference proxy, set up as BENCHMARKS.md says."""
+# nginx set to edgeproxy's defaults for the client-facing timeouts (nginx's own are 60s for
+# the first three), for the slow-client scenarios: like against like.
+NGINX_EDGEPROXY_TIMEOUTS = """\
+        client_header_timeout 10s;
+        client_body_timeout 30s;
+        send_timeout 30s;
+        keepalive_timeout 75s;"""
+
+
+def start_nginx_proxy(ws: Workspace, backend: Endpoint, server_extra: str = "") -> Endpoint:
+    """The reference proxy, set up as BENCHMARKS.md says; `server_extra`: more directives."""
     body = f"""\
     upstream backend {{
         server {backend.address};
@@ -128,13 +156,14 @@ def start_nginx_proxy(ws: Workspace, backend: Endpoint) -> Endpoint:
         # client_body_buffer_size (64k) does, rather than in a temp file.
         client_body_buffer_size 128k;
         client_max_body_size 10m;
+{server_extra}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
     }}"""
-    return _start_nginx(ws, "nginx", body)
+    return start_nginx_with(ws, "nginx", body)
 
 
 # --- other backends ----------------------------------------------------------------------
@@ -146,13 +175,24 @@ def start_tiny_backend(ws: Workspace) -> Endpoint:
     argv = [sys.executable, str(BENCH_DIR / "tiny_backend.py"), HOST, str(port)]
     child = ws.children.spawn("backend-tiny", argv, ws.dir / "backend-tiny.log")
     wait_for_port(child, HOST, port)
-    return Endpoint("backend-tiny", HOST, port)
+    return Endpoint("backend-tiny", HOST, port, child)
 
 
-_WSGI_APP = """\
+# Size of the /large answer, the resource the slow_read attack asks for: larger than what
+# the kernel buffers for one loopback connection (its send buffer grows to ~1.3 MiB), so a
+# server writing it to a slow reader blocks unless it buffers the response itself.
+LARGE_BODY = 4 * 1024 * 1024
+
+_WSGI_APP = f"""\
+LARGE = b"x" * {LARGE_BODY}
+
+
 def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-    return [b"ok"]
+    body = LARGE if environ["PATH_INFO"] == "/large" else b"ok"
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
 """
 
 
@@ -178,7 +218,7 @@ def start_gunicorn(ws: Workspace) -> Endpoint:
     ]
     child = ws.children.spawn("gunicorn", argv, ws.dir / "gunicorn.log")
     wait_for_port(child, HOST, port)
-    return Endpoint("gunicorn", HOST, port)
+    return Endpoint("gunicorn", HOST, port, child)
 
 
 # --- edgeproxy ---------------------------------------------------------------------------
@@ -204,14 +244,19 @@ def edgeproxy_config(ws: Workspace, backend: Endpoint, port: int) -> dict[str, A
 
 
 def start_edgeproxy(ws: Workspace, backend: Endpoint) -> Endpoint:
+    return start_edgeproxy_with(ws, lambda port: edgeproxy_config(ws, backend, port))
+
+
+def start_edgeproxy_with(ws: Workspace, make_config: Callable[[int], dict[str, Any]]) -> Endpoint:
+    """edgeproxy with the config `make_config(port)` returns."""
     port = free_port()
     conf = ws.dir / "edgeproxy.yaml"
     # safe_dump quotes 'off', which a hand-written YAML 1.1 file would turn into False.
-    conf.write_text(yaml.safe_dump(edgeproxy_config(ws, backend, port), sort_keys=False))
+    conf.write_text(yaml.safe_dump(make_config(port), sort_keys=False))
     env = dict(os.environ)
     # The work tree's edgeproxy, whether or not it is pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "edgeproxy", "-c", str(conf)]
     child = ws.children.spawn("edgeproxy", argv, ws.dir / "edgeproxy.log", env=env)
     wait_for_port(child, HOST, port)
-    return Endpoint("edgeproxy", HOST, port)
+    return Endpoint("edgeproxy", HOST, port, child)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def run_wrk(
     lua_script: Path | None = None,
     connections: int = CONNECTIONS,
     threads: int = THREADS,
+    on_tick: Callable[[], None] | None = None,
 ) -> WrkResult:
+    """wrk for `duration_s` seconds; `on_tick()` is called every 50 ms while it runs."""
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency"]
     if lua_script is not None:
         argv += ["-s", str(lua_script)]
@@ -84,6 +87,8 @@ def run_wrk(
         while child.proc.poll() is None:
             if time.monotonic() > deadline:
                 raise WrkError(f"wrk did not finish within {duration_s + 30}s")
+            if on_tick is not None:
+                on_tick()
             time.sleep(0.05)
     finally:
         children.stop(child)

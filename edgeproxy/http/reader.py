@@ -34,6 +34,10 @@ MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps s
 _NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
 _DIGITS_RE = re.compile(rb"^[0-9]{1,18}$")
+# Controls other than CR, LF and HTAB; llhttp refuses them, h11 lets some through.
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Methods are case-sensitive upper-case tokens in practice; nginx refuses anything else.
+_METHOD_RE = re.compile(rb"^[A-Z][A-Z0-9_-]*$")
 
 _HEAD, _BODY, _DONE = 0, 1, 2
 
@@ -50,8 +54,8 @@ def _check_raw_head(head: bytes | bytearray) -> str | None:
         return "bare CR in message head"
     if b"\r\n " in head or b"\r\n\t" in head:
         return "obsolete line folding in message head"
-    if b"\x00" in head:
-        return "NUL in message head"
+    if _CONTROL_RE.search(head):
+        return "control character in message head"
     return None
 
 
@@ -210,6 +214,8 @@ class RequestReader(_HeadScanner):
         http11 = head.version == b"1.1"
         if not http11 and head.version != b"1.0":
             raise ClientError(505, "unsupported HTTP version")
+        if not _METHOD_RE.match(head.method):
+            raise ClientError(400, "invalid method")
         if head.method == b"CONNECT":
             raise ClientError(405, "CONNECT is not supported")
         if codings:

@@ -121,10 +121,12 @@ class ResponseBuffer:
 
     @property
     def full(self) -> bool:
-        return (
-            self._memory >= self._memory_limit
-            and self._file_write - self._file_read >= self._file_limit
-        )
+        # Once spooling, every put goes to the file (memory only drains), so the file alone
+        # decides: its size, which only shrinks when drained, caps the disk used (nginx's
+        # proxy_max_temp_file_size). Without a file the memory window decides.
+        if self._file_limit:
+            return self._file_write >= self._file_limit
+        return self._memory >= self._memory_limit
 
     def put(self, data: bytes) -> None:
         spilled = self._file_write > self._file_read

@@ -92,7 +92,8 @@ class ProxyHandler:
                 break
             tried.add(peer)
             request.upstream_addr = peer.name
-            last_try = attempt + 1 == config.next_upstream_tries
+            # With no peer left to try, a 50x is passed on as the upstream sent it (nginx).
+            last_try = attempt + 1 == config.next_upstream_tries or not pool.has_candidate(tried)
             try:
                 await self._exchange(pool, peer, request, out, retry_statuses=not last_try)
                 peer.record_success()

@@ -78,6 +78,9 @@ class UpstreamConnection(asyncio.Protocol):
                     raise UpstreamError("timeout", "timed out sending the request") from None
                 finally:
                     self._drain = None
+            # The peer took it: read_timeout runs from the end of the request (as nginx's
+            # proxy_read_timeout), not from its start, so a big body may take longer.
+            self._timer.touch(self._read_timeout)
 
     def resume_from_buffer(self) -> None:
         """The buffer has room again: read on (called by ResponseBuffer)."""
@@ -206,6 +209,9 @@ class UpstreamConnection(asyncio.Protocol):
             head_future.set_exception(error)
         elif buffer is not None:
             buffer.fail(error)
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_exception(error)  # the real cause (a timeout), not "connection lost"
         self.close()
         if on_done is not None:
             on_done(self, False)

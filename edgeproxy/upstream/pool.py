@@ -49,6 +49,11 @@ class UpstreamPool:
                 return self.backup_balancer.select(candidates, key)
         return None
 
+    def has_candidate(self, tried: Container[Peer]) -> bool:
+        """Whether `select` would find a peer outside `tried` (balancer state untouched)."""
+        now = time.monotonic()
+        return any(p not in tried and self._usable(p, now) for p in self.primary + self.backup)
+
     def _usable(self, peer: Peer, now: float) -> bool:
         if self._lone:
             return not peer.max_conns or peer.active < peer.max_conns

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TIMEOUT = 5.0  # seconds any single read may take before the test fails
 
@@ -43,8 +48,15 @@ class RawResponse:
         return [value for key, value in self.headers if key == name]
 
 
-async def _within(awaitable, timeout: float):  # type: ignore[no-untyped-def]
+async def _within(awaitable: Awaitable[T], timeout: float) -> T:
     return await asyncio.wait_for(awaitable, timeout)
+
+
+def echoed(response: RawResponse) -> dict[str, Any]:
+    """The JSON of a 200 answer from the test app's /echo."""
+    assert response.status == 200, response
+    result: dict[str, Any] = json.loads(response.body)
+    return result
 
 
 async def read_response(

@@ -60,7 +60,9 @@ servers:
     )
     result = run_cli("-t", "-c", config)
     assert result.returncode == 1
-    assert f"{config}:8: servers[0].locations[0].proxy_pass: no upstream named 'ap'" in result.stderr
+    assert (
+        f"{config}:8: servers[0].locations[0].proxy_pass: no upstream named 'ap'" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

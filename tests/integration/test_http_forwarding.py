@@ -4,7 +4,6 @@ removal both ways, re-framing of upstream responses, and location routing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,6 +13,7 @@ from tests.conftest import Gunicorn
 from tests.integration.raw_http import (
     Client,
     RecordingUpstream,
+    echoed,
     get,
     pattern,
     proxy_yaml,
@@ -25,11 +25,6 @@ async def recorder() -> AsyncIterator[RecordingUpstream]:
     upstream = await RecordingUpstream().start()
     yield upstream
     upstream.close()
-
-
-def echoed(response) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status == 200, response
-    return json.loads(response.body)
 
 
 # --- header rules ---
@@ -54,6 +49,38 @@ async def test_forwarding_headers(start_proxy, gunicorn_a):
     assert headers["x-real-ip"] == "127.0.0.1"
     assert headers["x-forwarded-proto"] == "http"
     assert headers["x-forwarded-host"] == "shop.example:8080"
+
+
+async def test_forwarding_headers_are_set_once(start_proxy, recorder):
+    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(
+        b"GET /x HTTP/1.1\r\nHost: t.example\r\nX-Forwarded-For: 192.0.2.1\r\n"
+        b"X-Forwarded-For: 192.0.2.2, 192.0.2.3\r\nX-Real-IP: 192.0.2.9\r\n"
+        b"X-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    assert response.status == 200
+    (sent,) = recorder.requests
+    fields = [line.split(": ", 1) for line in sent.decode().split("\r\n")[1:] if line]
+    by_name: dict[str, list[str]] = {}
+    for name, value in fields:
+        by_name.setdefault(name.lower(), []).append(value)
+    assert by_name["x-forwarded-for"] == ["192.0.2.1, 192.0.2.2, 192.0.2.3, 127.0.0.1"]
+    assert by_name["x-real-ip"] == ["127.0.0.1"]
+    assert by_name["x-forwarded-host"] == ["t.example"]
+    assert by_name["x-forwarded-proto"] == ["http"]
+    assert by_name["host"] == ["t.example"]
+
+
+async def test_absolute_form_target_is_forwarded_in_origin_form(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(
+        b"GET http://other.example:81/echo?x=1 HTTP/1.1\r\nHost: ignored.example\r\n\r\n"
+    )
+    data = echoed(response)
+    assert (data["path"], data["query"]) == ("/echo", "x=1")
+    assert data["headers"]["host"] == "other.example:81"
 
 
 async def test_hop_by_hop_and_underscore_request_headers_removed(start_proxy, recorder):
@@ -100,6 +127,23 @@ async def test_hop_by_hop_response_headers_removed(start_proxy, recorder):
     assert (await client.exchange(get("/"))).body == b"hello world"
 
 
+async def test_response_fields_kept_as_sent_and_ours_set_once(start_proxy, recorder):
+    recorder.response = (
+        b"HTTP/1.1 201 Made It\r\nServer: upstream/1.0\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+        b"Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )  # both framings: Transfer-Encoding wins (RFC 9112 6.3)
+    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(get("/"))
+    assert (response.status, response.reason, response.body) == (201, "Made It", b"abc")
+    assert response.all("set-cookie") == ["a=1; Path=/", "b=2"]
+    assert response.all("server") == ["edgeproxy"]
+    assert len(response.all("date")) == 1
+    assert response.get("date") != "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert len(response.all("content-length")) + len(response.all("transfer-encoding")) == 1
+
+
 @pytest.mark.parametrize("size", [5, 200_000])
 async def test_close_delimited_upstream_response_reframed(start_proxy, recorder, size):
     body = pattern(size)
@@ -122,6 +166,30 @@ async def test_upstream_chunked_response_reframed(start_proxy, gunicorn_a):
         assert response.status == 200
         assert response.framing in ("length", "chunked")
         assert response.body == pattern(size)
+
+
+async def test_upstream_informational_response_is_not_relayed(start_proxy, recorder):
+    recorder.response = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+    )
+    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(get("/"))
+    assert (response.status, response.body) == (200, b"final")
+    assert (await client.exchange(get("/"))).body == b"final"
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_bodiless_upstream_status_keeps_the_client_in_step(start_proxy, gunicorn_a, status):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(get(f"/status/{status}"))
+    assert response.status == status
+    assert response.get("transfer-encoding") is None
+    # Whatever the app wrote after a 204/304 head is not a body: the next bytes on the
+    # client connection are the next response.
+    assert (await client.exchange(get("/"))).body == b"hello from a\n"
 
 
 # --- routing ---
@@ -177,6 +245,17 @@ async def test_location_precedence(start_proxy, gunicorn_a: Gunicorn, target, st
     else:
         assert b"404 Not Found" in response.body
     # Handlers that answer without an upstream keep the connection too.
+    assert (await client.exchange(get("/pre/a"))).body == b"prefix short"
+
+
+async def test_request_body_to_a_return_location_is_consumed(start_proxy, gunicorn_a):
+    proxy = await start_proxy(ROUTES.format(address=gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    for target in ("/pre/a", "/nowhere"):
+        response = await client.exchange(
+            b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789" % target.encode()
+        )
+        assert response.status in (200, 404)
     assert (await client.exchange(get("/pre/a"))).body == b"prefix short"
 
 

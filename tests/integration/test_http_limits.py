@@ -6,11 +6,13 @@ an upstream: the recording upstream below counts every connection made to it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.conftest import Proxy
 from tests.integration.raw_http import Client, RecordingUpstream, get, proxy_yaml
 
 LIMITS = (
@@ -27,13 +29,13 @@ async def recorder() -> AsyncIterator[RecordingUpstream]:
 
 
 @pytest.fixture
-async def proxy(start_proxy, recorder):  # type: ignore[no-untyped-def]
+async def proxy(start_proxy, recorder: RecordingUpstream) -> Proxy:
     return await start_proxy(
         proxy_yaml(recorder.address, http=LIMITS, upstream_extra=", keepalive: 0")
     )
 
 
-async def refused(proxy, request: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+async def refused(proxy: Proxy, request: bytes, status: int) -> None:
     """`request` gets `status` and a closed connection."""
     client = await Client.connect(proxy.port)
     response = await client.exchange(request)
@@ -42,7 +44,7 @@ async def refused(proxy, request: bytes, status: int) -> None:  # type: ignore[n
     await client.eof()
 
 
-async def assert_never_forwarded(proxy, recorder: RecordingUpstream) -> None:  # type: ignore[no-untyped-def]
+async def assert_never_forwarded(proxy: Proxy, recorder: RecordingUpstream) -> None:
     """Nothing reached the upstream, and the upstream is reachable (so that means something)."""
     assert recorder.connections == 0, recorder.requests
     client = await Client.connect(proxy.port)
@@ -76,6 +78,20 @@ async def test_header_too_large_in_small_pieces_gets_431(proxy, recorder):
     await assert_never_forwarded(proxy, recorder)
 
 
+def head_of_size(size: int) -> bytes:
+    base = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: \r\n\r\n"
+    return base[:-4] + b"p" * (size - len(base)) + b"\r\n\r\n"
+
+
+async def test_header_buffer_size_boundary(proxy, recorder):
+    client = await Client.connect(proxy.port)
+    assert len(head_of_size(1024)) == 1024
+    assert (await client.exchange(head_of_size(1024))).status == 200
+    assert (await client.exchange(head_of_size(1025))).status == 431
+    await client.eof()
+    assert len(recorder.requests) == 1
+
+
 async def test_request_target_too_long_gets_414(proxy, recorder):
     await refused(proxy, get("/" + "t" * 2000), 414)
     await assert_never_forwarded(proxy, recorder)
@@ -95,6 +111,30 @@ async def test_chunked_body_too_large_gets_413(proxy, recorder):
     )  # fmt: skip
     await refused(proxy, request, 413)
     await assert_never_forwarded(proxy, recorder)
+
+
+async def test_too_large_body_sent_at_once_still_gets_413(proxy, recorder):
+    """The client sends head and body without waiting; it must read the 413, not a reset."""
+    client = await Client.connect(proxy.port)
+    body = b"z" * 300_000
+    client.writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body))
+    client.writer.write(body)
+    response = await client.response()
+    assert response.status == 413
+    await client.eof()
+    assert recorder.connections == 0
+
+
+async def test_chunked_body_at_the_limit_is_accepted(proxy, recorder):
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"400\r\n" + b"c" * 1024 + b"\r\n0\r\n\r\n"
+    )
+    assert response.status == 200
+    head, _, body = recorder.requests[0].partition(b"\r\n\r\n")
+    assert b"\r\ncontent-length: 1024" in head.lower()
+    assert body == b"c" * 1024
 
 
 async def test_body_at_the_limit_is_accepted(proxy, recorder):
@@ -122,6 +162,18 @@ async def test_header_timeout_with_half_a_head_gets_408(proxy, recorder):
     assert recorder.connections == 0
 
 
+async def test_header_timeout_after_keepalive_idle(proxy, recorder):
+    client = await Client.connect(proxy.port)
+    assert (await client.exchange(get("/"))).status == 200
+    started = time.monotonic()
+    await client.send(b"GET / HTTP/1.1\r\n")  # a second request starts, never finishes
+    response = await client.response(timeout=3)
+    assert response.status == 408
+    assert time.monotonic() - started >= 0.25
+    await client.eof()
+    assert len(recorder.requests) == 1
+
+
 async def test_body_timeout_with_half_a_body_gets_408(proxy, recorder):
     client = await Client.connect(proxy.port)
     await client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"h" * 50)
@@ -134,6 +186,41 @@ async def test_body_timeout_with_half_a_body_gets_408(proxy, recorder):
     assert recorder.connections == 0
 
 
+async def test_header_timeout_is_for_the_whole_head(proxy, recorder):
+    """A slowloris that keeps sending header lines still gets 408 at client_header_timeout."""
+    client = await Client.connect(proxy.port)
+    started = time.monotonic()
+    await client.send(b"GET / HTTP/1.1\r\nHost: t\r\n")
+
+    async def drip() -> None:
+        for _ in range(30):  # 3 s of dripping if nothing stops it
+            await asyncio.sleep(0.1)  # the pace of a slow client, not a wait for the server
+            client.writer.write(b"X-Drip: 1\r\n")
+
+    dripping = asyncio.create_task(drip())
+    try:
+        response = await client.response(timeout=3)
+    finally:
+        dripping.cancel()
+    assert response.status == 408
+    assert 0.25 <= time.monotonic() - started < 1.5
+    assert recorder.connections == 0
+
+
+async def test_body_timeout_is_between_reads(proxy, recorder):
+    """A slow but steady body (gaps under client_body_timeout) is received in full."""
+    client = await Client.connect(proxy.port)
+    await client.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 600\r\n\r\n")
+    started = time.monotonic()
+    for _ in range(6):  # 6 x 120 ms: longer than the 300 ms timeout in total
+        await asyncio.sleep(0.12)  # the pace of a slow client, not a wait for the server
+        await client.send(b"s" * 100)
+    response = await client.response()
+    assert time.monotonic() - started > 0.3
+    assert response.status == 200
+    assert recorder.requests[0].endswith(b"\r\n\r\n" + b"s" * 600)
+
+
 async def test_silent_connection_closed_at_header_timeout(proxy, recorder):
     client = await Client.connect(proxy.port)
     started = time.monotonic()
@@ -141,7 +228,7 @@ async def test_silent_connection_closed_at_header_timeout(proxy, recorder):
     assert time.monotonic() - started >= 0.25
 
 
-# --- malformed input: 400 (or 501/405), a closed connection, nothing forwarded ---
+# --- malformed input: 400 (or 405/417/501/505), a closed connection, nothing forwarded ---
 
 HEAD = b"POST / HTTP/1.1\r\nHost: t\r\n"
 CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -163,7 +250,27 @@ MALFORMED = {
     "two-hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     "bad-request-line": (b"GET /\r\nHost: t\r\n\r\n", 400),
     "garbage-request-line": (b"\x16\x03\x01 hello there\r\n\r\n", 400),
-    "bad-version": (b"GET / HTTP/2.7\r\nHost: t\r\n\r\n", 400),
+    "bad-version": (b"GET / HTTP/1.10\r\nHost: t\r\n\r\n", 400),
+    "http2-version": (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+    "te-in-http10": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "invalid-host": (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    "userinfo-in-absolute-target": (b"GET http://u@h/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "nul-in-path": (b"GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "dot-segments-above-root": (b"GET /a/../../etc/passwd HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "bad-trailer": (CHUNKED + b"0\r\n no-colon\r\n\r\n", 400),
+    "bare-lf-in-chunked": (CHUNKED + b"3\nabc\r\n0\r\n\r\n", 400),
+    "space-in-field-name": (b"GET / HTTP/1.1\r\nHost: t\r\nX A: b\r\n\r\n", 400),
+    "field-without-colon": (b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400),
+    "content-length-plus": (HEAD + b"Content-Length: +1\r\n\r\nx", 400),
+    "te-chunked-twice": (HEAD + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 501),
+    "te-two-lines": (
+        HEAD + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+    "te-xchunked": (HEAD + b"Transfer-Encoding: xchunked\r\n\r\n", 501),
+    "chunk-ext-too-long": (CHUNKED + b"1;" + b"e" * 5000 + b"\r\nx\r\n0\r\n\r\n", 400),
+    "trailer-too-large": (CHUNKED + b"0\r\nX-T: " + b"t" * 2000 + b"\r\n\r\n", 400),
+    "expect-unknown": (HEAD + b"Expect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417),
     "space-before-colon": (b"GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400),
     "te-gzip": (HEAD + b"Transfer-Encoding: gzip\r\n\r\n", 501),
     "te-gzip-chunked": (HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),

@@ -7,23 +7,17 @@ size limits, timeouts and malformed input in test_http_limits.py.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
 from tests.integration.raw_http import (
     Client,
+    echoed,
     get,
     pattern,
     proxy_yaml,
     sha256,
 )
-
-
-def echoed(response) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status == 200, response
-    return json.loads(response.body)
-
 
 # --- keep-alive ---
 
@@ -117,6 +111,26 @@ async def test_malformed_request_pipelined_after_good_ones(start_proxy, gunicorn
     assert echoed(await client.response())["query"] == "b"
     assert (await client.response()).status == 400
     await client.eof()
+
+
+async def test_pipelined_requests_then_half_close_are_all_answered(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    await client.send(b"".join(get(f"/echo?n={n}") for n in range(3)))
+    client.writer.write_eof()  # as `printf ... | nc` does
+    for n in range(3):
+        assert echoed(await client.response())["query"] == f"n={n}"
+    assert await client.eof() == b""
+
+
+async def test_connection_close_in_a_pipeline_ends_it(start_proxy, gunicorn_a):
+    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    client = await Client.connect(proxy.port)
+    await client.send(get("/echo?last", extra="Connection: close\r\n") + get("/echo?never"))
+    response = await client.response()
+    assert echoed(response)["query"] == "last"
+    assert response.get("connection") == "close"
+    assert await client.eof() == b""  # the second request is not answered
 
 
 async def test_request_sent_byte_by_byte(start_proxy, gunicorn_a):
@@ -267,7 +281,7 @@ async def test_chunked_request_body_reaches_upstream_with_a_length(start_proxy, 
     assert echoed(await client.exchange(get("/echo?after")))["query"] == "after"
 
 
-async def test_large_chunked_body_spooled_to_disk(start_proxy, gunicorn_a):
+async def test_large_chunked_body_above_the_memory_buffer(start_proxy, gunicorn_a):
     proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{client_body_buffer_size: 1k}"))
     body = pattern(200_000)
     chunks = b"".join(

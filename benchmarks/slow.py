@@ -1,0 +1,324 @@
+"""slowloris, slow_body, slow_read: normal clients' throughput while slow clients attack.
+
+gunicorn (2 sync workers) sits behind nginx and behind edgeproxy. For each proxy, each
+round: `wrk -c10` alone (the unattacked figure), then the same wrk while 300 slowhttptest
+connections attack the same proxy (the attacked figure). The figure of a proxy is
+attacked / unattacked req/s; the target is edgeproxy >= 90 % of its own unattacked
+figure with no error (non-2xx or socket error) for the normal clients.
+
+slowhttptest opens its connections once (at -r per second) and exits when the server has
+closed them all: a proxy that times slow clients out (slowloris after client_header_timeout)
+would end the attack halfway through the wrk run. It is started again whenever it exits,
+so that ~300 attackers press for the whole run, as a real attacker reconnecting would.
+How many were connected is sampled twice a second and reported.
+
+Both proxies run with edgeproxy's default client timeouts (nginx is set to the same:
+client_header_timeout 10s, client_body_timeout 30s, send_timeout 30s, keepalive 75s).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import procfs
+from harness import Child, Children, StartupError, http_request, log, scenario_tmp
+from servers import (
+    LARGE_BODY,
+    NGINX_EDGEPROXY_TIMEOUTS,
+    Endpoint,
+    RunOptions,
+    Workspace,
+    start_edgeproxy,
+    start_gunicorn,
+    start_nginx_proxy,
+)
+from wrkrun import WrkResult, run_wrk
+
+ATTACKERS = 300
+CLIENTS = 10  # wrk -c10: the normal clients
+RATE = 100  # attacker connections opened per second (300 in 3 s)
+MIN_SHARE = 0.9  # of its own unattacked req/s
+RAMP_TIMEOUT_S = ATTACKERS / RATE + 10
+DRAIN_TIMEOUT_S = 15
+WARMUP_S = 1
+SLOWHTTPTEST_HINT = "apt-get install -y slowhttptest"
+
+
+@dataclass(frozen=True)
+class Attack:
+    flags: tuple[str, ...]
+    path: str  # what the attackers ask for
+
+
+ATTACKS = {
+    # Headers never end: one 24-byte header line every 10 s.
+    "slowloris": Attack(("-H", "-i", "10", "-x", "24", "-t", "GET"), "/"),
+    # A POST declaring 8 KiB of body, sent 10 bytes every 10 s.
+    "slow_body": Attack(("-B", "-i", "10", "-x", "10", "-s", "8192", "-t", "POST"), "/"),
+    # A 4 MiB answer read 32 bytes every 5 s through a 512-1024 byte receive window.
+    "slow_read": Attack(
+        ("-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "1"), "/large"
+    ),
+}
+
+
+def slowhttptest_missing() -> str | None:
+    if shutil.which("slowhttptest") is None:
+        return f"slowhttptest is not installed ({SLOWHTTPTEST_HINT})"
+    return None
+
+
+class Attacker:
+    """slowhttptest against one target, started again each time it exits."""
+
+    def __init__(self, ws: Workspace, name: str, attack: Attack, target: Endpoint, length_s: int):
+        exe = shutil.which("slowhttptest")
+        assert exe is not None
+        self.ws = ws
+        self.target = target
+        self.argv = [
+            exe,
+            *attack.flags,
+            "-c",
+            str(ATTACKERS),
+            "-r",
+            str(RATE),
+            "-p",
+            "3",
+            "-l",
+            str(length_s),
+            "-u",
+            f"http://{target.host}:{target.port}{attack.path}",
+        ]
+        self.log_path = ws.dir / f"slowhttptest-{name}-{target.name}.log"
+        self.child: Child | None = None
+        self.launches = 0
+        self.quick_exits = 0
+        self.launched_at = 0.0
+        self.samples: list[int] = []
+        self._next_sample = 0.0
+
+    def start(self) -> None:
+        self.child = self.ws.children.spawn("slowhttptest", self.argv, self.log_path)
+        self.launches += 1
+        self.launched_at = time.monotonic()
+
+    def connected(self) -> int:
+        return procfs.established_to(self.target.port)
+
+    def tick(self, normal_clients: int = 0) -> None:
+        """Start slowhttptest again if it exited; sample the attackers connected."""
+        now = time.monotonic()
+        if self.child is not None and self.child.proc.poll() is not None:
+            self.ws.children.stop(self.child)
+            if now - self.launched_at < 1.0:
+                self.quick_exits += 1
+                if self.quick_exits > 5:
+                    raise StartupError(
+                        f"slowhttptest keeps exiting at once; last lines of {self.log_path}:\n"
+                        f"{self.child.log_tail()}"
+                    )
+            self.start()
+        if now >= self._next_sample:
+            self._next_sample = now + 0.5
+            self.samples.append(max(0, self.connected() - normal_clients))
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.ws.children.stop(self.child)
+            self.child = None
+
+
+def _under_attack(
+    ws: Workspace, name: str, target: Endpoint, duration: int, wrk_bin: str
+) -> tuple[WrkResult, dict[str, Any]]:
+    attacker = Attacker(ws, name, ATTACKS[name], target, duration + int(RAMP_TIMEOUT_S) + 60)
+    attacker.start()
+    try:
+        ramp_started = time.monotonic()
+        deadline = ramp_started + RAMP_TIMEOUT_S
+        while attacker.connected() < ATTACKERS * 0.9 and time.monotonic() < deadline:
+            attacker.tick()
+            time.sleep(0.05)
+        at_start = attacker.connected()
+        ramp_s = time.monotonic() - ramp_started
+        if at_start < ATTACKERS * 0.9:
+            log(f"  only {at_start} attackers connected to {target.name} after {ramp_s:.0f}s")
+        attacker.samples.clear()
+        res = run_wrk(
+            ws.children,
+            wrk_bin,
+            f"http://{target.host}:{target.port}/",
+            duration,
+            ws.dir / f"wrk-{name}-{target.name}-attacked.log",
+            connections=CLIENTS,
+            on_tick=lambda: attacker.tick(CLIENTS),
+        )
+    finally:
+        attacker.stop()
+    # The attackers' sockets are closed by now; let the server see it before the next run.
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while attacker.connected() > 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    samples = attacker.samples or [0]
+    stats = {
+        "attackers_at_start": at_start,
+        "ramp_s": round(ramp_s, 1),
+        "attackers_min": min(samples),
+        "attackers_median": statistics.median(samples),
+        "attackers_max": max(samples),
+        "slowhttptest_launches": attacker.launches,
+    }
+    return res, stats
+
+
+def _check(ep: Endpoint) -> None:
+    """The normal clients' page and the slow readers' page both come through whole."""
+    for path, want in (("/", 2), ("/large", LARGE_BODY)):
+        try:
+            status, body = http_request(ep.host, ep.port, path=path)
+        except OSError as exc:
+            raise StartupError(f"{ep.name}: test request for {path} failed: {exc}") from exc
+        if status != 200 or len(body) != want:
+            raise StartupError(f"{ep.name}: {path} got {status} with {len(body)} bytes")
+
+
+def _fmt(res: WrkResult) -> str:
+    errs = f", {res.errors} errors" if res.errors else ""
+    return f"{res.requests_per_sec:,.0f} req/s (p99 {res.p99_ms:.1f}ms{errs})"
+
+
+def measure_attack(name: str, opts: RunOptions) -> dict[str, Any]:
+    wrk_bin = opts.tools.wrk
+    assert wrk_bin is not None
+    per_round: list[dict[str, Any]] = []
+    alone: dict[str, Any] | None = None
+    with scenario_tmp(name, opts.keep_tmp) as tmp, Children() as children:
+        ws = Workspace(tmp, children, opts.tools)
+        backend = start_gunicorn(ws)
+        proxies: list[Endpoint] = []
+        if opts.tools.nginx is not None:
+            proxies.append(start_nginx_proxy(ws, backend, NGINX_EDGEPROXY_TIMEOUTS))
+        proxies.append(start_edgeproxy(ws, backend))
+        for ep in [*proxies, backend]:
+            _check(ep)
+
+        def wrk(ep: Endpoint, seconds: int, label: str) -> WrkResult:
+            path = tmp / f"wrk-{name}-{ep.name}-{label}.log"
+            return run_wrk(children, wrk_bin, ep.url, seconds, path, connections=CLIENTS)
+
+        for ep in [*proxies, backend]:
+            wrk(ep, WARMUP_S, "warmup")
+        for r in range(1, opts.rounds + 1):
+            entry: dict[str, Any] = {"round": r}
+            for ep in proxies:
+                clean = wrk(ep, opts.duration, "clean")
+                attacked, stats = _under_attack(ws, name, ep, opts.duration, wrk_bin)
+                share = attacked.requests_per_sec / clean.requests_per_sec
+                entry[ep.name] = {
+                    "unattacked": clean.to_json(),
+                    "attacked": attacked.to_json(),
+                    "share": share,
+                    "attack": stats,
+                }
+                log(
+                    f"  {name} round {r}/{opts.rounds} {ep.name:9} {_fmt(clean)} -> "
+                    f"{_fmt(attacked)} under attack = {share:.0%}; attackers "
+                    f"{stats['attackers_min']}-{stats['attackers_max']} "
+                    f"(median {stats['attackers_median']:.0f})"
+                )
+            per_round.append(entry)
+        # gunicorn alone, last: the attack may leave its workers stuck or killed.
+        clean = wrk(backend, opts.duration, "clean")
+        attacked, stats = _under_attack(ws, name, backend, opts.duration, wrk_bin)
+        alone = {"unattacked": clean.to_json(), "attacked": attacked.to_json(), "attack": stats}
+        log(f"  {name} gunicorn alone  {_fmt(clean)} -> {_fmt(attacked)} under attack")
+    return _summarize(name, per_round, [p.name for p in proxies], alone)
+
+
+def _summarize(
+    name: str,
+    per_round: list[dict[str, Any]],
+    names: list[str],
+    alone: dict[str, Any] | None,
+) -> dict[str, Any]:
+    median: dict[str, dict[str, float]] = {}
+    errors: dict[str, int] = {}
+    for proxy in names:
+        runs = [r[proxy] for r in per_round]
+        median[proxy] = {
+            "share": statistics.median(x["share"] for x in runs),
+            "unattacked_rps": statistics.median(x["unattacked"]["requests_per_sec"] for x in runs),
+            "attacked_rps": statistics.median(x["attacked"]["requests_per_sec"] for x in runs),
+            "unattacked_p99_ms": statistics.median(x["unattacked"]["p99_ms"] for x in runs),
+            "attacked_p99_ms": statistics.median(x["attacked"]["p99_ms"] for x in runs),
+            "attackers_median": statistics.median(x["attack"]["attackers_median"] for x in runs),
+        }
+        errors[proxy] = sum(
+            x[kind]["non_2xx"] + x[kind]["socket_errors"]
+            for x in runs
+            for kind in ("unattacked", "attacked")
+        )
+    edge = median["edgeproxy"]
+    ref = median.get("nginx")
+    ratio = edge["share"] / ref["share"] if ref and ref["share"] else None
+    p99_ratio = (
+        edge["attacked_p99_ms"] / ref["attacked_p99_ms"] if ref and ref["attacked_p99_ms"] else None
+    )
+    misses = []
+    if edge["share"] < MIN_SHARE:
+        misses.append("rps")
+    if errors["edgeproxy"]:
+        misses.append(f"{errors['edgeproxy']} errors")
+    met_text = f"no ({', '.join(misses)})" if misses else "yes"
+
+    def figures(proxy: str) -> str:
+        m = median[proxy]
+        return (
+            f"{proxy} {m['unattacked_rps']:,.0f} -> {m['attacked_rps']:,.0f} "
+            f"({errors[proxy]} errors, ~{m['attackers_median']:.0f} attackers connected)"
+        )
+
+    notes = [
+        f"{name}: wrk -c{CLIENTS} req/s unattacked -> under {ATTACKERS} attackers (medians): "
+        + "; ".join(figures(p) for p in names)
+    ]
+    if alone is not None:
+        a, c = alone["attacked"], alone["unattacked"]
+        notes.append(
+            f"{name}: gunicorn alone (1 round): {c['requests_per_sec']:,.0f} -> "
+            f"{a['requests_per_sec']:,.0f} req/s under attack "
+            f"({a['non_2xx'] + a['socket_errors']} errors)"
+        )
+    return {
+        "rounds": per_round,
+        "median": median,
+        "errors": errors,
+        "ratio": ratio,
+        "p99_ratio": p99_ratio,
+        "gunicorn_alone": alone,
+        "attack": {
+            "attackers": ATTACKERS,
+            "rate_per_s": RATE,
+            "slowhttptest_flags": list(ATTACKS[name].flags),
+            "path": ATTACKS[name].path,
+            "normal_clients": CLIENTS,
+        },
+        "met": not misses,
+        "met_text": met_text,
+        "target": f">={MIN_SHARE:.0%} of own unattacked, 0 errors",
+        "notes": notes,
+        "row": {
+            "unit": "% of own unattacked req/s",
+            "edgeproxy": f"{edge['share']:.0%}",
+            "nginx": f"{ref['share']:.0%}" if ref else "n/a (no nginx)",
+            "ratio": f"{ratio:.2f}x" if ratio is not None else "-",
+            "edgeproxy p99": f"{edge['attacked_p99_ms']:.2f}ms",
+            "nginx p99": f"{ref['attacked_p99_ms']:.2f}ms" if ref else "-",
+            "p99 ratio": f"{p99_ratio:.2f}x" if p99_ratio is not None else "-",
+        },
+    }
