@@ -56,5 +56,5 @@ def resolve_codec(name: str) -> HeadCodec:
     factory = CODECS.get(name)
     if factory is None:
         available = ", ".join(sorted(CODECS))
-        raise ConfigError("http_parser", f"codec {name!r} is not available (available: {available})")
+        raise ConfigError("http_parser", f"codec {name!r} is not installed (have: {available})")
     return factory()
