@@ -41,6 +41,18 @@ def temp_fds(temp_path: Path) -> list[str]:
     return found
 
 
+def temp_file_sizes(temp_path: Path) -> list[int]:
+    """Sizes of the temp files under `temp_path` that this process has open."""
+    sizes = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(temp_path) + os.sep):
+                sizes.append(os.stat(f"/proc/self/fd/{fd}").st_size)
+        except OSError:
+            continue
+    return sizes
+
+
 def proxy_yaml(servers: list[str], *, upstream: str = "", http: str = "") -> str:
     """A one-location config proxying / to upstream `app`; extra lines are indented for you."""
     peers = "\n".join(f"      - {server}" for server in servers)

@@ -18,6 +18,7 @@ from tests.integration.fake_upstreams import (
     pattern_sha256,
     proxy_yaml,
     read_request,
+    response,
     temp_fds,
 )
 
@@ -173,6 +174,44 @@ async def test_least_conn_prefers_the_idle_server(
             slow.cancel()
 
 
+@pytest.mark.parametrize("balance", ["ip_hash", "random_two"])
+async def test_other_balancers(
+    start_proxy, gunicorn_a: Gunicorn, gunicorn_b: Gunicorn, balance: str
+) -> None:
+    proxy = await start_proxy(
+        proxy_yaml(
+            [f'"{gunicorn_a.address}"', f'"{gunicorn_b.address}"'], upstream=f"balance: {balance}"
+        )
+    )
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        names = Counter([server_name(await client.get("/")) for _ in range(30)])
+    if balance == "ip_hash":
+        assert len(names) == 1  # one client address, one server
+    else:
+        assert set(names) == {"a", "b"}  # all on one: chance 2**-29
+
+
+async def test_upstream_keepalive_off_closes_each_connection(start_proxy) -> None:
+    heads: list[bytes] = []
+
+    async def record(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while (head := await read_request(reader)) is not None:
+            heads.append(head.lower())
+            writer.write(response())
+            await writer.drain()
+
+    async with RawUpstream(record) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"'], upstream="keepalive: 0"))
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            for _ in range(3):
+                assert (await client.get("/")).text == "ok"
+        await async_wait_until(lambda: upstream.open == 0, 5, "upstream connections closed")
+    assert upstream.accepted == 3
+    assert all(b"\r\nconnection: close\r\n" in head for head in heads)
+
+
 async def test_upstream_keepalive_reuses_and_expires_connections(start_proxy) -> None:
     async with RawUpstream(keep_alive_ok) as upstream:
         proxy = await start_proxy(
@@ -262,24 +301,33 @@ async def test_client_gone_mid_response_releases_upstream_and_temp_file(
     await async_wait_until(lambda: not proxy.worker.connections, 10, "the client connection gone")
 
 
-async def test_client_gone_while_waiting_closes_the_upstream_connection(start_proxy) -> None:
-    async def stall(
+async def test_client_gone_while_waiting_leaks_nothing(start_proxy) -> None:
+    # While the request is with the upstream the proxy does not read from the client, so it
+    # only learns that the client left when the answer comes; then everything is released.
+    release = asyncio.Event()
+
+    async def slow(
         up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await read_request(reader)
-        up.requests += 1
-        await reader.read()  # until the proxy gives up on this exchange
+        while await read_request(reader) is not None:
+            up.requests += 1
+            await release.wait()
+            writer.write(response(body=b"x" * 300_000))
+            await writer.drain()
 
-    async with RawUpstream(stall) as upstream:
+    async with RawUpstream(slow) as upstream:
         proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
         (peer,) = proxy.worker.pools["app"].primary
         _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
         await async_wait_until(lambda: upstream.requests == 1, 10, "the request upstream")
         writer.close()
-        await async_wait_until(lambda: upstream.open == 0, 10, "the upstream connection closed")
+        release.set()
+        await async_wait_until(lambda: not proxy.worker.connections, 10, "the client gone")
         assert peer.active == 0
-        assert not peer.idle
+        assert not temp_fds(proxy.temp_path)
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            assert len((await asyncio.wait_for(client.get("/"), 10)).content) == 300_000
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ served at once in both cases.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import socket
@@ -16,8 +17,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from edgeproxy.upstream.connection import UpstreamConnection
 from tests.conftest import Gunicorn, async_wait_until, start_gunicorn
-from tests.integration.fake_upstreams import pattern_sha256, proxy_yaml, temp_fds
+from tests.integration.fake_upstreams import (
+    pattern_sha256,
+    proxy_yaml,
+    temp_fds,
+    temp_file_sizes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +111,9 @@ async def test_slow_reader_does_not_hold_the_worker(start_proxy, gunicorn_single
         await served_at_once(proxy.url)
         assert len(received) < size // 2
         # The slow client now reads the rest, intact.
-        head_end = -1
-        while head_end < 0 or len(received) < head_end + 4 + size:
-            head_end = received.find(b"\r\n\r\n")
-            if head_end >= 0 and len(received) >= head_end + 4 + size:
-                break
+        head_end = received.find(b"\r\n\r\n")
+        assert head_end > 0
+        while len(received) < head_end + 4 + size:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
             assert chunk, "the proxy closed the connection mid-body"
             received += chunk
@@ -121,3 +126,51 @@ async def test_slow_reader_does_not_hold_the_worker(start_proxy, gunicorn_single
     assert len(body) == size
     assert hashlib.sha256(body).hexdigest() == pattern_sha256(size)
     await async_wait_until(lambda: not temp_fds(proxy.temp_path), 5, "temp files closed")
+
+
+def upstream_reading_paused() -> bool:
+    """Whether some live upstream connection of this process has stopped reading (flow control)."""
+    return any(
+        not conn.transport.is_reading()
+        for conn in gc.get_objects()
+        if isinstance(conn, UpstreamConnection) and not conn.closed and conn.transport is not None
+    )
+
+
+@pytest.mark.parametrize(
+    "http",
+    ["proxy_max_temp_file_size: 1m", "proxy_buffering: false"],
+    ids=["temp-file-cap", "unbuffered"],
+)
+async def test_slow_reader_past_the_buffers_holds_the_upstream(
+    start_proxy, gunicorn_single: Gunicorn, http: str
+) -> None:
+    # The other side of the trade-off: beyond proxy_max_temp_file_size (or with buffering
+    # off) the proxy stops reading the upstream until the client catches up.
+    proxy = await start_proxy(
+        proxy_yaml([f'"{gunicorn_single.address}"'], http=f"proxy_buffers_size: 64k\n{http}")
+    )
+    (peer,) = proxy.worker.pools["app"].primary
+    size = 20 * 1024 * 1024
+    digest = hashlib.sha256()
+    async with (
+        httpx.AsyncClient(base_url=proxy.url, timeout=httpx.Timeout(30.0)) as client,
+        client.stream("GET", f"/bytes/{size}") as response,
+    ):
+        chunks = response.aiter_raw()
+        first = await asyncio.wait_for(anext(chunks), 10)
+        digest.update(first)
+        await async_wait_until(
+            lambda: upstream_reading_paused() or peer.active == 0, 10, "the proxy to stop reading"
+        )
+        spooled = temp_file_sizes(proxy.temp_path)
+        assert peer.active == 1, "the whole response was read: the temp file cap was ignored"
+        assert all(length <= 1024 * 1024 + 256 * 1024 for length in spooled), spooled
+        if "buffering: false" in http:
+            assert not spooled
+        received = len(first)
+        async for chunk in chunks:
+            digest.update(chunk)
+            received += len(chunk)
+    assert received == size
+    assert digest.hexdigest() == pattern_sha256(size)

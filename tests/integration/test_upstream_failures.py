@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Gunicorn, free_port
+from tests.conftest import Gunicorn, async_wait_until, free_port
 from tests.integration.fake_upstreams import RawUpstream, proxy_yaml, read_request, response
 
 TIMEOUT = httpx.Timeout(30.0)
@@ -133,20 +133,35 @@ async def test_malformed_response_gives_502(start_proxy, answer: bytes) -> None:
     assert upstream.requests == 2
 
 
-async def test_body_broken_midway_closes_the_client_connection(start_proxy) -> None:
+@pytest.mark.parametrize(
+    ("answer", "then"),
+    [
+        (b"content-length: 100000\r\n\r\n" + b"x" * 1000, "close"),
+        (b"content-length: 100000\r\n\r\n" + b"x" * 1000, "stall"),
+        (b"transfer-encoding: chunked\r\n\r\n3e8\r\n" + b"x" * 1000 + b"\r\n", "close"),
+    ],
+    ids=["length-close", "length-stall", "chunked-close"],
+)
+async def test_body_broken_midway_closes_the_client_connection(
+    start_proxy, answer: bytes, then: str
+) -> None:
     async def short_body(
         up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 1000)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + answer)
         await writer.drain()
+        if then == "stall":
+            await reader.read()
 
     async with RawUpstream(short_body) as upstream:
-        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
+        proxy = await start_proxy(
+            proxy_yaml([f'"{upstream.address}"'], upstream="read_timeout: 300ms")
+        )
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        received = b""
         try:
             writer.write(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
-            received = b""
             with pytest.raises(asyncio.IncompleteReadError) as closed:
                 # Bounded: a proxy that keeps the connection open fails here by timeout.
                 while len(received) < 200_000:
@@ -158,8 +173,13 @@ async def test_body_broken_midway_closes_the_client_connection(start_proxy) -> N
             writer.close()
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
-    assert b"content-length: 100000" in head.lower()
-    assert body == b"x" * 1000
+    if b"content-length" in answer:
+        assert b"content-length: 100000" in head.lower()
+        assert body == b"x" * 1000
+    else:
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert b"x" * 1000 in body
+        assert not body.endswith(b"0\r\n\r\n")  # no last chunk: the client sees the break
 
 
 async def test_next_upstream_http_503(start_proxy, gunicorn_a: Gunicorn) -> None:
@@ -183,18 +203,28 @@ async def test_next_upstream_http_503(start_proxy, gunicorn_a: Gunicorn) -> None
     assert upstream.requests == 1  # tried first, then out of rotation (max_fails 1)
 
 
-async def test_503_passes_through_without_next_upstream(start_proxy) -> None:
+@pytest.mark.parametrize("next_upstream", ["[error, timeout]", "[error, timeout, http_503]"])
+@pytest.mark.parametrize("peers", [1, 2])
+async def test_last_503_passes_through(start_proxy, next_upstream: str, peers: int) -> None:
+    # Nowhere (else) to go: the client gets the upstream's own answer, Retry-After and all,
+    # as with nginx, not a page of ours.
     async def unavailable(
         up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         while await read_request(reader) is not None:
-            writer.write(response(503, b"busy"))
+            up.requests += 1
+            writer.write(response(503, b"busy", b"retry-after: 7\r\n"))
             await writer.drain()
 
-    async with RawUpstream(unavailable) as upstream:
-        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"']))
-        results = await fetch_statuses(proxy.url, 2)
-    assert results == [(503, "busy")] * 2
+    async with RawUpstream(unavailable) as one, RawUpstream(unavailable) as two:
+        addresses = [f'"{one.address}"', f'"{two.address}"'][:peers]
+        proxy = await start_proxy(proxy_yaml(addresses, upstream=f"next_upstream: {next_upstream}"))
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            answer = await asyncio.wait_for(client.get("/"), 10)
+    assert (answer.status_code, answer.text) == (503, "busy")
+    assert answer.headers["retry-after"] == "7"
+    retried = "http_503" in next_upstream
+    assert one.requests + two.requests == (peers if retried else 1)
 
 
 async def test_retry_resends_a_spooled_body(start_proxy, gunicorn_a: Gunicorn) -> None:
@@ -259,3 +289,80 @@ async def test_stale_keepalive_connection_is_retried_on_a_fresh_one(start_proxy)
     assert (first.status_code, second.status_code) == (200, 200)
     assert upstream.accepted == 2
     assert upstream.requests == 3
+
+
+async def test_failed_peer_returns_after_fail_timeout(start_proxy, gunicorn_a: Gunicorn) -> None:
+    port = free_port()
+    peers = [f'{{address: "127.0.0.1:{port}", fail_timeout: 300ms}}', f'"{gunicorn_a.address}"']
+    proxy = await start_proxy(proxy_yaml(peers))
+    assert await fetch_statuses(proxy.url, 2) == [(200, "hello from a\n")] * 2
+    (revived, _) = proxy.worker.pools["app"].primary
+    assert revived.failed_until > 0
+    server = await asyncio.start_server(lambda r, w: handle_ok(r, w), "127.0.0.1", port)
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            for _ in range(500):  # bounded; the deadline below ends it sooner
+                if (await asyncio.wait_for(client.get("/"), 10)).text == "ok":
+                    break
+                assert time.monotonic() < revived.failed_until + 5, "the peer never came back"
+            else:
+                raise AssertionError("the peer never came back")
+    finally:
+        server.close()
+
+
+async def handle_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while await read_request(reader) is not None:
+            writer.write(response())
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def test_max_conns_caps_requests_in_flight(start_proxy, gunicorn_a: Gunicorn) -> None:
+    proxy = await start_proxy(proxy_yaml([f'{{address: "{gunicorn_a.address}", max_conns: 1}}']))
+    (peer,) = proxy.worker.pools["app"].primary
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        slow = asyncio.create_task(client.get("/sleep/0.5"))
+        try:
+            await async_wait_until(lambda: peer.active == 1, 5, "the first request upstream")
+            # The only peer is at its cap: refused at once rather than queued.
+            assert (await asyncio.wait_for(client.get("/"), 5)).status_code == 502
+            assert (await asyncio.wait_for(slow, 10)).text == "slept"
+        finally:
+            slow.cancel()
+        assert (await client.get("/")).status_code == 200
+
+
+async def test_read_timeout_counts_from_the_end_of_the_request(start_proxy) -> None:
+    # An upstream that takes the first 12 MB of a big body in bursts with pauses (each far
+    # below read_timeout, all of them far above it), then the rest at once, is not timed
+    # out: read_timeout runs from the end of the request. (The tail is read at once so that
+    # what the kernel buffers after our last write does not count against read_timeout.)
+    took: list[float] = []
+
+    async def slow_start(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        started = time.monotonic()
+        for _ in range(6):
+            length -= len(await reader.readexactly(2 * 1024 * 1024))
+            await asyncio.sleep(0.15)  # a slow app, not a wait for the test's sake
+        took.append(time.monotonic() - started)
+        await reader.readexactly(length)
+        writer.write(response())
+        await writer.drain()
+
+    async with RawUpstream(slow_start) as upstream:
+        proxy = await start_proxy(
+            proxy_yaml([f'"{upstream.address}"'], upstream="read_timeout: 500ms")
+        )
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            answer = await asyncio.wait_for(client.post("/", content=b"x" * 24_000_000), 20)
+    assert (answer.status_code, answer.text) == (200, "ok")
+    assert took[0] > 0.85
