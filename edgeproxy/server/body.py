@@ -7,11 +7,10 @@ Disk writes are blocking calls on the event loop, as in nginx: they land in the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO
 
 READ_CHUNK = 64 * 1024
@@ -76,12 +75,13 @@ class RequestBody:
         self._memory = bytearray()
 
 
-class ResponseBuffer:
-    """A FIFO between an upstream (producer) and a client (consumer).
+class ResponseSpool:
+    """Response bytes the client has not taken yet, in arrival order.
 
-    The producer always puts what it has read; it pauses reading while `full`. Memory holds
-    up to `memory_limit` bytes, then data goes to a temp file holding up to `file_limit`
-    pending bytes (0 = never spool: the unbuffered, flow-controlled mode).
+    The proxy writes straight to the client while it keeps up; only what the client is
+    not ready for lands here: memory up to `memory_limit`, then a temp file holding up to
+    `file_limit` bytes (0 = never spool: the unbuffered, flow-controlled mode). While
+    `full`, the upstream is not read.
     """
 
     __slots__ = (
@@ -92,20 +92,10 @@ class ResponseBuffer:
         "_file_write",
         "_memory",
         "_memory_limit",
-        "_on_space",
         "_temp_dir",
-        "_waiter",
-        "error",
-        "finished",
     )
 
-    def __init__(
-        self,
-        memory_limit: int,
-        file_limit: int,
-        temp_dir: str,
-        on_space: Callable[[], None],
-    ) -> None:
+    def __init__(self, memory_limit: int, file_limit: int, temp_dir: str) -> None:
         self._chunks: deque[bytes] = deque()
         self._memory = 0
         self._memory_limit = memory_limit
@@ -114,10 +104,10 @@ class ResponseBuffer:
         self._file: BinaryIO | None = None
         self._file_read = 0
         self._file_write = 0
-        self._on_space = on_space
-        self._waiter: asyncio.Future[None] | None = None
-        self.finished = False
-        self.error: BaseException | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._chunks) or self._file_write > self._file_read
 
     @property
     def full(self) -> bool:
@@ -138,64 +128,27 @@ class ResponseBuffer:
         else:
             self._chunks.append(data)
             self._memory += len(data)
-        self._wake()
 
-    def finish(self) -> None:
-        self.finished = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self._wake()
-
-    def take_all_in_memory(self) -> bytes | None:
-        """Everything, if the response is complete and entirely in memory (fast path)."""
-        if not self.finished or self.error or self._file_write > self._file_read:
-            return None
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._memory = 0
-        return data
-
-    async def get(self) -> bytes | None:
-        """The next piece of body, or None at the end. Raises the producer's error."""
-        while True:
-            if self._chunks:
-                was_full = self.full
-                chunk = self._chunks.popleft()
-                self._memory -= len(chunk)
-                if was_full and not self.full:
-                    self._on_space()
-                return chunk
-            if self._file_write > self._file_read:
-                assert self._file is not None
-                was_full = self.full
-                chunk = os.pread(self._file.fileno(), READ_CHUNK, self._file_read)
-                self._file_read += len(chunk)
-                if self._file_read == self._file_write:
-                    # Drained: reuse the file from its start rather than growing it.
-                    self._file_read = self._file_write = 0
-                    self._file.truncate(0)
-                if was_full and not self.full:
-                    self._on_space()
-                return chunk
-            if self.error is not None:
-                raise self.error
-            if self.finished:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def pop(self) -> bytes:
+        """The oldest pending piece (call only while `pending`)."""
+        if self._chunks:
+            chunk = self._chunks.popleft()
+            self._memory -= len(chunk)
+            return chunk
+        assert self._file is not None
+        chunk = os.pread(self._file.fileno(), READ_CHUNK, self._file_read)
+        if not chunk:
+            raise OSError("response temp file shorter than what was written to it")
+        self._file_read += len(chunk)
+        if self._file_read == self._file_write:
+            # Drained: reuse the file from its start rather than growing it.
+            self._file_read = self._file_write = 0
+            self._file.truncate(0)
+        return chunk
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
         self._chunks.clear()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._memory = 0

@@ -2,9 +2,12 @@
 
 Phases: HEADER (client_header_timeout for the whole head) -> BODY (client_body_timeout
 between reads) -> BUSY (reading paused; the handler runs; pipelined bytes wait in the
-reader) -> IDLE (keepalive_timeout) -> HEADER ... A refused request ends in LINGER: the
-error is written, our side shut, and the client's remaining bytes are read and dropped
-for a moment so that it sees the answer instead of a reset.
+reader; send_timeout while the client does not take the response) -> IDLE
+(keepalive_timeout) -> HEADER ... There is no task per request: `return` is answered at
+once, and a proxy exchange calls back `exchange_done` when its response is written.
+A refused request ends in LINGER: the error is written, our side shut, and the client's
+remaining bytes are read and dropped for a moment so that it sees the answer instead of
+a reset.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from edgeproxy.config.model import HttpSettings
-from edgeproxy.errors import ClientError, UpstreamError
+from edgeproxy.errors import ClientError
 from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, RequestHead
 from edgeproxy.http.reader import RequestReader
 from edgeproxy.server.body import RequestBody
 from edgeproxy.server.client_ip import client_ip
 from edgeproxy.server.handlers import send_return
 from edgeproxy.server.request import Request
-from edgeproxy.server.response import CONTINUE, ClientGone, ResponseWriter
+from edgeproxy.server.response import CONTINUE, ResponseWriter
 from edgeproxy.server.router import Router, normalize_path
 from edgeproxy.server.timer import LazyTimer
 
 if TYPE_CHECKING:
+    from edgeproxy.server.proxy import ProxyExchange
     from edgeproxy.server.worker import Worker
 
 log = logging.getLogger("edgeproxy.server")
@@ -45,10 +49,12 @@ class DownstreamConnection(asyncio.Protocol):
         self.loop = worker.loop
         self.phase = _HEADER
         self.request: Request | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.exchange: ProxyExchange | None = None
         self.served = 0
         self.peer_ip = ""
         self.peer_eof = False
+        self._dispatching = False
+        self._next_ready = False
         self.reader = RequestReader(worker.codec, self.settings.client_header_buffer_size)
         self.timer = LazyTimer(self.loop, self._on_timeout)
         self.transport: asyncio.Transport
@@ -61,7 +67,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix:"
-        self.out = ResponseWriter(self.transport, self.settings.send_timeout)
+        self.out = ResponseWriter(self.transport)
         self.timer.start(self.settings.client_header_timeout)
         self.worker.connections.add(self)
 
@@ -75,7 +81,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.timer.start(self.settings.client_header_timeout)
         elif phase == _BODY:
             self.timer.touch(self.settings.client_body_timeout)
-        if self.task is None:
+        if self.phase != _BUSY:
             self._advance()
 
     def eof_received(self) -> bool:
@@ -87,17 +93,29 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.timer.stop()
         self.worker.connections.discard(self)
-        self.out.connection_lost()
-        if self.task is not None:
-            self.task.cancel()
+        out = self.out
+        out.lost = True
+        out.writable = False
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.client_gone()
+            out.keep_alive = False
+            self._request_done(out.status if out.started else 499)
         elif self.request is not None:
             self.request.body.close()
 
     def pause_writing(self) -> None:
-        self.out.pause()
+        self.out.writable = False
+        if self.phase == _BUSY:
+            self.timer.start(self.settings.send_timeout)
 
     def resume_writing(self) -> None:
-        self.out.resume()
+        self.out.writable = True
+        if self.phase == _BUSY:
+            self.timer.stop()
+            if self.exchange is not None:
+                self.exchange.on_client_writable()
 
     # --- reading a request ---
 
@@ -111,8 +129,8 @@ class DownstreamConnection(asyncio.Protocol):
                 if type(event) is bytes:
                     self._on_body(event)
                 elif event is END_OF_MESSAGE:
-                    self._dispatch()
-                    return
+                    if not self._dispatch():
+                        return
                 else:
                     assert isinstance(event, RequestHead)
                     self._on_head(event)
@@ -150,12 +168,12 @@ class DownstreamConnection(asyncio.Protocol):
             raise ClientError(413, "body too large")
         body.write(data)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Answer the complete request; True when that is done and the next may be read."""
         request = self.request
         assert request is not None
         self.timer.stop()
         self.phase = _BUSY
-        self.transport.pause_reading()
         self.served += 1
         settings = self.settings
         keep_alive = (
@@ -166,57 +184,65 @@ class DownstreamConnection(asyncio.Protocol):
         )
         out = self.out
         out.reset(request.head, keep_alive)
-        out.send_timeout = settings.send_timeout
-        self.task = self.loop.create_task(self._serve(request))
+        location = request.location
+        if location is None:
+            out.send_error(404)
+        elif location.ret is not None:
+            send_return(location.ret, out)
+        else:
+            self.exchange = exchange = self.worker.proxy.exchange(request, self)
+            self._dispatching = True
+            exchange.try_next_peer()  # may finish at once (e.g. no live peer: 502)
+            self._dispatching = False
+            if self.exchange is None:
+                return self._next_ready
+            self.transport.pause_reading()
+            return False
+        self._request_done(out.status)
+        return self._ready_for_next()
 
-    # --- answering ---
+    # --- called by the proxy exchange ---
 
-    async def _serve(self, request: Request) -> None:
-        out = self.out
-        try:
-            location = request.location
-            if location is None:
-                out.send_error(404)
-            elif location.ret is not None:
-                send_return(location.ret, out)
-            else:
-                await self.worker.proxy.handle(request, out)
-        except (ClientGone, asyncio.CancelledError):
-            out.keep_alive = False
-            out.status = out.status if out.started else 499
-        except UpstreamError:
-            # Part of the response is out and the rest is lost: only a close tells the client.
-            out.keep_alive = False
-            self.transport.abort()
-        except Exception:
-            log.exception("error serving %s", request.head.target)
-            out.keep_alive = False
-            if not out.started:
-                out.send_error(500)
-        finally:
-            request.body.close()
-            self.worker.access_log.log(request, out.status, out.body_bytes)
-            self.task = None
-            self.request = None
-        self._next_request()
+    def exchange_done(self) -> None:
+        self.exchange = None
+        self._request_done(self.out.status)
+        ready = self._ready_for_next()
+        if self._dispatching:
+            self._next_ready = ready  # _dispatch's caller reads on, without recursion
+        elif ready:
+            self.transport.resume_reading()
+            self._advance()
 
-    def _next_request(self) -> None:
+    def abort(self) -> None:
+        self.out.keep_alive = False
+        self.transport.abort()
+
+    # --- between requests ---
+
+    def _request_done(self, status: int) -> None:
+        request = self.request
+        assert request is not None
+        request.body.close()
+        self.worker.access_log.log(request, status, self.out.body_bytes)
+        self.request = None
+
+    def _ready_for_next(self) -> bool:
+        """Set up for the next request on this connection, or close it (False)."""
         transport = self.transport
         if transport.is_closing():
-            return
+            return False
         if not self.out.keep_alive or self.peer_eof:
             transport.close()
-            return
+            return False
         reader = self.reader
         reader.start_next()
-        transport.resume_reading()
         if reader.idle:
             self.phase = _IDLE
             self.timer.start(self.settings.keepalive_timeout)
         else:
             self.phase = _HEADER
             self.timer.start(self.settings.client_header_timeout)
-            self._advance()
+        return True
 
     def _reject(self, exc: ClientError) -> None:
         """Answer a refused request, then linger and close."""
@@ -244,7 +270,10 @@ class DownstreamConnection(asyncio.Protocol):
         phase = self.phase
         if phase == _BODY or (phase == _HEADER and not self.reader.idle):
             self._reject(ClientError(408, "client timed out"))
-        elif phase != _BUSY:
+        elif phase == _BUSY:
+            log.info("client %s: send_timeout, closing", self.peer_ip)
+            self.abort()  # the client stopped reading the response
+        else:
             self.transport.close()
 
     def close_if_idle(self) -> None:

@@ -8,15 +8,18 @@ retried once the client has seen a byte of the response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import REQUEST_REPLACED, RESPONSE_REPLACED, end_to_end, header_values
-from edgeproxy.server.body import ResponseBuffer
+from edgeproxy.server.body import ResponseSpool
 from edgeproxy.server.request import Request
 from edgeproxy.server.response import ResponseWriter
+from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.pool import UpstreamPool
 
@@ -26,14 +29,6 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # Methods whose requests carry a body by definition: always send Content-Length, even 0.
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 RETRY_STATUS = {502: "http_502", 503: "http_503", 504: "http_504"}
-
-
-class RetryableStatus(Exception):
-    """A 50x answer the config says to retry elsewhere."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"upstream answered {status}")
-        self.status = status
 
 
 def upstream_request_head(request: Request, keepalive: bool) -> bytes:
@@ -60,128 +55,294 @@ def upstream_request_head(request: Request, keepalive: bool) -> bytes:
     return b"".join(parts)
 
 
-def request_pieces(head_bytes: bytes, request: Request) -> Iterator[bytes]:
-    """The request as writes: head and an in-memory body together, or head then file chunks."""
-    body = request.body.in_memory()
-    if body is not None:
-        yield head_bytes + body if body else head_bytes
-        return
-    yield head_bytes
-    yield from request.body.chunks()
+class Client(Protocol):
+    """What an exchange needs of the client connection (DownstreamConnection)."""
+
+    out: ResponseWriter
+
+    def exchange_done(self) -> None:
+        """The response is completely written."""
+
+    def abort(self) -> None:
+        """Drop the connection: part of a response went out and the rest cannot follow."""
 
 
 class ProxyHandler:
+    """Starts one ProxyExchange per request; holds what they share."""
+
     def __init__(self, pools: Mapping[str, UpstreamPool], temp_path: str) -> None:
         self.pools = pools
         self.temp_path = temp_path
 
-    async def handle(self, request: Request, out: ResponseWriter) -> None:
+    def exchange(self, request: Request, client: Client) -> ProxyExchange:
+        """A new exchange for `request`; the caller starts it with `try_next_peer()`."""
         location = request.location
         assert location is not None and location.proxy_pass is not None
-        pool = self.pools[location.proxy_pass]
-        config = pool.config
-        retry_on = config.next_upstream
-        may_replay = request.head.method in IDEMPOTENT or "non_idempotent" in retry_on
-        tried: set[Peer] = set()
-        status = 502
-        for attempt in range(config.next_upstream_tries):
-            peer = pool.select(tried, request.client_ip)
-            if peer is None:
-                if attempt == 0:
-                    log.error("upstream %s: no live peers", pool.name)
-                break
-            tried.add(peer)
-            request.upstream_addr = peer.name
-            # With no peer left to try, a 50x is passed on as the upstream sent it (nginx).
-            last_try = attempt + 1 == config.next_upstream_tries or not pool.has_candidate(tried)
-            try:
-                await self._exchange(pool, peer, request, out, retry_statuses=not last_try)
-                peer.record_success()
-                return
-            except RetryableStatus as exc:
-                status = exc.status
-                pool.record_failure(peer, UpstreamError("error", str(exc)))
-                continue
-            except UpstreamError as exc:
-                log.error("upstream %s: %s %s: %s", pool.name, peer.name, request.head.target, exc)
-                pool.record_failure(peer, exc)
-                status = exc.status
-                if out.started:
-                    raise  # the client has part of a response: the connection must drop
-                if exc.kind not in retry_on or not (exc.retryable or may_replay):
-                    break
-        request.upstream_status = request.upstream_status or status
-        out.send_error(status)
+        return ProxyExchange(self.pools[location.proxy_pass], request, client, self.temp_path)
 
-    async def _exchange(
-        self,
-        pool: UpstreamPool,
-        peer: Peer,
-        request: Request,
-        out: ResponseWriter,
-        *,
-        retry_statuses: bool,
-    ) -> None:
-        settings = request.server.config.http
-        head_bytes = upstream_request_head(request, pool.config.keepalive > 0)
-        # A reused keep-alive connection may have been closed by the peer just as we sent;
-        # that earns one more try on a fresh connection, as in nginx.
-        for _ in range(2):
-            conn, reused = await pool.acquire(peer)
-            buffer = ResponseBuffer(
-                settings.proxy_buffers_size,
-                settings.proxy_max_temp_file_size if settings.proxy_buffering else 0,
-                self.temp_path,
-                conn.resume_from_buffer,
-            )
-            head_future = conn.begin(
-                request.head.method, buffer, pool.config.read_timeout, pool.release
-            )
-            try:
-                await conn.send(request_pieces(head_bytes, request))
-                head = await head_future
-                break
-            except UpstreamError as exc:
-                conn.abort_exchange()
-                buffer.close()
-                if reused and exc.kind == "error" and not conn.response_started:
-                    continue
-                raise
-            except BaseException:
-                conn.abort_exchange()
-                buffer.close()
-                raise
+
+class ProxyExchange:
+    """One request's trip to the upstream pool and back, driven by callbacks.
+
+    The response is written to the client as it arrives while the client keeps up; what
+    it is not ready for goes to a spool (memory, then a temp file), so the peer is read at
+    its own speed and released as soon as its response is complete.
+    """
+
+    __slots__ = (
+        "attempts",
+        "body_chunks",
+        "client",
+        "conn",
+        "connecting",
+        "done",
+        "head_sent",
+        "last_status",
+        "peer",
+        "pool",
+        "request",
+        "request_head",
+        "reused",
+        "settings",
+        "spool",
+        "stale_retried",
+        "temp_path",
+        "tried",
+        "upstream_done",
+    )
+
+    def __init__(self, pool: UpstreamPool, request: Request, client: Client, temp: str) -> None:
+        self.pool = pool
+        self.request = request
+        self.client = client
+        self.temp_path = temp
+        self.settings = request.server.config.http
+        self.request_head = upstream_request_head(request, pool.config.keepalive > 0)
+        self.tried: set[Peer] = set()
+        self.attempts = 0
+        self.peer: Peer | None = None
+        self.conn: UpstreamConnection | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.reused = False
+        self.stale_retried = False
+        self.body_chunks: Iterator[bytes] | None = None
+        self.spool: ResponseSpool | None = None
+        self.head_sent = False
+        self.upstream_done = False
+        self.done = False
+        self.last_status = 0
+
+    # --- choosing a peer and sending the request ---
+
+    def try_next_peer(self) -> None:
+        pool = self.pool
+        if self.attempts >= pool.config.next_upstream_tries:
+            self._give_up()
+            return
+        peer = pool.select(self.tried, self.request.client_ip)
+        if peer is None:
+            if self.attempts == 0:
+                log.error("upstream %s: no live peers", pool.name)
+            self._give_up()
+            return
+        self.tried.add(peer)
+        self.attempts += 1
+        self.peer = peer
+        self.request.upstream_addr = peer.name
+        conn = pool.acquire_idle(peer)
+        if conn is not None:
+            self._begin(conn, reused=True)
         else:
-            raise UpstreamError("error", "keep-alive connections closed by the peer")
-        try:
-            await self._relay(head, buffer, request, out, pool, retry_statuses)
-        except BaseException:
-            conn.abort_exchange()
-            raise
-        finally:
-            buffer.close()
+            self._connect(peer)
 
-    async def _relay(
-        self,
-        head: ResponseHead,
-        buffer: ResponseBuffer,
-        request: Request,
-        out: ResponseWriter,
-        pool: UpstreamPool,
-        retry_statuses: bool,
-    ) -> None:
-        request.upstream_status = head.status
-        if retry_statuses and RETRY_STATUS.get(head.status) in pool.config.next_upstream:
-            raise RetryableStatus(head.status)
-        headers = end_to_end(head.headers, RESPONSE_REPLACED)
-        whole = buffer.take_all_in_memory()
-        if whole is not None and head.content_length is None and not out.no_body:
-            # Complete already (the usual small response): send it with a known length.
-            out.send_head(head.status, headers, len(whole), head.reason, whole)
+    def _connect(self, peer: Peer) -> None:
+        # The one await of the request path, and only when no idle connection is at hand.
+        self.connecting = asyncio.get_running_loop().create_task(self._connect_async(peer))
+
+    async def _connect_async(self, peer: Peer) -> None:
+        try:
+            conn = await self.pool.connect(peer)
+        except UpstreamError as exc:
+            self.connecting = None
+            self._failed(exc, started=False)
             return
-        out.send_head(head.status, headers, head.content_length, head.reason, whole or b"")
-        if whole is not None:
+        self.connecting = None
+        if self.done:  # the client left while we connected: keep the connection for others
+            self.pool.release(conn, True)
             return
-        while (chunk := await buffer.get()) is not None:
-            await out.write(chunk)
-        await out.finish()
+        self._begin(conn, reused=False)
+
+    def _begin(self, conn: UpstreamConnection, reused: bool) -> None:
+        self.conn = conn
+        self.reused = reused
+        conn.begin(self, self.request.head.method, self.pool.config.read_timeout)
+        body = self.request.body.in_memory()
+        if body is not None:
+            conn.write(self.request_head + body if body else self.request_head)
+            return
+        self.body_chunks = self.request.body.chunks()
+        if conn.write(self.request_head):
+            self._send_body()
+
+    def _send_body(self) -> None:
+        chunks = self.body_chunks
+        conn = self.conn
+        if chunks is None or conn is None:
+            return
+        for chunk in chunks:
+            if not conn.write(chunk):
+                return  # on_upstream_writable resumes the loop where it stopped
+        self.body_chunks = None
+
+    # --- callbacks from the upstream connection ---
+
+    def on_upstream_writable(self) -> None:
+        self._send_body()
+
+    def on_response(self, head: ResponseHead | None, chunks: list[bytes], complete: bool) -> None:
+        if complete:
+            self.conn = None  # already released by the connection
+        if head is not None:
+            if self._retry_status(head.status):
+                if self.conn is not None:
+                    self.conn.abort_exchange()
+                    self.conn = None
+                self.last_status = head.status
+                assert self.peer is not None
+                self.pool.record_failure(self.peer, UpstreamError("error", f"{head.status}"))
+                self.body_chunks = None
+                self.try_next_peer()
+                return
+            self.request.upstream_status = head.status
+            headers = end_to_end(head.headers, RESPONSE_REPLACED)
+            out = self.client.out
+            self.head_sent = True
+            if complete:
+                # The usual small response, whole already: one write, with a known length.
+                body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+                length = head.content_length if head.content_length is not None else len(body)
+                out.send_head(head.status, headers, length, head.reason, body)
+                self._upstream_finished()
+                return
+            out.send_head(head.status, headers, head.content_length, head.reason)
+        for chunk in chunks:
+            self._deliver(chunk)
+        if complete:
+            self._upstream_finished()
+
+    def on_upstream_error(self, error: UpstreamError) -> None:
+        conn = self.conn
+        self.conn = None
+        self.body_chunks = None
+        self._failed(error, started=conn is not None and conn.response_started)
+
+    # --- relaying to the client ---
+
+    def _deliver(self, data: bytes) -> None:
+        out = self.client.out
+        spool = self.spool
+        if out.writable and (spool is None or not spool.pending):
+            out.write(data)  # the client keeps up: no copy, no spool
+            return
+        if spool is None:
+            settings = self.settings
+            file_limit = settings.proxy_max_temp_file_size if settings.proxy_buffering else 0
+            spool = self.spool = ResponseSpool(
+                settings.proxy_buffers_size, file_limit, self.temp_path
+            )
+        spool.put(data)
+        if spool.full and self.conn is not None:
+            self.conn.pause_reading()
+
+    def on_client_writable(self) -> None:
+        spool = self.spool
+        if spool is None or self.done:
+            return
+        out = self.client.out
+        was_full = spool.full
+        while spool.pending and out.writable:
+            out.write(spool.pop())
+        if was_full and not spool.full and self.conn is not None:
+            self.conn.resume_reading()
+        if self.upstream_done and not spool.pending:
+            self._finish()
+
+    def _upstream_finished(self) -> None:
+        self.upstream_done = True
+        assert self.peer is not None
+        self.peer.record_success()
+        if self.spool is None or not self.spool.pending:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.client.out.finish()
+        self._close()
+        self.client.exchange_done()
+
+    # --- failures ---
+
+    def _retry_status(self, status: int) -> bool:
+        """Whether a 50x answer goes to the next peer rather than to the client."""
+        word = RETRY_STATUS.get(status)
+        if word is None or word not in self.pool.config.next_upstream:
+            return False
+        # With no peer left to try, the 50x is passed on as the upstream sent it (nginx).
+        return self.attempts < self.pool.config.next_upstream_tries and self.pool.has_candidate(
+            self.tried
+        )
+
+    def _failed(self, error: UpstreamError, started: bool) -> None:
+        pool = self.pool
+        peer = self.peer
+        assert peer is not None
+        if self.done:
+            return
+        if self.head_sent:
+            log.error(
+                "upstream %s: %s %s: %s", pool.name, peer.name, self.request.head.target, error
+            )
+            self._close()
+            self.client.abort()  # the client has part of a response: only a close tells it
+            return
+        if self.reused and not started and error.kind == "error" and not self.stale_retried:
+            # A reused keep-alive connection the peer closed just as we sent: one more try
+            # on a fresh connection, not counted as a failure (as nginx).
+            self.stale_retried = True
+            self._connect(peer)
+            return
+        log.error("upstream %s: %s %s: %s", pool.name, peer.name, self.request.head.target, error)
+        pool.record_failure(peer, error)
+        self.last_status = error.status
+        retry_on = pool.config.next_upstream
+        may_replay = (
+            error.retryable
+            or self.request.head.method in IDEMPOTENT
+            or "non_idempotent" in retry_on
+        )
+        if error.kind in retry_on and may_replay:
+            self.try_next_peer()
+        else:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        status = self.last_status or 502
+        self.request.upstream_status = self.request.upstream_status or status
+        self.client.out.send_error(status)
+        self._finish()
+
+    def client_gone(self) -> None:
+        """The client connection closed: stop everything, reuse nothing half-done."""
+        if self.conn is not None:
+            self.conn.abort_exchange()
+            self.conn = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self._close()
+
+    def _close(self) -> None:
+        self.done = True
+        self.body_chunks = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None

@@ -17,31 +17,29 @@ _HTML = (b"content-type", b"text/html")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class ClientGone(Exception):
-    """The client connection closed (or timed out) while we were writing to it."""
-
-
 class ResponseWriter:
+    """Frames one response at a time onto the client transport.
+
+    Writes never wait: the caller checks `writable` (the transport is under its high-water
+    mark) and holds further data itself until the connection reports room again.
+    """
+
     __slots__ = (
-        "_drain",
-        "_paused",
         "body_bytes",
         "chunked",
         "http11",
         "keep_alive",
         "lost",
         "no_body",
-        "send_timeout",
         "started",
         "status",
         "transport",
+        "writable",
     )
 
-    def __init__(self, transport: asyncio.Transport, send_timeout: float) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.send_timeout = send_timeout
-        self._paused = False
-        self._drain: asyncio.Future[None] | None = None
+        self.writable = True
         self.lost = False
         self.reset(None, True)
 
@@ -54,29 +52,6 @@ class ResponseWriter:
         self.keep_alive = keep_alive
         self.http11 = head is None or head.version == b"1.1"
         self.no_body = head is not None and head.method == b"HEAD"
-
-    # --- flow control, driven by the connection's Protocol callbacks ---
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
-        self._wake(None)
-
-    def connection_lost(self) -> None:
-        self.lost = True
-        self._wake(ClientGone())
-
-    def _wake(self, exc: Exception | None) -> None:
-        drain = self._drain
-        if drain is not None and not drain.done():
-            if exc is None:
-                drain.set_result(None)
-            else:
-                drain.set_exception(exc)
-
-    # --- writing ---
 
     def send_head(
         self,
@@ -126,31 +101,15 @@ class ResponseWriter:
         page = error_page(status)
         self.send_head(status, (_HTML,), len(page), body=page)
 
-    async def write(self, data: bytes) -> None:
-        if self.no_body or not data:
+    def write(self, data: bytes) -> None:
+        if self.no_body or not data or self.lost:
             return
-        if self.lost:
-            raise ClientGone()
         self.body_bytes += len(data)
         if self.chunked:
             self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
             self.transport.write(data)
-        if self._paused:
-            await self._wait_drain()
 
-    async def finish(self) -> None:
+    def finish(self) -> None:
         if self.chunked and not self.lost:
             self.transport.write(b"0\r\n\r\n")
-        if self._paused:
-            await self._wait_drain()
-
-    async def _wait_drain(self) -> None:
-        self._drain = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await self._drain
-        except TimeoutError:
-            raise ClientGone() from None
-        finally:
-            self._drain = None

@@ -68,7 +68,7 @@ class Worker:
         while self.connections:
             for conn in list(self.connections):
                 conn.close_if_idle()
-            if not any(c.task for c in self.connections) or self.loop.time() >= deadline:
+            if not any(c.exchange for c in self.connections) or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)  # polling a shrinking set; bounded by the deadline
         for conn in list(self.connections):

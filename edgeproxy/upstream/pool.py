@@ -71,27 +71,30 @@ class UpstreamPool:
 
     # --- connections ---
 
-    async def acquire(self, peer: Peer) -> tuple[UpstreamConnection, bool]:
-        """A connection to `peer`: an idle keep-alive one if fresh enough, else a new one.
+    def acquire_idle(self, peer: Peer) -> UpstreamConnection | None:
+        """An idle keep-alive connection to `peer` that is fresh enough, or None.
 
-        Returns (connection, reused). Counts the request as active on the peer.
+        A connection handed out counts as a request in flight on the peer until `release`.
         """
         conn = self._take_idle(peer)
         if conn is not None:
             peer.active += 1
-            return conn, True
+        return conn
+
+    async def connect(self, peer: Peer) -> UpstreamConnection:
+        """A new connection to `peer` (counted in flight until `release`)."""
         loop = asyncio.get_running_loop()
+
+        def factory() -> UpstreamConnection:
+            return UpstreamConnection(peer, self.codec, self.release)
+
         address = peer.address
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 if address.kind == "unix":
-                    _, conn = await loop.create_unix_connection(
-                        lambda: UpstreamConnection(peer, self.codec), address.path
-                    )
+                    _, conn = await loop.create_unix_connection(factory, address.path)
                 else:
-                    _, conn = await loop.create_connection(
-                        lambda: UpstreamConnection(peer, self.codec), address.host, address.port
-                    )
+                    _, conn = await loop.create_connection(factory, address.host, address.port)
         except TimeoutError:
             raise UpstreamError(
                 "timeout", f"connect to {peer.name} timed out", retryable=True
@@ -105,7 +108,7 @@ class UpstreamPool:
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer.active += 1
-        return conn, False
+        return conn
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """The exchange on `conn` is over; keep it for reuse or close it."""

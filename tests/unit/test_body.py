@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
-from edgeproxy.server.body import RequestBody, ResponseBuffer
+from edgeproxy.server.body import RequestBody, ResponseSpool
 
 
 def open_fds_under(directory: Path) -> list[str]:
@@ -31,47 +30,44 @@ def test_request_body_spools_past_the_memory_limit_and_rereads(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_response_buffer_keeps_order_across_memory_and_file(tmp_path: Path) -> None:
-    resumed = []
-    buffer = ResponseBuffer(8, 1 << 20, str(tmp_path), lambda: resumed.append(True))
+def drain(spool: ResponseSpool) -> bytes:
+    out = []
+    while spool.pending:
+        out.append(spool.pop())
+    return b"".join(out)
+
+
+def test_spool_keeps_order_across_memory_and_file(tmp_path: Path) -> None:
+    spool = ResponseSpool(8, 1 << 20, str(tmp_path))
     pieces = [bytes([65 + i]) * 5 for i in range(6)]
     for piece in pieces[:4]:
-        buffer.put(piece)
-    assert open_fds_under(tmp_path)  # spilled
-    first = await buffer.get()
-    buffer.put(pieces[4])
-    buffer.put(pieces[5])
-    buffer.finish()
-    out = [first]
-    while (chunk := await buffer.get()) is not None:
-        out.append(chunk)
-    assert b"".join(out) == b"".join(pieces)
-    buffer.close()
+        spool.put(piece)
+    assert open_fds_under(tmp_path)  # spilled past 8 bytes of memory
+    first = spool.pop()
+    spool.put(pieces[4])
+    spool.put(pieces[5])
+    assert first + drain(spool) == b"".join(pieces)
+    spool.close()
     assert not open_fds_under(tmp_path)
 
 
-async def test_response_buffer_without_file_is_full_at_its_window(tmp_path: Path) -> None:
-    resumed: list[bool] = []
-    buffer = ResponseBuffer(10, 0, str(tmp_path), lambda: resumed.append(True))
-    buffer.put(b"x" * 6)
-    assert not buffer.full
-    buffer.put(b"y" * 6)
-    assert buffer.full and not open_fds_under(tmp_path)
-    assert await buffer.get() == b"x" * 6
-    assert resumed == [True]  # the producer is told to read on
+def test_spool_file_cap_makes_it_full(tmp_path: Path) -> None:
+    spool = ResponseSpool(4, 10, str(tmp_path))
+    spool.put(b"abcd")  # memory
+    spool.put(b"efghi")  # file: 5 of 10
+    assert not spool.full
+    spool.put(b"jklmn")  # file: 10 of 10
+    assert spool.full
+    assert drain(spool) == b"abcdefghijklmn"
+    assert not spool.full and not spool.pending
+    spool.close()
 
 
-async def test_response_buffer_get_waits_for_data_and_raises_errors(tmp_path: Path) -> None:
-    buffer = ResponseBuffer(10, 0, str(tmp_path), lambda: None)
-    waiter = asyncio.ensure_future(buffer.get())
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    buffer.put(b"late")
-    assert await asyncio.wait_for(waiter, 5) == b"late"
-    buffer.fail(RuntimeError("upstream broke"))
-    try:
-        await buffer.get()
-    except RuntimeError as exc:
-        assert str(exc) == "upstream broke"
-    else:
-        raise AssertionError("the producer's error was not raised")
+def test_spool_without_file_is_full_at_its_window(tmp_path: Path) -> None:
+    spool = ResponseSpool(10, 0, str(tmp_path))
+    spool.put(b"x" * 6)
+    assert not spool.full
+    spool.put(b"y" * 6)
+    assert spool.full and not open_fds_under(tmp_path)
+    assert spool.pop() == b"x" * 6
+    assert not spool.full
