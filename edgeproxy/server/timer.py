@@ -1,46 +1,120 @@
-"""One lazily re-armed timer per connection.
+"""Connection timeouts on a coarse timer wheel: no loop timer per request.
 
-Gap timeouts (body, send, upstream read) move their deadline on every read or write;
-rescheduling a loop timer each time would cost more than the I/O itself. Instead the
-deadline is a plain float, and when the timer fires early it re-arms for the new deadline.
+Every connection has one LazyTimer; a request moves its deadline several times (header,
+body, keep-alive, upstream read). Scheduling and cancelling an event-loop timer each time
+costs more than the I/O itself, so timers are kept in buckets of RESOLUTION seconds that a
+single loop callback sweeps. Moving a deadline later is a float store (the bucket re-files
+the timer when it comes due); moving it earlier or stopping is a set operation. A timeout
+fires at most RESOLUTION late, never early.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import weakref
 from collections.abc import Callable
+
+RESOLUTION = 0.1  # seconds; timeouts here are whole seconds in practice, tests use >= 250ms
+
+
+class TimerWheel:
+    """Buckets of timers by deadline slot, swept by one loop callback at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buckets: dict[int, set[LazyTimer]] = {}
+        self._next_slot = 0  # every slot below this has been swept
+        self._handle: asyncio.TimerHandle | None = None
+        self._handle_slot = 0
+
+    def add(self, timer: LazyTimer) -> None:
+        if not self._buckets and self._handle is None:
+            self._next_slot = math.floor(self._loop.time() / RESOLUTION)
+        slot = max(math.ceil(timer.deadline / RESOLUTION), self._next_slot)
+        timer.slot = slot
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            self._buckets[slot] = {timer}
+        else:
+            bucket.add(timer)
+        if self._handle is None or slot < self._handle_slot:
+            self._schedule(slot)
+
+    def remove(self, timer: LazyTimer) -> None:
+        bucket = self._buckets.get(timer.slot)
+        if bucket is not None:
+            bucket.discard(timer)
+            if not bucket:
+                del self._buckets[timer.slot]
+        timer.slot = -1
+
+    def _schedule(self, slot: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle_slot = slot
+        self._handle = self._loop.call_at(slot * RESOLUTION, self._sweep)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        current = math.floor(now / RESOLUTION)
+        self._next_slot = current + 1  # timers filed from here on land in later slots
+        buckets = self._buckets
+        for slot in sorted(s for s in buckets if s <= current):
+            for timer in buckets.pop(slot):
+                if timer.slot != slot:
+                    continue  # stopped or re-filed by an earlier expiry in this sweep
+                timer.slot = -1
+                if timer.deadline > now:
+                    self.add(timer)  # moved later since it was filed: file it again
+                else:
+                    timer.expire()
+        if buckets and self._handle is None:
+            self._schedule(min(buckets))
+
+
+_WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def wheel_for(loop: asyncio.AbstractEventLoop) -> TimerWheel:
+    wheel = _WHEELS.get(loop)
+    if wheel is None:
+        wheel = _WHEELS[loop] = TimerWheel(loop)
+    return wheel
 
 
 class LazyTimer:
-    __slots__ = ("_handle", "_loop", "_on_expiry", "deadline")
+    """One deadline with a callback; re-arm, extend or stop it as often as needed."""
+
+    __slots__ = ("__weakref__", "_loop", "_on_expiry", "_wheel", "deadline", "slot")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]) -> None:
         self._loop = loop
+        self._wheel = wheel_for(loop)
         self._on_expiry = on_expiry
-        self._handle: asyncio.TimerHandle | None = None
         self.deadline = 0.0
+        self.slot = -1  # the wheel bucket holding this timer; -1 = not armed
 
     def start(self, timeout: float) -> None:
-        """Expire `timeout` seconds from now (re-arming only if the handle would be late)."""
+        """Expire `timeout` seconds from now."""
         self.deadline = deadline = self._loop.time() + timeout
-        handle = self._handle
-        if handle is None or handle.when() > deadline:
-            if handle is not None:
-                handle.cancel()
-            self._handle = self._loop.call_at(deadline, self._fire)
+        slot = self.slot
+        if slot >= 0:
+            if slot * RESOLUTION <= deadline:
+                return  # filed earlier than needed: re-filed lazily when its bucket is swept
+            self._wheel.remove(self)
+        self._wheel.add(self)
 
     def touch(self, timeout: float) -> None:
-        """Push the deadline out after progress; the handle re-arms itself lazily."""
+        """Push an armed deadline out after progress (no effect on a stopped timer)."""
         self.deadline = self._loop.time() + timeout
 
     def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self.slot >= 0:
+            self._wheel.remove(self)
 
-    def _fire(self) -> None:
-        self._handle = None
-        if self._loop.time() < self.deadline:
-            self._handle = self._loop.call_at(self.deadline, self._fire)
-            return
+    def expire(self) -> None:
         self._on_expiry()
