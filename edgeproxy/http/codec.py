@@ -22,6 +22,10 @@ class MalformedResponse(Exception):
 
 class HeadCodec(Protocol):
     name: str
+    # False when the parser itself refuses bare CR/LF, obs-fold and control characters
+    # (llhttp does; h11 does not), so the reader can skip its own scan of complete heads.
+    # tests/unit/test_reader.py holds every codec to the same answers either way.
+    needs_raw_checks: bool
 
     def parse_request_head(self, head: bytes) -> RequestHead: ...
 

@@ -15,6 +15,7 @@ _PRIMING_REQUEST = h11.Request(method="GET", target="/", headers=[("Host", "upst
 
 class H11Codec:
     name = "h11"
+    needs_raw_checks = True
 
     def parse_request_head(self, head: bytes) -> RequestHead:
         if head.lower().count(b"\ncontent-length:") > 1:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from edgeproxy.http.events import Headers
 
 # RFC 9110 7.6.1 plus the non-standard ones that still circulate.
@@ -44,12 +42,19 @@ def connection_named(headers: Headers) -> frozenset[bytes]:
     return frozenset(names)
 
 
-def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Iterable[tuple[bytes, bytes]]:
-    """Headers minus `drop` minus whatever Connection names."""
-    named = connection_named(headers) if any(n == b"connection" for n, _ in headers) else ()
-    for name, value in headers:
-        if name not in drop and name not in named:
-            yield name, value
+def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
+    """Headers minus `drop` minus whatever Connection names (one pass in the usual case)."""
+    kept: Headers = []
+    connection = False
+    for item in headers:
+        if item[0] in drop:
+            connection = connection or item[0] == b"connection"
+        else:
+            kept.append(item)
+    if connection:
+        named = connection_named(headers)
+        kept = [item for item in kept if item[0] not in named]
+    return kept
 
 
 def header_value(headers: Headers, wanted: bytes) -> bytes | None:

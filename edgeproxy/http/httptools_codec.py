@@ -46,6 +46,7 @@ def _lenient(parser: httptools.HttpRequestParser | httptools.HttpResponseParser)
 
 class HttptoolsCodec:
     name = "httptools"
+    needs_raw_checks = False
 
     def parse_request_head(self, head: bytes) -> RequestHead:
         collector = _Collector()

@@ -33,11 +33,13 @@ from edgeproxy.http.framing import (
 MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
 _NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
-_DIGITS_RE = re.compile(rb"^[0-9]{1,18}$")
 # Controls other than CR, LF and HTAB; llhttp refuses them, h11 lets some through.
 _CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Methods are case-sensitive upper-case tokens in practice; nginx refuses anything else.
 _METHOD_RE = re.compile(rb"^[A-Z][A-Z0-9_-]*$")
+_COMMON_METHODS = frozenset(
+    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"TRACE"}
+)
 
 _HEAD, _BODY, _DONE = 0, 1, 2
 
@@ -60,14 +62,20 @@ def _check_raw_head(head: bytes | bytearray) -> str | None:
 
 
 def _comma_tokens(values: list[bytes]) -> list[bytes]:
+    if len(values) == 1 and b"," not in values[0]:
+        return [values[0].strip().lower()]  # the usual single token, e.g. keep-alive
     return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
 
 
 def _single_length(values: list[bytes]) -> int | None:
     """The Content-Length; None unless it is exactly one field of digits (as nginx)."""
-    if len(values) != 1 or not _DIGITS_RE.match(values[0]):
+    if len(values) != 1:
         return None
-    return int(values[0])
+    value = values[0]
+    # isascii: bytes.isdigit is ASCII-only already; the length caps int() work.
+    if not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 class _HeadScanner:
@@ -83,6 +91,8 @@ class _HeadScanner:
 
     def _take_head(self) -> bytes | None:
         buf = self.buf
+        if not buf:
+            return None
         if buf[:2] == b"\r\n":
             # RFC 9112 2.2: ignore empty lines before a request line (clients' stray CRLFs).
             skip = 2
@@ -127,6 +137,7 @@ class RequestReader(_HeadScanner):
         self.codec = codec
         self._state = _HEAD
         self._decoder: BodyDecoder = _NO_BODY
+        self._valid_host = b""
 
     @property
     def idle(self) -> bool:
@@ -163,9 +174,10 @@ class RequestReader(_HeadScanner):
         head_bytes = self._take_head()
         if head_bytes is None:
             return NEED_DATA
-        problem = _check_raw_head(head_bytes)
-        if problem:
-            raise ClientError(400, problem)
+        if self.codec.needs_raw_checks:
+            problem = _check_raw_head(head_bytes)
+            if problem:
+                raise ClientError(400, problem)
         head = self.codec.parse_request_head(head_bytes)
         self._apply_rules(head)
         if head.chunked:
@@ -214,7 +226,7 @@ class RequestReader(_HeadScanner):
         http11 = head.version == b"1.1"
         if not http11 and head.version != b"1.0":
             raise ClientError(505, "unsupported HTTP version")
-        if not _METHOD_RE.match(head.method):
+        if head.method not in _COMMON_METHODS and not _METHOD_RE.match(head.method):
             raise ClientError(400, "invalid method")
         if head.method == b"CONNECT":
             raise ClientError(405, "CONNECT is not supported")
@@ -240,8 +252,11 @@ class RequestReader(_HeadScanner):
             head.host = hosts[0]
         if http11 and not hosts:
             raise ClientError(400, "missing Host")
-        if head.host and not _HOST_RE.match(head.host):
-            raise ClientError(400, "invalid Host")
+        host = head.host
+        if host and host != self._valid_host:
+            if not _HOST_RE.match(host):
+                raise ClientError(400, "invalid Host")
+            self._valid_host = host  # clients repeat their Host on every request
         tokens = _comma_tokens(connection) if connection else []
         head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
         if expect:
@@ -282,6 +297,15 @@ class ResponseReader(_HeadScanner):
         self._decoder: BodyDecoder = _NO_BODY
         self.started = False  # some byte of a response arrived
 
+    def reset(self, request_method: bytes) -> None:
+        """Ready for the response to the next request on the same connection."""
+        self.buf.clear()
+        self._scan_from = 0
+        self.head_only = request_method == b"HEAD"
+        self._state = _HEAD
+        self._decoder = _NO_BODY
+        self.started = False
+
     def feed(self, data: bytes) -> None:
         self.started = True
         self.buf += data
@@ -317,9 +341,10 @@ class ResponseReader(_HeadScanner):
             head_bytes = self._take_head()
             if head_bytes is None:
                 return NEED_DATA
-            problem = _check_raw_head(head_bytes)
-            if problem:
-                raise MalformedResponse(problem)
+            if self.codec.needs_raw_checks:
+                problem = _check_raw_head(head_bytes)
+                if problem:
+                    raise MalformedResponse(problem)
             head = self.codec.parse_response_head(head_bytes)
             if head.status >= 200:
                 break

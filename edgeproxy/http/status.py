@@ -15,6 +15,15 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
 STATUS_LINES: dict[int, bytes] = {code: status_line(code) for code in REASONS}
 
 
+def status_line_for(status: int, reason: bytes) -> bytes:
+    """The status line, prebuilt when the reason is the standard one (the usual case)."""
+    if not reason or reason == REASONS.get(status):
+        line = STATUS_LINES.get(status)
+        if line is not None:
+            return line
+    return status_line(status, reason)
+
+
 def _error_page(status: int) -> bytes:
     title = b"%d %s" % (status, REASONS.get(status, b"Error"))
     return (

@@ -78,10 +78,13 @@ class DownstreamConnection(asyncio.Protocol):
         self.reader.feed(data)
         if phase == _IDLE:
             self.phase = _HEADER
-            self.timer.start(self.settings.client_header_timeout)
-        elif phase == _BODY:
+            self._advance()
+            if self.phase == _HEADER:  # the head did not arrive whole: now it is timed
+                self.timer.start(self.settings.client_header_timeout)
+            return
+        if phase == _BODY:
             self.timer.touch(self.settings.client_body_timeout)
-        if self.phase != _BUSY:
+        if phase != _BUSY:
             self._advance()
 
     def eof_received(self) -> bool:
@@ -113,7 +116,7 @@ class DownstreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.out.writable = True
         if self.phase == _BUSY:
-            self.timer.stop()
+            self.timer.suspend()
             if self.exchange is not None:
                 self.exchange.on_client_writable()
 
@@ -172,7 +175,7 @@ class DownstreamConnection(asyncio.Protocol):
         """Answer the complete request; True when that is done and the next may be read."""
         request = self.request
         assert request is not None
-        self.timer.stop()
+        self.timer.suspend()
         self.phase = _BUSY
         self.served += 1
         settings = self.settings
@@ -211,7 +214,8 @@ class DownstreamConnection(asyncio.Protocol):
             self._next_ready = ready  # _dispatch's caller reads on, without recursion
         elif ready:
             self.transport.resume_reading()
-            self._advance()
+            if self.phase == _HEADER:  # pipelined bytes are waiting
+                self._advance()
 
     def abort(self) -> None:
         self.out.keep_alive = False

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from edgeproxy.http.date import DATE
 from edgeproxy.http.events import RequestHead
-from edgeproxy.http.status import STATUS_LINES, error_page, status_line
+from edgeproxy.http.status import error_page, status_line_for
 
 _SERVER = b"Server: edgeproxy\r\nDate: "
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
@@ -68,8 +68,7 @@ class ResponseWriter:
         """
         self.status = status
         self.started = True
-        line = STATUS_LINES.get(status) if not reason else None
-        parts = [line or status_line(status, reason), _SERVER, DATE.value(), b"\r\n"]
+        parts = [status_line_for(status, reason), _SERVER, DATE.value(), b"\r\n"]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         no_body = self.no_body or status in (204, 304) or status < 200

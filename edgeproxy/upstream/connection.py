@@ -50,6 +50,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.response_started = False  # a byte of the current response arrived
         self._reader: ResponseReader | None = None
+        self._spare_reader: ResponseReader | None = None  # reused from one exchange to the next
         self._exchange: Exchange | None = None
         self._keep_alive = False
         self._paused_writing = False
@@ -60,7 +61,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def begin(self, exchange: Exchange, method: bytes, read_timeout: float) -> None:
         """Start an exchange on this connection; then `write` the request."""
-        self._reader = ResponseReader(self.codec, method)
+        reader = self._spare_reader
+        if reader is None:
+            reader = self._spare_reader = ResponseReader(self.codec, method)
+        else:
+            reader.reset(method)
+        self._reader = reader
         self._exchange = exchange
         self._keep_alive = False
         self.response_started = False
@@ -159,8 +165,8 @@ class UpstreamConnection(asyncio.Protocol):
                 elif event is END_OF_MESSAGE:
                     complete = True
                     break
-                else:
-                    head = cast(ResponseHead, event)
+                elif isinstance(event, ResponseHead):
+                    head = event
                     self._keep_alive = head.keep_alive
         except MalformedResponse as exc:
             self._fail(UpstreamError("error", f"malformed response: {exc}"))
@@ -183,7 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.on_upstream_error(error)
 
     def _end(self) -> None:
-        self._timer.stop()
+        self._timer.suspend()
         self._reader = None
         self._exchange = None
         if self.transport is not None and not self.closed:
