@@ -81,6 +81,8 @@ def _single_length(values: list[bytes]) -> int | None:
 class _HeadScanner:
     """Accumulates bytes and cuts off one message head at a time."""
 
+    __slots__ = ("_scan_from", "buf", "max_head")
+
     def __init__(self, max_head: int) -> None:
         self.buf = bytearray()
         self.max_head = max_head
@@ -131,6 +133,8 @@ class _HeadScanner:
 
 class RequestReader(_HeadScanner):
     """Client requests: size limits, hardening, framing. Raises ClientError(status)."""
+
+    __slots__ = ("_decoder", "_state", "_valid_host", "codec")
 
     def __init__(self, codec: HeadCodec, max_head: int) -> None:
         super().__init__(max_head)
@@ -288,6 +292,8 @@ class ResponseReader(_HeadScanner):
 
     Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
     """
+
+    __slots__ = ("_decoder", "_state", "codec", "head_only", "started")
 
     def __init__(self, codec: HeadCodec, request_method: bytes) -> None:
         super().__init__(MAX_RESPONSE_HEAD)

@@ -42,6 +42,26 @@ _NO_BODY = RequestBody(0, "")  # shared by every bodiless request; nothing ever 
 
 
 class DownstreamConnection(asyncio.Protocol):
+    # Slots: an idle keep-alive connection should cost as little memory as possible.
+    __slots__ = (
+        "_dispatching",
+        "_next_ready",
+        "exchange",
+        "loop",
+        "out",
+        "peer_eof",
+        "peer_ip",
+        "phase",
+        "reader",
+        "request",
+        "router",
+        "served",
+        "settings",
+        "timer",
+        "transport",
+        "worker",
+    )
+
     def __init__(self, worker: Worker, router: Router) -> None:
         self.worker = worker
         self.router = router
