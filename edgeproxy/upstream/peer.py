@@ -1,19 +1,33 @@
 """A peer: one backend address of an upstream pool, with its passive health state.
 
 Health here is nginx's max_fails/fail_timeout: `max_fails` failures within `fail_timeout`
-make a peer unavailable for `fail_timeout`. The state lives in this worker for now; the
-master/worker release moves it to memory shared by all workers.
+make a peer unavailable for `fail_timeout`. That state is three float64 fields in a
+`health` view: under the master it is a row of the memory shared by every worker (see
+edgeproxy.process.shared), so a peer one worker marked is avoided by all; a lone worker
+gets a private row.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from edgeproxy.config.model import PeerConfig
+from edgeproxy.config.model import Address, PeerConfig
 
 if TYPE_CHECKING:
     from edgeproxy.upstream.connection import UpstreamConnection
+
+# The fields of a health row (float64 each): failures counted, when the count started,
+# and until when the peer is left out.
+FAILS, FIRST_FAIL_AT, FAILED_UNTIL = range(3)
+HEALTH_FIELDS = 3
+# (upstream name, peer address) -> that peer's shared health row, or None for a private one.
+HealthLookup = Callable[[str, Address], "memoryview[float] | None"]
+
+
+def private_health() -> memoryview[float]:
+    return memoryview(bytearray(8 * HEALTH_FIELDS)).cast("d")
 
 
 class Peer:
@@ -23,9 +37,7 @@ class Peer:
         "backup",
         "current_weight",
         "fail_timeout",
-        "failed_until",
-        "fails",
-        "first_fail_at",
+        "health",
         "idle",
         "index",
         "max_conns",
@@ -34,7 +46,9 @@ class Peer:
         "weight",
     )
 
-    def __init__(self, config: PeerConfig, index: int) -> None:
+    def __init__(
+        self, config: PeerConfig, index: int, health: memoryview[float] | None = None
+    ) -> None:
         self.address = config.address
         self.name = str(config.address)
         self.index = index
@@ -45,9 +59,7 @@ class Peer:
         self.backup = config.backup
         self.active = 0  # requests in flight to this peer (least_conn, max_conns)
         self.current_weight = 0  # smooth weighted round robin state
-        self.fails = 0
-        self.first_fail_at = 0.0
-        self.failed_until = 0.0
+        self.health = private_health() if health is None else health
         self.idle: deque[UpstreamConnection] = deque()  # keep-alive connections, newest last
 
     def __repr__(self) -> str:
@@ -56,22 +68,37 @@ class Peer:
     def available(self, now: float) -> bool:
         if self.max_conns and self.active >= self.max_conns:
             return False
-        return now >= self.failed_until
+        return now >= self.health[FAILED_UNTIL]
+
+    @property
+    def failed_until(self) -> float:
+        return self.health[FAILED_UNTIL]
+
+    @property
+    def fails(self) -> int:
+        return int(self.health[FAILS])
 
     def record_failure(self, now: float) -> bool:
-        """Count a failure; True when this failure takes the peer out of rotation."""
+        """Count a failure; True when this failure takes the peer out of rotation.
+
+        Other workers may update the same row at the same time: each field is one aligned
+        8-byte store, so the worst outcome is a lost count (one more failure needed).
+        """
         if self.max_fails == 0:
             return False
-        if now - self.first_fail_at > self.fail_timeout:
-            self.fails = 0
-        if self.fails == 0:
-            self.first_fail_at = now
-        self.fails += 1
-        if self.fails >= self.max_fails:
-            self.failed_until = now + self.fail_timeout
-            self.fails = 0
+        health = self.health
+        if now - health[FIRST_FAIL_AT] > self.fail_timeout:
+            health[FAILS] = 0
+        if health[FAILS] == 0:
+            health[FIRST_FAIL_AT] = now
+        fails = health[FAILS] + 1
+        if fails >= self.max_fails:
+            health[FAILED_UNTIL] = now + self.fail_timeout
+            health[FAILS] = 0
             return True
+        health[FAILS] = fails
         return False
 
     def record_success(self) -> None:
-        self.fails = 0
+        if self.health[FAILS]:  # a read, not a write, on the common path: no shared-line churn
+            self.health[FAILS] = 0

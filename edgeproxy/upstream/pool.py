@@ -13,7 +13,7 @@ from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import HeadCodec
 from edgeproxy.upstream.balancers import make_balancer
 from edgeproxy.upstream.connection import UpstreamConnection
-from edgeproxy.upstream.peer import Peer
+from edgeproxy.upstream.peer import HealthLookup, Peer
 
 log = logging.getLogger("edgeproxy.upstream")
 
@@ -21,11 +21,16 @@ SWEEP_INTERVAL = 1.0  # how often idle keep-alive connections past keepalive_tim
 
 
 class UpstreamPool:
-    def __init__(self, config: UpstreamConfig, codec: HeadCodec) -> None:
+    def __init__(
+        self, config: UpstreamConfig, codec: HeadCodec, health: HealthLookup | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
         self.codec = codec
-        peers = [Peer(server, index) for index, server in enumerate(config.servers)]
+        peers = [
+            Peer(server, index, health(config.name, server.address) if health else None)
+            for index, server in enumerate(config.servers)
+        ]
         self.primary = [p for p in peers if not p.backup]
         self.backup = [p for p in peers if p.backup]
         self.balancer = make_balancer(config.balance, self.primary)
