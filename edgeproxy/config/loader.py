@@ -7,8 +7,11 @@ Everything is checked here, once, at startup; nothing downstream re-validates.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -45,6 +48,10 @@ _TOP_KEYS = (
     "error_log",
     "access_log",
     "temp_path",
+    "worker_shutdown_timeout",
+    "worker_heartbeat_timeout",
+    "user",
+    "group",
     "http",
     "upstreams",
     "servers",
@@ -64,6 +71,7 @@ _PEER_KEYS = ("address", "weight", "max_fails", "fail_timeout", "max_conns", "ba
 _BALANCERS = ("round_robin", "least_conn", "ip_hash", "random_two")
 _NEXT_UPSTREAM = ("error", "timeout", "http_502", "http_503", "http_504", "non_idempotent", "off")
 _UPSTREAM_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+MAX_WORKERS = 256  # the master's shared worker table has room for twice this (reloads overlap)
 
 
 def load_config(path: str) -> Config:
@@ -114,6 +122,14 @@ def _config(root: Node, source: str) -> Config:
         if not os.path.isdir(temp_path):  # found now rather than at the first large body
             raise Invalid(node, "temp_path", f"no such directory {temp_path!r}")
         kwargs["temp_path"] = temp_path
+    if (node := top.get("worker_shutdown_timeout")) is not None:
+        kwargs["worker_shutdown_timeout"] = duration(node, "worker_shutdown_timeout", zero_ok=True)
+    if (node := top.get("worker_heartbeat_timeout")) is not None:
+        kwargs["worker_heartbeat_timeout"] = duration(node, "worker_heartbeat_timeout")
+    if (node := top.get("user")) is not None:
+        kwargs["user"] = _account(node, "user", pwd.getpwnam)
+    if (node := top.get("group")) is not None:
+        kwargs["group"] = _account(node, "group", grp.getgrnam)
     http = HttpSettings()
     if (node := top.get("http")) is not None:
         http = http_settings(Fields(node, "http", HTTP_KEYS), http)
@@ -126,8 +142,22 @@ def _config(root: Node, source: str) -> Config:
 
 def _workers(node: Node) -> int:
     if isinstance(node, ScalarNode) and node.value == "auto":
-        return os.cpu_count() or 1  # one worker per core, as nginx's worker_processes auto
-    return integer(node, "workers", minimum=1)
+        # one worker per core, as nginx's worker_processes auto
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+    workers = integer(node, "workers", minimum=1)
+    if workers > MAX_WORKERS:
+        raise Invalid(node, "workers", f"must be <= {MAX_WORKERS}, got {workers}")
+    return workers
+
+
+def _account(node: Node, path: str, lookup: Callable[[str], object]) -> str:
+    """A user or group name that exists here (found now, not when a worker starts)."""
+    name = string(node, path)
+    try:
+        lookup(name)
+    except KeyError:
+        raise Invalid(node, path, f"no such {path} {name!r}") from None
+    return name
 
 
 def _error_log(node: Node) -> ErrorLogConfig:

@@ -134,3 +134,11 @@ class Config:
     error_log: ErrorLogConfig = field(default_factory=ErrorLogConfig)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     temp_path: str = "/tmp"
+    # Bound on a graceful worker stop (reload, QUIT): in-flight requests get this long.
+    # nginx: unbounded unless worker_shutdown_timeout is set; gunicorn graceful_timeout: 30s.
+    worker_shutdown_timeout: float = 30.0
+    # A worker whose event loop has not run for this long is killed and replaced.
+    # gunicorn --timeout: 30s, but that covers app code; a proxy's loop never blocks that long.
+    worker_heartbeat_timeout: float = 10.0
+    user: str | None = None  # workers switch to this user after the master has bound ports
+    group: str | None = None  # default: the user's primary group
