@@ -3,6 +3,9 @@
 Access-log lines are formatted per request (cheaply: the timestamp is cached per second),
 collected in a list, and handed as one block to a writer thread every FLUSH_INTERVAL or
 every FLUSH_LINES lines, so a slow disk or a full pipe never stalls the event loop.
+
+Both logs can be reopened (USR1, after logrotate moved the files): the access log's writer
+thread switches to the new file between two blocks, so no line is lost or split.
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ class AccessLog:
         self._times = _TimeCache()
         self._lines: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        # bytes: a block to write; int: a freshly opened file to switch to; None: stop.
+        self._queue: queue.SimpleQueue[bytes | int | None] = queue.SimpleQueue()
         self._fd = _open_target(config.path) if self.enabled else -1
+        self._pid = os.getpid()  # built in the worker process, after the fork
         self._thread: threading.Thread | None = None
         if self.enabled:
             self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
@@ -99,6 +104,17 @@ class AccessLog:
             self._lines.clear()
             self._queue.put(block)
 
+    @property
+    def is_file(self) -> bool:
+        return self.enabled and self.config.path not in ("stdout", "stderr")
+
+    def reopen(self) -> None:
+        """Write what follows to a newly opened file at the configured path (logrotate)."""
+        if not self.is_file or self._thread is None:
+            return
+        self.flush()  # lines logged so far still go to the old file
+        self._queue.put(_open_target(self.config.path))
+
     def close(self) -> None:
         """Flush and wait for the writer thread to finish."""
         self.flush()
@@ -106,11 +122,15 @@ class AccessLog:
             self._queue.put(None)
             self._thread.join(timeout=5)
             self._thread = None
-            if self.config.path not in ("stdout", "stderr"):
+            if self.is_file:
                 os.close(self._fd)
 
     def _write_loop(self) -> None:
         while (block := self._queue.get()) is not None:
+            if isinstance(block, int):
+                old, self._fd = self._fd, block
+                os.close(old)
+                continue
             view = memoryview(block)
             while view:
                 try:
@@ -137,6 +157,7 @@ class AccessLog:
         head = request.head
         record = {
             "time": self._times.local(request.started),
+            "pid": self._pid,
             "client_ip": request.client_ip,
             "method": _text(head.method),
             "target": _text(head.target),
@@ -174,3 +195,13 @@ def setup_error_log(config: ErrorLogConfig) -> None:
     logger.addHandler(target)
     logger.setLevel(config.level.upper())
     logger.propagate = False
+
+
+def reopen_error_log() -> None:
+    """Reopen the error log file, if it is one, at its configured path (logrotate)."""
+    for handler in logging.getLogger("edgeproxy").handlers:
+        if isinstance(handler, logging.FileHandler):
+            stream = open(handler.baseFilename, "a", encoding=handler.encoding)  # noqa: SIM115
+            old = handler.setStream(stream)
+            if old is not None:
+                old.close()
