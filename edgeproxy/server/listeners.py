@@ -1,5 +1,5 @@
-"""Binding listen sockets. Done before serving starts (and, later, by the master before it
-forks), so the serving code only ever receives ready sockets."""
+"""Binding listen sockets. Done before serving starts (by the master, before it forks), so
+the serving code only ever receives ready sockets."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def listen_addresses(config: Config) -> list[Address]:
     return list(seen)
 
 
-def bind(address: Address) -> socket.socket:
+def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; `reuse_port` lets several of them share a TCP address, the
+    kernel spreading new connections over them (SO_REUSEPORT)."""
     if address.kind == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # A stale socket file from a previous run would make bind fail; remove only sockets.
@@ -35,6 +37,8 @@ def bind(address: Address) -> socket.socket:
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
     sock.listen(BACKLOG)
     sock.setblocking(False)

@@ -1,7 +1,8 @@
 """A worker: serves already-bound sockets with one event loop until told to stop.
 
-`Worker` is what tests start in-process; `run_worker` is the process entry point (the CLI
-today, the master's forked children later), with uvloop and signal handling.
+`Worker` is what tests start in-process; `run_worker` is the process entry point of each
+worker the master forks (edgeproxy.process), with uvloop, signal handling and, through
+`WorkerHooks`, the master's heartbeat and shared state.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ import logging
 import signal
 import socket
 from collections.abc import Mapping
+from typing import Protocol
+
+import uvloop
 
 from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
-from edgeproxy.logging import AccessLog
+from edgeproxy.logging import AccessLog, reopen_error_log
 from edgeproxy.server.connection import DownstreamConnection
 from edgeproxy.server.proxy import ProxyHandler
 from edgeproxy.server.router import Router
+from edgeproxy.upstream.peer import HealthLookup
 from edgeproxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("edgeproxy.worker")
 
 GRACEFUL_TIMEOUT = 30.0  # seconds in-flight requests get on a graceful stop (nginx-like)
+# On a graceful stop, keep-alive connections get this long to send one more request (answered
+# with `Connection: close`) before idle ones are closed: a busy client's next request is
+# then answered instead of racing our close, which a client cannot tell from a failure.
+IDLE_GRACE = 1.0
 
 
 def build_routers(config: Config) -> dict[Address, Router]:
@@ -33,12 +42,28 @@ def build_routers(config: Config) -> dict[Address, Router]:
     return {address: Router(servers) for address, servers in by_address.items()}
 
 
+class WorkerHooks(Protocol):
+    """What the master gives a worker it forked (edgeproxy.process.workers)."""
+
+    heartbeat_interval: float
+
+    def peer_health(self, upstream: str, address: Address) -> memoryview[float] | None: ...
+
+    def ready(self) -> None:
+        """Serving: the master may now retire the workers this one replaces."""
+
+    def beat(self) -> bool:
+        """The loop is alive; False when the master is gone and the worker should stop."""
+
+
 class Worker:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, peer_health: HealthLookup | None = None) -> None:
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.codec = resolve_codec(config.http_parser)
-        self.pools = {name: UpstreamPool(up, self.codec) for name, up in config.upstreams.items()}
+        self.pools = {
+            name: UpstreamPool(up, self.codec, peer_health) for name, up in config.upstreams.items()
+        }
         self.proxy = ProxyHandler(self.pools, config.temp_path)
         self.access_log = AccessLog(config.access_log)
         self.routers = build_routers(config)
@@ -47,7 +72,7 @@ class Worker:
         self._servers: list[asyncio.Server] = []
 
     async def start(self, sockets: Mapping[Address, socket.socket]) -> None:
-        for address, sock in sockets.items():
+        for address, sock in sockets.items():  # the server owns `sock` and closes it
             router = self.routers[address]
 
             def factory(router: Router = router) -> DownstreamConnection:
@@ -60,28 +85,45 @@ class Worker:
             self._servers.append(server)
 
     async def stop(self, timeout: float = GRACEFUL_TIMEOUT) -> None:
-        """Stop accepting, let in-flight requests finish (up to `timeout`), then close all."""
+        """Stop accepting, let requests in flight finish (up to `timeout`), then close all.
+
+        Requests that arrive meanwhile on open connections are still answered, with
+        `Connection: close`; idle keep-alive connections are closed after IDLE_GRACE.
+        """
         self.stopping = True
         for server in self._servers:
             server.close()
-        deadline = self.loop.time() + timeout
-        while self.connections:
-            for conn in list(self.connections):
-                conn.close_if_idle()
-            if not any(c.exchange for c in self.connections) or self.loop.time() >= deadline:
-                break
+        now = self.loop.time()
+        deadline = now + timeout
+        grace_end = now + min(IDLE_GRACE, timeout)
+        while self.connections and now < deadline:
+            if now >= grace_end:
+                for conn in list(self.connections):
+                    conn.close_if_idle()
             await asyncio.sleep(0.05)  # polling a shrinking set; bounded by the deadline
+            now = self.loop.time()
         for conn in list(self.connections):
             conn.transport.abort()
         for pool in self.pools.values():
             pool.close()
         self.access_log.close()
 
+    def reopen_logs(self) -> None:
+        try:
+            self.access_log.reopen()
+            reopen_error_log()
+        except OSError as exc:
+            log.error("cannot reopen a log file: %s", exc)
+            return
+        log.info("log files reopened")
 
-async def serve(config: Config, sockets: Mapping[Address, socket.socket]) -> None:
-    """Serve until SIGTERM/SIGINT (fast stop) or SIGQUIT (graceful stop)."""
+
+async def serve(
+    config: Config, sockets: Mapping[Address, socket.socket], hooks: WorkerHooks | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT (fast stop) or SIGQUIT (graceful stop); USR1 reopens logs."""
     loop = asyncio.get_running_loop()
-    worker = Worker(config)
+    worker = Worker(config, hooks.peer_health if hooks else None)
     await worker.start(sockets)
     stop: asyncio.Future[float] = loop.create_future()
 
@@ -91,13 +133,28 @@ async def serve(config: Config, sockets: Mapping[Address, socket.socket]) -> Non
 
     loop.add_signal_handler(signal.SIGTERM, request_stop, 0.0)
     loop.add_signal_handler(signal.SIGINT, request_stop, 0.0)
-    loop.add_signal_handler(signal.SIGQUIT, request_stop, GRACEFUL_TIMEOUT)
-    log.info("edgeproxy serving on %s", ", ".join(str(a) for a in sockets))
+    loop.add_signal_handler(signal.SIGQUIT, request_stop, config.worker_shutdown_timeout)
+    loop.add_signal_handler(signal.SIGUSR1, worker.reopen_logs)
+    heartbeat: asyncio.TimerHandle | None = None
+    if hooks is not None:
+
+        def beat() -> None:
+            nonlocal heartbeat
+            if not hooks.beat():
+                log.warning("the master is gone; stopping")
+                request_stop(config.worker_shutdown_timeout)
+            heartbeat = loop.call_later(hooks.heartbeat_interval, beat)
+
+        beat()
+        hooks.ready()
+    log.debug("serving on %s", ", ".join(str(a) for a in sockets))
     timeout = await stop
     await worker.stop(timeout)
+    if heartbeat is not None:
+        heartbeat.cancel()
 
 
-def run_worker(config: Config, sockets: Mapping[Address, socket.socket]) -> None:
-    import uvloop
-
-    uvloop.run(serve(config, sockets))
+def run_worker(
+    config: Config, sockets: Mapping[Address, socket.socket], hooks: WorkerHooks | None = None
+) -> None:
+    uvloop.run(serve(config, sockets, hooks))  # a fresh loop, in the process that serves
