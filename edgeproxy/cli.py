@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
+import signal
 import sys
 
 from edgeproxy import __version__
@@ -14,9 +13,13 @@ from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
 from edgeproxy.http.codec import resolve_codec
 
-log = logging.getLogger("edgeproxy")
-
 DEFAULT_PATHS = ("proxy.yaml", "/etc/edgeproxy/proxy.yaml")
+SIGNALS = {  # edgeproxy -s NAME, as nginx -s
+    "reload": signal.SIGHUP,
+    "quit": signal.SIGQUIT,
+    "stop": signal.SIGTERM,
+    "reopen": signal.SIGUSR1,
+}
 
 
 def default_config_path() -> str:
@@ -46,8 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-s",
         "--signal",
-        choices=("reload", "quit", "stop", "reopen"),
-        help="signal a running master (not built yet: comes with the master/worker release)",
+        choices=tuple(SIGNALS),
+        help="signal the running master (found through pid_file): reload the config, "
+        "quit gracefully, stop fast, reopen the log files",
     )
     parser.add_argument("--version", action="version", version=f"edgeproxy {__version__}")
     return parser.parse_args(argv)
@@ -64,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = args.config or default_config_path()
     if args.signal:
-        print("edgeproxy: -s is not supported yet (it comes with the master/worker release)",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        return send_signal(args.signal, path)
     try:
         config = check(path)
     except ConfigError as exc:
@@ -77,40 +79,66 @@ def main(argv: list[str] | None = None) -> int:
     if args.test:
         print("configuration ok")
         return 0
-    return serve(config)
+    return serve(config, path)
 
 
-def serve(config: Config) -> int:
-    from edgeproxy.logging import setup_error_log
-    from edgeproxy.server.listeners import bind_all
-    from edgeproxy.server.worker import run_worker
+def _raw_pid_file(path: str) -> str | None:
+    """`pid_file` read from a config that does not validate (to stop a master anyway)."""
+    import yaml
 
-    setup_error_log(config.error_log)
     try:
-        sockets = bind_all(config)
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    value = raw.get("pid_file") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def send_signal(name: str, path: str) -> int:
+    from edgeproxy.process.pidfile import PidFileError, running_master
+
+    try:
+        pid_file = check(path).pid_file
     except ConfigError as exc:
+        # The master would refuse to reload an invalid config; say why here and now. The
+        # other signals only need the pid file, which a broken config may still name.
+        pid_file = None if name == "reload" else _raw_pid_file(path)
+        if pid_file is None:
+            print(f"edgeproxy: {exc}", file=sys.stderr)
+            print(f"edgeproxy: {path} is invalid; no signal sent", file=sys.stderr)
+            return 1
+    if not pid_file:
+        print(f"edgeproxy: {path} sets no pid_file, so no running master can be found",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:
+        pid = running_master(pid_file)
+        os.kill(pid, SIGNALS[name])
+    except PidFileError as exc:
         print(f"edgeproxy: {exc}", file=sys.stderr)
         return 1
-    if config.workers != 1:
-        log.warning(
-            "workers: %d requested; this release serves with one process "
-            "(the master/worker model is not built yet)",
-            config.workers,
-        )
-    pid_file = config.pid_file
-    if pid_file:
-        with open(pid_file, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-    try:
-        run_worker(config, sockets)
-    finally:
-        for sock in sockets.values():
-            sock.close()
-        for address in sockets:
-            if address.kind == "unix":
-                with contextlib.suppress(OSError):
-                    os.unlink(address.path)
-        if pid_file:
-            with contextlib.suppress(OSError):
-                os.unlink(pid_file)
+    except OSError as exc:
+        print(f"edgeproxy: cannot signal the master: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def serve(config: Config, path: str) -> int:
+    from edgeproxy.logging import setup_error_log
+    from edgeproxy.process.master import Master, MasterError
+
+    setup_error_log(config.error_log)
+    master = Master(config, path)
+    try:
+        master.start()
+    except (ConfigError, MasterError) as exc:
+        master.close()
+        print(f"edgeproxy: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return master.run()
+    except MasterError as exc:
+        if config.error_log.path != "stderr":  # else the error log already said it there
+            print(f"edgeproxy: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""The master and its workers: binding, forking, signals, reload, shared state, pid file."""

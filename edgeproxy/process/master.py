@@ -1,0 +1,366 @@
+"""The master: binds the listening sockets, forks the workers, and runs them by signal.
+
+It never serves a request. Signal handlers only enqueue the signal (set_wakeup_fd wakes
+the loop); the loop dispatches each to the handle_<name> method SIGNAL_HANDLERS names
+(gunicorn's arbiter), then reaps children, checks heartbeats and deadlines, and brings the
+workers to the wanted number. Signals mean what they mean to nginx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from collections import deque
+from types import FrameType
+
+from edgeproxy.config.loader import MAX_WORKERS
+from edgeproxy.config.model import Config
+from edgeproxy.errors import ConfigError
+from edgeproxy.logging import reopen_error_log
+from edgeproxy.process import reload
+from edgeproxy.process.pidfile import (
+    PidFileError,
+    is_edgeproxy,
+    read_pid_file,
+    remove_pid_file,
+    write_pid_file,
+)
+from edgeproxy.process.shared import SharedState
+from edgeproxy.process.sockets import ListenSet
+from edgeproxy.process.workers import (
+    BootGuard,
+    Generation,
+    WorkerProc,
+    describe_status,
+    fork_worker,
+    prepare_log_files,
+)
+from edgeproxy.server.listeners import listen_addresses
+
+log = logging.getLogger("edgeproxy.master")
+
+SIGNAL_HANDLERS: dict[signal.Signals, str] = {
+    signal.SIGHUP: "handle_hup",  # reload the config
+    signal.SIGQUIT: "handle_quit",  # graceful shutdown
+    signal.SIGTERM: "handle_term",  # fast shutdown
+    signal.SIGINT: "handle_int",  # fast shutdown (Ctrl-C)
+    signal.SIGUSR1: "handle_usr1",  # reopen the log files
+    signal.SIGTTIN: "handle_ttin",  # one worker more
+    signal.SIGTTOU: "handle_ttou",  # one worker fewer
+    signal.SIGCHLD: "handle_chld",  # a worker exited
+}
+TICK = 0.5  # the loop's longest sleep: heartbeats and deadlines are checked this often
+FAST_STOP_TIMEOUT = 5.0  # a worker told to stop fast is SIGKILLed after this
+KILL_MARGIN = 2.0  # past worker_shutdown_timeout, before a retiring worker is SIGKILLed
+
+
+class MasterError(Exception):
+    """The master could not start, or had to stop; the message says why."""
+
+
+class Master:
+    def __init__(self, config: Config, config_path: str) -> None:
+        self.config_path = config_path
+        self.pid = os.getpid()
+        self.current = Generation(1, config)
+        self.pending: reload.PendingReload | None = None
+        self.reload_again = False
+        self.target = config.workers
+        self.workers: dict[int, WorkerProc] = {}
+        self.shared = SharedState()  # before any fork: every worker maps the same memory
+        self.listeners = ListenSet(slots=config.workers)
+        self.boot = BootGuard()
+        self.respawn_at = 0.0  # after a boot failure: no new worker before this
+        self.queue: deque[int] = deque()
+        self.stopping = ""  # "graceful" or "fast" once told to stop
+        self.error: str | None = None
+        self.pid_file: str | None = None
+        self._wake = (-1, -1)
+
+    # --- start and run ---
+
+    def start(self) -> None:
+        """Everything that may fail before the first fork: ConfigError or MasterError."""
+        config = self.current.config
+        if config.pid_file:
+            with contextlib.suppress(PidFileError):
+                other = read_pid_file(config.pid_file)
+                if other != self.pid and is_edgeproxy(other):
+                    raise MasterError(
+                        f"edgeproxy is already running as pid {other} (pid_file {config.pid_file})"
+                    )
+        if (config.user or config.group) and os.geteuid() != 0:
+            log.warning("user/group ignored: the master does not run as root")
+        prepare_log_files(config)
+        self.listeners.open(listen_addresses(config))
+        self.shared.peers.assign(config)
+        if config.pid_file:
+            try:
+                write_pid_file(config.pid_file, self.pid)
+            except OSError as exc:
+                raise MasterError(
+                    f"cannot write pid_file {config.pid_file}: {exc.strerror or exc}"
+                ) from None
+            self.pid_file = config.pid_file
+
+    def run(self) -> int:
+        """Run the workers until stopped: 0 after QUIT/TERM/INT, else MasterError."""
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.signal(sig, self._enqueue) for sig in SIGNAL_HANDLERS}
+        signal.set_wakeup_fd(self._wake[1], warn_on_full_buffer=False)
+        log.info(
+            "master %d: %d workers on %s", self.pid, self.target,
+            ", ".join(str(a) for a in self.listeners.addresses),
+        )  # fmt: skip
+        try:
+            self._maintain(time.monotonic())
+            while not (self.stopping and not self.workers):
+                self._step()
+        finally:
+            for pid in self.workers:  # only after an unexpected error in the loop itself
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            signal.set_wakeup_fd(-1)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for fd in self._wake:
+                os.close(fd)
+            self.close()
+        if self.error:
+            raise MasterError(self.error)
+        log.info("master %d: exiting", self.pid)
+        return 0
+
+    def close(self) -> None:
+        self.listeners.close_all()
+        if self.pid_file:
+            remove_pid_file(self.pid_file, self.pid)
+
+    def _enqueue(self, signum: int, frame: FrameType | None) -> None:
+        self.queue.append(signum)  # only this: the loop does the work, outside the handler
+
+    def _step(self) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._wake[0]], [], [], TICK)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake[0], 512):
+                pass
+        while self.queue:
+            handler = SIGNAL_HANDLERS[signal.Signals(self.queue.popleft())]
+            getattr(self, handler)()
+        self._reap()
+        now = time.monotonic()
+        self._check(now)
+        if self.pending is not None:
+            reload.progress(self, now)
+        if not self.stopping:
+            self._maintain(now)
+
+    # --- signal handlers (called from the loop, never from a signal handler) ---
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        if self.pending is not None:
+            self.reload_again = True  # after the one in progress, with the newest file
+            return
+        reload.begin(self)
+
+    def handle_quit(self) -> None:
+        if self.stopping:
+            return
+        log.info("graceful shutdown: letting requests in flight finish")
+        self.stopping = "graceful"
+        self.pending = None
+        for worker in self.workers.values():
+            self.retire(worker)
+        self.listeners.close_all()
+
+    def handle_term(self) -> None:
+        self.stop_fast("fast shutdown")
+
+    def handle_int(self) -> None:
+        self.stop_fast("fast shutdown (interrupt)")
+
+    def handle_usr1(self) -> None:
+        try:
+            prepare_log_files(self.current.config)  # created with the workers' owner first
+            reopen_error_log()
+        except (ConfigError, OSError) as exc:
+            log.error("cannot reopen the log files: %s", exc)
+        log.info("log files reopened")
+        for worker in self.workers.values():
+            if worker.ready:
+                self._signal(worker, signal.SIGUSR1)
+
+    def handle_ttin(self) -> None:
+        if self.stopping:
+            return
+        if self.target >= MAX_WORKERS:
+            log.warning("TTIN: already at the most workers there can be (%d)", MAX_WORKERS)
+            return
+        self.target += 1
+        log.info("TTIN: %d workers", self.target)
+
+    def handle_ttou(self) -> None:
+        if self.stopping or self.target <= 1:
+            return
+        self.target -= 1
+        log.info("TTOU: %d workers", self.target)
+
+    def handle_chld(self) -> None:
+        self._reap()
+
+    # --- workers ---
+
+    def spawn(self, generation: Generation, slot: int) -> WorkerProc | None:
+        row = self.shared.workers.allocate()
+        if row is None:
+            log.error("cannot start a worker: the shared worker table is full")
+            return None
+        config = generation.config
+        try:
+            self.listeners.resize(max(self.listeners.slots, slot + 1))
+            sockets = self.listeners.sockets_for(listen_addresses(config), slot)
+            pid = fork_worker(
+                config, sockets, self.shared, row, self._wake, self.listeners.all_sockets()
+            )
+        except (ConfigError, OSError) as exc:
+            log.error("cannot start a worker: %s", exc)
+            self.shared.workers.release(row)
+            self.respawn_at = time.monotonic() + 1.0
+            return None
+        worker = WorkerProc(pid, slot, row, generation, time.monotonic())
+        self.workers[pid] = worker
+        log.debug("worker %d started (generation %d, slot %d)", pid, generation.number, slot)
+        return worker
+
+    def retire(self, worker: WorkerProc) -> None:
+        """Stop `worker` gracefully (finish in-flight requests), bounded by a SIGKILL."""
+        if worker.retiring:
+            return
+        worker.retiring = True
+        now = time.monotonic()
+        if worker.ready:
+            self._signal(worker, signal.SIGQUIT)
+            limit = worker.generation.config.worker_shutdown_timeout + KILL_MARGIN
+        else:
+            self._signal(worker, signal.SIGTERM)  # nothing in flight yet
+            limit = FAST_STOP_TIMEOUT
+        worker.kill_at = now + limit
+
+    def stop_fast(self, why: str) -> None:
+        if self.stopping != "fast":
+            log.info("%s", why)
+        self.stopping = "fast"
+        self.pending = None
+        deadline = time.monotonic() + FAST_STOP_TIMEOUT
+        for worker in self.workers.values():
+            worker.retiring = True
+            self._signal(worker, signal.SIGTERM)
+            if worker.kill_at is None or worker.kill_at > deadline:
+                worker.kill_at = deadline
+        self.listeners.close_all()
+
+    def fail(self, message: str) -> None:
+        """Give up: stop every worker and make run() raise MasterError(message)."""
+        log.error("%s", message)
+        self.error = message
+        self.stop_fast("stopping")
+
+    def live_configs(self) -> list[Config]:
+        configs = [w.generation.config for w in self.workers.values()]
+        configs.append(self.current.config)
+        if self.pending is not None:
+            configs.append(self.pending.generation.config)
+        return configs
+
+    def _signal(self, worker: WorkerProc, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self.shared.workers.release(worker.row)
+                self._exited(worker, describe_status(status))
+
+    def _exited(self, worker: WorkerProc, how: str) -> None:
+        if worker.retiring or self.stopping:
+            log.info("worker %d stopped (%s)", worker.pid, how)
+            self.shared.peers.retain(self.live_configs())  # a generation may be gone now
+            return
+        if self.pending is not None and worker.generation is self.pending.generation:
+            if not worker.ready:
+                reload.abort(self, f"a new worker failed to start ({how})")
+                return
+        elif not worker.ready:
+            delay = self.boot.failed()
+            if delay is None:
+                self.fail(
+                    f"workers keep failing to start ({self.boot.failures} in a row, the last "
+                    f"{how}); stopping: the worker errors above say why"
+                )
+                return
+            log.error("worker %d failed to start (%s); trying again in %gs", worker.pid, how,
+                      delay)  # fmt: skip
+            self.respawn_at = time.monotonic() + delay
+            return
+        if not worker.killed:
+            log.error("worker %d died (%s); starting a new one", worker.pid, how)
+
+    def _check(self, now: float) -> None:
+        """Readiness, heartbeats and SIGKILL deadlines."""
+        table = self.shared.workers
+        for worker in self.workers.values():
+            if not worker.ready and table.ready(worker.row):
+                worker.ready = True
+                log.info("worker %d ready (generation %d, slot %d)", worker.pid,
+                         worker.generation.number, worker.slot)  # fmt: skip
+                if self.pending is None or worker.generation is not self.pending.generation:
+                    self.boot.booted()
+            if worker.killed:
+                continue
+            if worker.kill_at is not None and now >= worker.kill_at:
+                log.warning("worker %d did not stop in time; killing it", worker.pid)
+            else:
+                last = table.heartbeat(worker.row) or worker.started
+                silent = now - last
+                if silent <= worker.generation.config.worker_heartbeat_timeout:
+                    continue
+                what = "its event loop is blocked" if worker.ready else "it did not start"
+                log.error("worker %d: no heartbeat for %.1fs (%s); killing it", worker.pid,
+                          silent, what)  # fmt: skip
+            worker.killed = True
+            self._signal(worker, signal.SIGKILL)
+
+    def _maintain(self, now: float) -> None:
+        """Retire workers above the wanted number, start the missing ones."""
+        generation = self.current
+        serving = [
+            w for w in self.workers.values() if w.generation is generation and not w.retiring
+        ]
+        for worker in serving:
+            if worker.slot >= self.target:
+                self.retire(worker)  # TTOU: the highest slots go
+        in_use = [w.slot + 1 for w in self.workers.values() if not w.retiring]
+        slots = max([self.target, *in_use])
+        if slots < self.listeners.slots:
+            self.listeners.resize(slots)
+        if now < self.respawn_at:
+            return
+        taken = {w.slot for w in serving}
+        for slot in range(self.target):
+            if slot not in taken and self.spawn(generation, slot) is None:
+                return
