@@ -50,7 +50,9 @@ def _nginx_idle(ws: Workspace, n: int) -> Endpoint:
             return 200 "ok";
         }}
     }}"""
-    return start_nginx_with(ws, "nginx", body, worker_connections=n + 256)
+    # Twice N: with fewer than 1/16 of its connections free, nginx closes idle keep-alive
+    # connections to make room (ngx_drain_connections), which would spoil the count.
+    return start_nginx_with(ws, "nginx", body, worker_connections=2 * n + 256)
 
 
 def _edgeproxy_idle(ws: Workspace) -> Endpoint:
@@ -138,6 +140,7 @@ def _measure_server(ws: Workspace, ep: Endpoint, n: int) -> dict[str, Any]:
         f"{client_timeout:.0f}",
     ]
     client_log = ws.dir / f"idle-client-{ep.name}.log"
+    client_log.write_bytes(b"")  # no "ready" line left from an earlier round
     started = time.monotonic()
     client = ws.children.spawn("idle-client", argv, client_log)
     try:
@@ -168,7 +171,7 @@ def _measure_server(ws: Workspace, ep: Endpoint, n: int) -> dict[str, Any]:
             log(f"  {exc}")
         time.sleep(SETTLE_S)
         rss_after = procfs.rss_kib(pid)
-        held = procfs.established_to(ep.port)
+        established = procfs.established_to(ep.port)
         accepted = procfs.socket_fds(pid) - sockets_before
     finally:
         ws.children.stop(client)
@@ -177,7 +180,7 @@ def _measure_server(ws: Workspace, ep: Endpoint, n: int) -> dict[str, Any]:
         "requested": n,
         "opened": opened,
         "failed": failed,
-        "held": held,
+        "established": established,
         "accepted_sockets": accepted,
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
@@ -221,7 +224,7 @@ def _measure_rounds(opts: RunOptions, n: int) -> dict[str, Any]:
                     f"  idle_conns round {r}/{opts.rounds} {name:9} "
                     f"{res['kib_per_conn']:6.2f} KiB/conn  (RSS {res['rss_before_kib']:,} -> "
                     f"{res['rss_after_kib']:,} KiB, {res['opened']:,} opened, "
-                    f"{res['held']:,} held, {res['open_s']:.1f}s to open)"
+                    f"{res['accepted_sockets']:,} held, {res['open_s']:.1f}s to open)"
                 )
             per_round.append(entry)
     return _summarize(per_round, names, n)
@@ -241,10 +244,11 @@ def _summarize(per_round: list[dict[str, Any]], names: list[str], n: int) -> dic
     short = [
         r["edgeproxy"]
         for r in per_round
-        if r["edgeproxy"]["opened"] < n or r["edgeproxy"]["held"] < r["edgeproxy"]["opened"]
+        if r["edgeproxy"]["opened"] < n or r["edgeproxy"]["accepted_sockets"] < n
     ]
     if short:
-        met, met_text = False, f"no (held {min(s['held'] for s in short):,} of {n:,})"
+        held = min(min(s["opened"], s["accepted_sockets"]) for s in short)
+        met, met_text = False, f"no (held {held:,} of {n:,})"
     elif edge <= TARGET_KIB:
         met, met_text = True, "yes"
     else:

@@ -188,6 +188,8 @@ LARGE = b"x" * {LARGE_BODY}
 
 
 def app(environ, start_response):
+    if environ.get("CONTENT_LENGTH"):
+        environ["wsgi.input"].read()  # as a real app reads a form or JSON body
     body = LARGE if environ["PATH_INFO"] == "/large" else b"ok"
     start_response(
         "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
