@@ -402,7 +402,11 @@ def test_a_worker_with_a_blocked_loop_is_killed_and_replaced(edge: Edge) -> None
 
 def test_a_peer_failed_in_one_worker_is_avoided_by_all_and_across_a_reload(edge: Edge) -> None:
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: connection refused
-    upstream = f'{{servers: ["{dead}", "{edge.upstream}"], next_upstream: [error]}}'
+    # fail_timeout well above the test's run time: the one marking must be the only one.
+    upstream = (
+        f'{{servers: [{{address: "{dead}", fail_timeout: 5m}}, "{edge.upstream}"], '
+        "next_upstream: [error]}"
+    )
     edge.start(workers=2, upstream=upstream)
 
     def spread(count: int) -> None:
