@@ -310,6 +310,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=IDLE_CONNS,
         help=f"idle connections opened in idle_conns ({IDLE_CONNS:,})",
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of each proxy, edgeproxy and nginx alike (1)",
+    )
     ap.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/...)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
@@ -332,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:16} (not implemented yet)")
         return 0
 
-    tools = Tools(nginx=find_tool("nginx"), wrk=find_tool("wrk"), parser=args.parser)
+    tools = Tools(
+        nginx=find_tool("nginx"), wrk=find_tool("wrk"), parser=args.parser, workers=args.workers
+    )
     missing = [n for n, path in (("nginx", tools.nginx), ("wrk", tools.wrk)) if path is None]
     if missing:
         log(f"missing: {', '.join(missing)}; install with: {INSTALL_HINT}")
@@ -410,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     report_ref = "nginx" if tools.nginx else "no reference (nginx missing)"
     rows = [table_row(n, SCENARIOS.get(n), codec, r) for n, r in results.items()]
     print(
-        f"\nedgeproxy (http_parser {args.parser} -> {codec}) vs {report_ref}, wrk -t{THREADS} "
+        f"\nedgeproxy (http_parser {args.parser} -> {codec}, {args.workers} worker(s)) vs "
+        f"{report_ref}, wrk -t{THREADS} "
         f"-c{CONNECTIONS} (-c{ATTACK_CLIENTS} beside slow-client attacks), medians of "
         f"{args.rounds} round(s) x {args.duration}s\n"
     )
@@ -429,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "parser": args.parser,
         "codec": codec,
+        "workers": args.workers,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "wrk": {"threads": THREADS, "connections": CONNECTIONS, "warmup_s": WARMUP_S},

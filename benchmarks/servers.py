@@ -28,6 +28,7 @@ class Tools:
     nginx: str | None
     wrk: str | None
     parser: str  # the http_parser value written into edgeproxy's config
+    workers: int = 1  # worker processes of each proxy (the backend keeps one)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class Endpoint:
 # --- nginx -------------------------------------------------------------------------------
 
 
-def _nginx_conf(ws: Workspace, name: str, http_body: str, worker_connections: int) -> str:
+def _nginx_conf(
+    ws: Workspace, name: str, http_body: str, worker_connections: int, processes: int = 1
+) -> str:
     d = ws.dir
     # Every path nginx writes lives in the temp dir, so no root-owned default is touched.
     temp_paths = "\n".join(
@@ -79,7 +82,7 @@ def _nginx_conf(ws: Workspace, name: str, http_body: str, worker_connections: in
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""\
-worker_processes 1;
+worker_processes {processes};
 worker_rlimit_nofile {worker_connections + 64};
 pid {d}/{name}.pid;
 error_log {d}/{name}.error.log warn;
@@ -95,13 +98,17 @@ http {{
 
 
 def start_nginx_with(
-    ws: Workspace, name: str, http_body: str, worker_connections: int = 4096
+    ws: Workspace,
+    name: str,
+    http_body: str,
+    worker_connections: int = 4096,
+    processes: int = 1,
 ) -> Endpoint:
     assert ws.tools.nginx is not None
     port = free_port()
     conf = ws.dir / f"{name}.conf"
     body = http_body.replace("PORT", str(port))
-    conf.write_text(_nginx_conf(ws, name, body, worker_connections))
+    conf.write_text(_nginx_conf(ws, name, body, worker_connections, processes))
     argv = [
         ws.tools.nginx,
         "-p",
@@ -163,7 +170,7 @@ def start_nginx_proxy(ws: Workspace, backend: Endpoint, server_extra: str = "") 
             proxy_set_header Connection "";
         }}
     }}"""
-    return start_nginx_with(ws, "nginx", body)
+    return start_nginx_with(ws, "nginx", body, processes=ws.tools.workers)
 
 
 # --- other backends ----------------------------------------------------------------------
@@ -228,7 +235,7 @@ def start_gunicorn(ws: Workspace) -> Endpoint:
 
 def edgeproxy_config(ws: Workspace, backend: Endpoint, port: int) -> dict[str, Any]:
     return {
-        "workers": 1,
+        "workers": ws.tools.workers,
         "http_parser": ws.tools.parser,
         # pid file and temp files in the temp dir: nothing lands in the work tree.
         "pid_file": str(ws.dir / "edgeproxy.pid"),

@@ -42,16 +42,21 @@ def connection_named(headers: Headers) -> frozenset[bytes]:
     return frozenset(names)
 
 
+# Connection values that name no other field: the usual ones need no second pass.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+
 def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
     """Headers minus `drop` minus whatever Connection names (one pass in the usual case)."""
     kept: Headers = []
-    connection = False
+    names_fields = False
     for item in headers:
         if item[0] in drop:
-            connection = connection or item[0] == b"connection"
+            if item[0] == b"connection" and item[1] not in _PLAIN_CONNECTION:
+                names_fields = True
         else:
             kept.append(item)
-    if connection:
+    if names_fields:
         named = connection_named(headers)
         kept = [item for item in kept if item[0] not in named]
     return kept
