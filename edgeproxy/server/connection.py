@@ -1,8 +1,9 @@
 """One client connection: read a complete request, dispatch it, write the response.
 
 Phases: HEADER (client_header_timeout for the whole head) -> BODY (client_body_timeout
-between reads) -> BUSY (reading paused; the handler runs; pipelined bytes wait in the
-reader; send_timeout while the client does not take the response) -> IDLE
+between reads) -> BUSY (the handler runs; pipelined bytes wait in the reader, and reading
+pauses only if they pile up; a disconnect is noticed at once; send_timeout while the
+client does not take the response) -> IDLE
 (keepalive_timeout) -> HEADER ... There is no task per request: `return` is answered at
 once, and a proxy exchange calls back `exchange_done` when its response is written.
 A refused request ends in LINGER: the error is written, our side shut, and the client's
@@ -52,6 +53,7 @@ class DownstreamConnection(asyncio.Protocol):
         "peer_eof",
         "peer_ip",
         "phase",
+        "read_paused",
         "reader",
         "request",
         "router",
@@ -73,6 +75,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.served = 0
         self.peer_ip = ""
         self.peer_eof = False
+        self.read_paused = False
         self._dispatching = False
         self._next_ready = False
         self.reader = RequestReader(worker.codec, self.settings.client_header_buffer_size)
@@ -106,6 +109,10 @@ class DownstreamConnection(asyncio.Protocol):
             self.timer.touch(self.settings.client_body_timeout)
         if phase != _BUSY:
             self._advance()
+        elif len(self.reader.buf) > self.settings.client_header_buffer_size:
+            # Pipelined requests pile up behind a slow response: stop taking more.
+            self.transport.pause_reading()
+            self.read_paused = True
 
     def eof_received(self) -> bool:
         if self.phase == _BUSY:
@@ -148,6 +155,8 @@ class DownstreamConnection(asyncio.Protocol):
             while True:
                 event = reader.next_event()
                 if event is NEED_DATA:
+                    if self.peer_eof:  # half-closed in the middle of a request: it never ends
+                        self.transport.close()
                     return
                 if type(event) is bytes:
                     self._on_body(event)
@@ -217,10 +226,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._dispatching = True
             exchange.try_next_peer()  # may finish at once (e.g. no live peer: 502)
             self._dispatching = False
-            if self.exchange is None:
-                return self._next_ready
-            self.transport.pause_reading()
-            return False
+            return self.exchange is None and self._next_ready
         self._request_done(out.status)
         return self._ready_for_next()
 
@@ -233,7 +239,9 @@ class DownstreamConnection(asyncio.Protocol):
         if self._dispatching:
             self._next_ready = ready  # _dispatch's caller reads on, without recursion
         elif ready:
-            self.transport.resume_reading()
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
             if self.phase == _HEADER:  # pipelined bytes are waiting
                 self._advance()
 
@@ -255,12 +263,15 @@ class DownstreamConnection(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return False
-        if not self.out.keep_alive or self.peer_eof:
+        if not self.out.keep_alive:
             transport.close()
             return False
         reader = self.reader
         reader.start_next()
         if reader.idle:
+            if self.peer_eof:  # the client half-closed and every request it sent is answered
+                transport.close()
+                return False
             self.phase = _IDLE
             self.timer.start(self.settings.keepalive_timeout)
         else:

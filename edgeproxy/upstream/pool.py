@@ -44,6 +44,10 @@ class UpstreamPool:
 
     def select(self, tried: Container[Peer], key: str) -> Peer | None:
         """A peer for the next attempt, or None when no live peer is left."""
+        if self._lone and not tried:
+            # One server: no choice to make (and, as nginx, no failure state to consult).
+            peer = self.primary[0] if self.primary else self.backup[0]
+            return peer if not peer.max_conns or peer.active < peer.max_conns else None
         now = time.monotonic()
         candidates = [p for p in self.primary if p not in tried and self._usable(p, now)]
         if candidates:

@@ -95,7 +95,7 @@ async def test_large_response_spools_and_frees_the_upstream(
     proxy = await start_proxy(
         proxy_yaml([f'"{gunicorn_a.address}"'], http="proxy_buffers_size: 64k")
     )
-    size = 20 * 1024 * 1024
+    size = 64 * 1024 * 1024  # more than loopback kernel buffers hold (tcp_rmem up to 32 MiB)
     (peer,) = proxy.worker.pools["app"].primary
     digest = hashlib.sha256()
     received = 0
@@ -291,10 +291,12 @@ async def test_client_gone_mid_response_releases_upstream_and_temp_file(
     (peer,) = proxy.worker.pools["app"].primary
     async with (
         httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client,
-        client.stream("GET", f"/bytes/{20 * 1024 * 1024}") as response,
+        # Larger than what loopback kernel buffers can hold (tcp_rmem max is 32 MiB on some
+        # machines), so the client's not reading surely leaves part of it in the spool.
+        client.stream("GET", f"/bytes/{64 * 1024 * 1024}") as response,
     ):
         await asyncio.wait_for(anext(response.aiter_raw()), 10)
-        await async_wait_until(lambda: temp_fds(proxy.temp_path), 10, "a spooled response")
+        await async_wait_until(lambda: temp_fds(proxy.temp_path), 20, "a spooled response")
     # Leaving the block closed the half-read connection.
     await async_wait_until(lambda: not temp_fds(proxy.temp_path), 10, "temp file closed")
     await async_wait_until(lambda: peer.active == 0, 10, "the upstream released")

@@ -151,7 +151,7 @@ async def test_slow_reader_past_the_buffers_holds_the_upstream(
         proxy_yaml([f'"{gunicorn_single.address}"'], http=f"proxy_buffers_size: 64k\n{http}")
     )
     (peer,) = proxy.worker.pools["app"].primary
-    size = 20 * 1024 * 1024
+    size = 64 * 1024 * 1024  # more than loopback kernel buffers hold (tcp_rmem up to 32 MiB)
     digest = hashlib.sha256()
     async with (
         httpx.AsyncClient(base_url=proxy.url, timeout=httpx.Timeout(30.0)) as client,

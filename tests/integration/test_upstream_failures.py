@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import struct
 import time
 
 import httpx
@@ -366,3 +367,34 @@ async def test_read_timeout_counts_from_the_end_of_the_request(start_proxy) -> N
             answer = await asyncio.wait_for(client.post("/", content=b"x" * 24_000_000), 20)
     assert (answer.status_code, answer.text) == (200, "ok")
     assert took[0] > 0.85
+
+
+async def test_a_client_that_resets_cuts_the_upstream_exchange_short(start_proxy) -> None:
+    # The upstream takes its time; the client gives up and resets the connection. The proxy
+    # notices at once (it keeps reading the client while the request is away) and closes
+    # the upstream connection, long before read_timeout, instead of waiting for an answer
+    # nobody reads. (A FIN is a half-close: that client still gets its answer.)
+    got_request = asyncio.Event()
+
+    async def never_answers(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        got_request.set()
+        await reader.read()  # returns at EOF: when the proxy closes its side
+
+    async with RawUpstream(never_answers) as upstream:
+        proxy = await start_proxy(
+            proxy_yaml([f'"{upstream.address}"'], upstream="read_timeout: 60s")
+        )
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        await writer.drain()
+        await asyncio.wait_for(got_request.wait(), 10)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # linger 0: the close is a reset
+        await async_wait_until(lambda: upstream.open == 0, 10, "the upstream connection closed")
+        (peer,) = proxy.worker.pools["app"].primary
+        assert peer.active == 0  # the slot is released, not leaked
+        assert not proxy.worker.connections
