@@ -62,12 +62,5 @@ def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
     return kept
 
 
-def header_value(headers: Headers, wanted: bytes) -> bytes | None:
-    for name, value in headers:
-        if name == wanted:
-            return value
-    return None
-
-
 def header_values(headers: Headers, wanted: bytes) -> list[bytes]:
     return [value for name, value in headers if name == wanted]

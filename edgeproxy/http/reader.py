@@ -148,10 +148,6 @@ class RequestReader(_HeadScanner):
         """No byte of a next request has arrived (keep-alive idle, or a fresh connection)."""
         return self._state == _HEAD and not self.buf
 
-    @property
-    def reading_head(self) -> bool:
-        return self._state == _HEAD
-
     def start_next(self) -> None:
         self._state = _HEAD
         self._decoder = _NO_BODY

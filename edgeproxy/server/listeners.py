@@ -9,7 +9,6 @@ import socket
 import stat
 
 from edgeproxy.config.model import Address, Config
-from edgeproxy.errors import ConfigError
 
 BACKLOG = 511  # nginx's default listen backlog
 
@@ -44,20 +43,3 @@ def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
     sock.setblocking(False)
     return sock
 
-
-def bind_all(config: Config) -> dict[Address, socket.socket]:
-    """Bind every listen address; ConfigError naming the address when one fails."""
-    sockets: dict[Address, socket.socket] = {}
-    try:
-        for address in listen_addresses(config):
-            try:
-                sockets[address] = bind(address)
-            except OSError as exc:
-                raise ConfigError(
-                    "listen", f"cannot bind {address}: {exc.strerror or exc}"
-                ) from None
-    except BaseException:
-        for sock in sockets.values():
-            sock.close()
-        raise
-    return sockets
