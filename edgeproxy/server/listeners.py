@@ -42,4 +42,3 @@ def bind(address: Address, *, reuse_port: bool = False) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
-
