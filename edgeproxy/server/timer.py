@@ -82,10 +82,19 @@ _WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = (
 )
 
 
+_last: tuple[asyncio.AbstractEventLoop | None, TimerWheel | None] = (None, None)
+
+
 def wheel_for(loop: asyncio.AbstractEventLoop) -> TimerWheel:
+    """The loop's wheel; every new connection asks, so the last answer is kept at hand."""
+    global _last
+    last_loop, last_wheel = _last
+    if last_loop is loop and last_wheel is not None:
+        return last_wheel
     wheel = _WHEELS.get(loop)
     if wheel is None:
         wheel = _WHEELS[loop] = TimerWheel(loop)
+    _last = (loop, wheel)
     return wheel
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Container
 
@@ -112,10 +111,7 @@ class UpstreamPool:
             raise UpstreamError(
                 "error", f"connect to {peer.name}: {exc.strerror or exc}", retryable=True
             ) from None
-        if conn.transport is not None and address.kind == "tcp":
-            sock = conn.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport already.
         peer.active += 1
         return conn
 
