@@ -1,0 +1,143 @@
+"""The Python cost of one request, without sockets: for profiling the request path.
+
+Drives a real Worker's DownstreamConnection and an UpstreamConnection with in-memory
+transports, so only edgeproxy's own code runs (no syscalls, no load generator noise).
+
+    python benchmarks/profile_request.py --requests 20000            # us per request
+    python benchmarks/profile_request.py --path return --cprofile    # top functions
+    # Instructions per request (repeatable on a noisy machine): run under callgrind with
+    # N and 3N requests and divide the difference by 2N:
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        "$(python -c 'import sys; print(sys.executable)')" benchmarks/profile_request.py -n 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import uvloop
+
+from edgeproxy.config import parse_config
+from edgeproxy.server.connection import DownstreamConnection
+from edgeproxy.server.worker import Worker
+from edgeproxy.upstream.connection import UpstreamConnection
+
+CONFIG = """
+http_parser: {parser}
+access_log: {{format: {log}, path: /dev/null}}
+http: {{keepalive_requests: 1000000000}}
+upstreams:
+  app: {{keepalive: 64, servers: ["127.0.0.1:9"]}}
+servers:
+  - listen: ["127.0.0.1:0"]
+    locations:
+      - {{exact: /r, return: {{status: 200, body: "ok"}}}}
+      - {{path: /, proxy_pass: app}}
+"""
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
+RETURN_REQUEST = b"GET /r HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 2026 00:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+)
+
+
+class MemoryTransport:
+    """Collects writes; enough of a transport for both connection classes."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def writelines(self, data: Any) -> None:
+        self.out.extend(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+
+async def run(args: argparse.Namespace) -> None:
+    config = parse_config(CONFIG.format(parser=args.parser, log=args.log), "profile.yaml")
+    worker = Worker(config)
+    router = next(iter(worker.routers.values()))
+    pool = worker.pools["app"]
+    (peer,) = pool.primary
+    upstream = UpstreamConnection(peer, worker.codec, pool.release)
+    upstream.connection_made(MemoryTransport())  # type: ignore[arg-type]
+    peer.active += 1
+    pool.release(upstream, True)  # idle in the pool, as after a first request
+    client = DownstreamConnection(worker, router)
+    client_transport = MemoryTransport()
+    client.connection_made(client_transport)  # type: ignore[arg-type]
+    proxied = args.path == "proxy"
+
+    def one() -> None:
+        if proxied:
+            client.data_received(REQUEST)
+            upstream.data_received(RESPONSE)
+        else:
+            client.data_received(RETURN_REQUEST)
+
+    for _ in range(min(args.requests, 1000)):  # warm up
+        one()
+    client_transport.out.clear()
+    profiler = cProfile.Profile() if args.cprofile else None
+    if profiler is not None:
+        profiler.enable()
+    started = time.perf_counter()
+    for _ in range(args.requests):
+        one()
+    elapsed = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    answered = sum(1 for piece in client_transport.out if piece.endswith(b"ok"))
+    assert answered == args.requests, f"{answered} of {args.requests} requests answered"
+    print(f"{args.path} ({args.parser}): {elapsed / args.requests * 1e6:.1f} us per request")
+    worker.access_log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--requests", type=int, default=20000)
+    parser.add_argument("--path", choices=("proxy", "return"), default="proxy")
+    parser.add_argument("--parser", choices=("httptools", "h11"), default="httptools")
+    parser.add_argument("--log", choices=("off", "combined", "json"), default="off")
+    parser.add_argument("--cprofile", action="store_true", help="print the top functions")
+    uvloop.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
