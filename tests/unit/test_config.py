@@ -24,7 +24,10 @@ from edgeproxy.config import (
 from edgeproxy.config.servers import HTTP_KEYS
 from edgeproxy.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "proxy.example.yaml"
+# The config contract lives in the team's shared notes (../shared beside the checkout); a
+# copy is kept in tests/contract so that CI, which has no ../shared, tests it too.
+SHARED_EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "proxy.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "contract" / "proxy.example.yaml"
 
 # A valid tail that needs no upstream; error cases put their own lines above it, so the
 # line numbers in their expected messages can be counted by eye.
@@ -632,6 +635,11 @@ def test_load_config_errors_name_the_path_given(tmp_path: Path) -> None:
 # --- the contract: ../shared/proxy.example.yaml --------------------------------------
 
 needs_example = pytest.mark.skipif(not EXAMPLE.exists(), reason="contract file not present")
+
+
+@pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason="no ../shared beside this checkout")
+def test_contract_copy_matches_the_shared_contract() -> None:
+    assert EXAMPLE.read_text() == SHARED_EXAMPLE.read_text(), "refresh tests/contract/"
 
 
 @needs_example
