@@ -205,12 +205,11 @@ class RequestReader(_HeadScanner):
         connection: list[bytes] = []
         hosts: list[bytes] = []
         expect: list[bytes] = []
-        kept = []
+        underscores = False
         for name, value in head.headers:
             if b"_" in name:
-                # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.
+                underscores = True
                 continue
-            kept.append((name, value))
             if name == b"content-length":
                 lengths.append(value)
             elif name == b"transfer-encoding":
@@ -221,8 +220,9 @@ class RequestReader(_HeadScanner):
                 connection.append(value)
             elif name == b"expect":
                 expect.append(value)
-        if len(kept) != len(head.headers):
-            head.headers = kept
+        if underscores:
+            # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.
+            head.headers = [item for item in head.headers if b"_" not in item[0]]
         http11 = head.version == b"1.1"
         if not http11 and head.version != b"1.0":
             raise ClientError(505, "unsupported HTTP version")

@@ -181,8 +181,13 @@ class DownstreamConnection(asyncio.Protocol):
             if has_body
             else _NO_BODY
         )
-        ip = client_ip(self.peer_ip, head.headers, server.trusted_proxies)
-        self.request = Request(head, routes, location, body, self.peer_ip, ip, time.time())
+        peer_ip = self.peer_ip
+        ip = (
+            client_ip(peer_ip, head.headers, server.trusted_proxies)
+            if server.trusted_proxies
+            else peer_ip
+        )
+        self.request = Request(head, routes, location, body, peer_ip, ip, time.time())
         if path is None:
             raise ClientError(400, "invalid path")
         if head.content_length is not None and head.content_length > settings.client_max_body_size:
