@@ -6,6 +6,7 @@ ambiguous framing), has the codec parse the head, then frames the body itself.
 
 Usage: `reader.feed(data)`, then call `reader.next_event()` until it returns NEED_DATA.
 After END_OF_MESSAGE the request reader returns NEED_DATA until `start_next()`.
+Upstream responses have their reader in edgeproxy.http.response_reader, on the same base.
 """
 
 from __future__ import annotations
@@ -13,25 +14,22 @@ from __future__ import annotations
 import re
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import HeadCodec, MalformedResponse
+from edgeproxy.http.codec import HeadCodec
 from edgeproxy.http.events import (
     END_OF_MESSAGE,
     NEED_DATA,
     EndOfMessage,
     NeedData,
     RequestHead,
-    ResponseHead,
 )
 from edgeproxy.http.framing import (
     BodyDecoder,
     ChunkedDecoder,
     FramingError,
     LengthDecoder,
-    UntilCloseDecoder,
 )
 
-MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
-_NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
+NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
 # Controls other than CR, LF and HTAB; llhttp refuses them, h11 lets some through.
 _CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -41,13 +39,12 @@ _COMMON_METHODS = frozenset(
     {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"TRACE"}
 )
 
-_HEAD, _BODY, _DONE = 0, 1, 2
+HEAD, BODY, DONE = 0, 1, 2  # reader states
 
 RequestEvent = RequestHead | bytes | EndOfMessage | NeedData
-ResponseEvent = ResponseHead | bytes | EndOfMessage | NeedData
 
 
-def _check_raw_head(head: bytes | bytearray) -> str | None:
+def check_raw_head(head: bytes | bytearray) -> str | None:
     """What is wrong with the raw head bytes, or None. Shared by both directions."""
     crlf = head.count(b"\r\n")
     if head.count(b"\n") != crlf:
@@ -61,13 +58,13 @@ def _check_raw_head(head: bytes | bytearray) -> str | None:
     return None
 
 
-def _comma_tokens(values: list[bytes]) -> list[bytes]:
+def comma_tokens(values: list[bytes]) -> list[bytes]:
     if len(values) == 1 and b"," not in values[0]:
         return [values[0].strip().lower()]  # the usual single token, e.g. keep-alive
     return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
 
 
-def _single_length(values: list[bytes]) -> int | None:
+def single_length(values: list[bytes]) -> int | None:
     """The Content-Length; None unless it is exactly one field of digits (as nginx)."""
     if len(values) != 1:
         return None
@@ -78,7 +75,7 @@ def _single_length(values: list[bytes]) -> int | None:
     return int(value)
 
 
-class _HeadScanner:
+class HeadScanner:
     """Accumulates bytes and cuts off one message head at a time."""
 
     __slots__ = ("_scan_from", "buf", "max_head")
@@ -120,7 +117,7 @@ class _HeadScanner:
             self._too_large()
         buf = self.buf
         # A CR at the very end may be half of a CRLF whose LF is still on the way.
-        problem = _check_raw_head(buf[:-1] if buf[-1:] == b"\r" else buf)
+        problem = check_raw_head(buf[:-1] if buf[-1:] == b"\r" else buf)
         if problem:
             self._malformed(problem)
 
@@ -131,7 +128,7 @@ class _HeadScanner:
         raise NotImplementedError
 
 
-class RequestReader(_HeadScanner):
+class RequestReader(HeadScanner):
     """Client requests: size limits, hardening, framing. Raises ClientError(status)."""
 
     __slots__ = ("_decoder", "_state", "_valid_host", "codec")
@@ -139,22 +136,22 @@ class RequestReader(_HeadScanner):
     def __init__(self, codec: HeadCodec, max_head: int) -> None:
         super().__init__(max_head)
         self.codec = codec
-        self._state = _HEAD
-        self._decoder: BodyDecoder = _NO_BODY
+        self._state = HEAD
+        self._decoder: BodyDecoder = NO_BODY
         self._valid_host = b""
 
     @property
     def idle(self) -> bool:
         """No byte of a next request has arrived (keep-alive idle, or a fresh connection)."""
-        return self._state == _HEAD and not self.buf
+        return self._state == HEAD and not self.buf
 
     def start_next(self) -> None:
-        self._state = _HEAD
-        self._decoder = _NO_BODY
+        self._state = HEAD
+        self._decoder = NO_BODY
 
     def next_event(self) -> RequestEvent:
         state = self._state
-        if state == _BODY:
+        if state == BODY:
             decoder = self._decoder
             if not decoder.done:
                 if not self.buf:
@@ -167,15 +164,15 @@ class RequestReader(_HeadScanner):
                     return data
                 if not decoder.done:
                     return NEED_DATA
-            self._state = _DONE
+            self._state = DONE
             return END_OF_MESSAGE
-        if state == _DONE:
+        if state == DONE:
             return NEED_DATA
         head_bytes = self._take_head()
         if head_bytes is None:
             return NEED_DATA
         if self.codec.needs_raw_checks:
-            problem = _check_raw_head(head_bytes)
+            problem = check_raw_head(head_bytes)
             if problem:
                 raise ClientError(400, problem)
         head = self.codec.parse_request_head(head_bytes)
@@ -185,8 +182,8 @@ class RequestReader(_HeadScanner):
         elif head.content_length:
             self._decoder = LengthDecoder(head.content_length)
         else:
-            self._decoder = _NO_BODY
-        self._state = _BODY
+            self._decoder = NO_BODY
+        self._state = BODY
         return head
 
     def _too_large(self) -> None:
@@ -235,11 +232,11 @@ class RequestReader(_HeadScanner):
                 raise ClientError(400, "both Content-Length and Transfer-Encoding")
             if not http11:
                 raise ClientError(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if _comma_tokens(codings) != [b"chunked"]:
+            if comma_tokens(codings) != [b"chunked"]:
                 raise ClientError(501, "unsupported Transfer-Encoding")
             head.chunked = True
         elif lengths:
-            length = _single_length(lengths)
+            length = single_length(lengths)
             if length is None:
                 raise ClientError(400, "invalid Content-Length")
             head.content_length = length
@@ -257,10 +254,10 @@ class RequestReader(_HeadScanner):
             if not _HOST_RE.match(host):
                 raise ClientError(400, "invalid Host")
             self._valid_host = host  # clients repeat their Host on every request
-        tokens = _comma_tokens(connection) if connection else []
+        tokens = comma_tokens(connection) if connection else []
         head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
         if expect:
-            if _comma_tokens(expect) != [b"100-continue"]:
+            if comma_tokens(expect) != [b"100-continue"]:
                 raise ClientError(417, "unsupported Expect")
             head.expect_continue = http11
 
@@ -281,121 +278,3 @@ class RequestReader(_HeadScanner):
         if target == b"*" and head.method == b"OPTIONS":
             return target
         raise ClientError(400, "invalid request target")
-
-
-class ResponseReader(_HeadScanner):
-    """Upstream responses: hardening and framing. Raises MalformedResponse.
-
-    Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
-    """
-
-    __slots__ = ("_decoder", "_state", "codec", "head_only", "started")
-
-    def __init__(self, codec: HeadCodec, request_method: bytes) -> None:
-        super().__init__(MAX_RESPONSE_HEAD)
-        self.codec = codec
-        self.head_only = request_method == b"HEAD"
-        self._state = _HEAD
-        self._decoder: BodyDecoder = _NO_BODY
-        self.started = False  # some byte of a response arrived
-
-    def reset(self, request_method: bytes) -> None:
-        """Ready for the response to the next request on the same connection."""
-        self.buf.clear()
-        self._scan_from = 0
-        self.head_only = request_method == b"HEAD"
-        self._state = _HEAD
-        self._decoder = _NO_BODY
-        self.started = False
-
-    def feed(self, data: bytes) -> None:
-        self.started = True
-        self.buf += data
-
-    def feed_eof(self) -> None:
-        """The upstream closed. Ends an until-close body; otherwise the response is broken."""
-        if self._state == _HEAD:
-            raise MalformedResponse("upstream closed the connection before a complete head")
-        try:
-            self._decoder.eof()
-        except FramingError as exc:
-            raise MalformedResponse(str(exc)) from None
-
-    def next_event(self) -> ResponseEvent:
-        state = self._state
-        if state == _BODY:
-            decoder = self._decoder
-            if not decoder.done:
-                if self.buf:
-                    try:
-                        data = decoder.decode(self.buf)
-                    except FramingError as exc:
-                        raise MalformedResponse(str(exc)) from None
-                    if data:
-                        return data
-                if not decoder.done:
-                    return NEED_DATA
-            self._state = _DONE
-            return END_OF_MESSAGE
-        if state == _DONE:
-            return NEED_DATA
-        while True:
-            head_bytes = self._take_head()
-            if head_bytes is None:
-                return NEED_DATA
-            if self.codec.needs_raw_checks:
-                problem = _check_raw_head(head_bytes)
-                if problem:
-                    raise MalformedResponse(problem)
-            head = self.codec.parse_response_head(head_bytes)
-            if head.status >= 200:
-                break
-            if head.status == 101:
-                raise MalformedResponse("unexpected 101 Switching Protocols")
-        self._decoder = self._frame(head)
-        self._state = _BODY
-        return head
-
-    def _frame(self, head: ResponseHead) -> BodyDecoder:
-        codings: list[bytes] = []
-        lengths: list[bytes] = []
-        connection: list[bytes] = []
-        for name, value in head.headers:
-            if name == b"content-length":
-                lengths.append(value)
-            elif name == b"transfer-encoding":
-                codings.append(value)
-            elif name == b"connection":
-                connection.append(value)
-        tokens = _comma_tokens(connection) if connection else []
-        if head.version == b"1.1":
-            head.keep_alive = b"close" not in tokens
-        else:
-            head.keep_alive = b"keep-alive" in tokens
-        if lengths and not codings:
-            length = _single_length(lengths)
-            if length is None:
-                raise MalformedResponse("invalid Content-Length")
-            head.content_length = length
-        if self.head_only or head.status in (204, 304):
-            return _NO_BODY
-        if codings:
-            # RFC 9112 6.3: Transfer-Encoding overrides Content-Length; not reusing the
-            # connection afterwards keeps a disagreement from poisoning the next response.
-            if lengths:
-                head.keep_alive = False
-            if _comma_tokens(codings)[-1:] == [b"chunked"]:
-                head.chunked = True
-                return ChunkedDecoder(MAX_RESPONSE_HEAD)
-            head.keep_alive = False
-            return UntilCloseDecoder()
-        if head.content_length is not None:
-            return LengthDecoder(head.content_length)
-        head.keep_alive = False
-        return UntilCloseDecoder()
-
-    def _too_large(self) -> None:
-        raise MalformedResponse("upstream sent too big a header")
-
-    def _malformed(self, why: str) -> None:
-        raise MalformedResponse(why)

@@ -16,7 +16,7 @@ from typing import Protocol, cast
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import HeadCodec, MalformedResponse
 from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, ResponseHead
-from edgeproxy.http.reader import ResponseReader
+from edgeproxy.http.response_reader import ResponseReader
 from edgeproxy.server.timer import LazyTimer
 from edgeproxy.upstream.peer import Peer
 
