@@ -12,6 +12,7 @@ Upstream responses have their reader in edgeproxy.http.response_reader, on the s
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 from edgeproxy.errors import ClientError
 from edgeproxy.http.codec import HeadCodec
@@ -76,14 +77,45 @@ def single_length(values: list[bytes]) -> int | None:
 
 
 class HeadScanner:
-    """Accumulates bytes and cuts off one message head at a time."""
+    """What both readers share: cutting off one message head at a time (with the size
+    limit and raw checks) and framing the body that follows, in states HEAD/BODY/DONE."""
 
-    __slots__ = ("_scan_from", "buf", "max_head")
+    __slots__ = ("_decoder", "_scan_from", "_state", "buf", "codec", "max_head")
 
-    def __init__(self, max_head: int) -> None:
+    def __init__(self, codec: HeadCodec, max_head: int) -> None:
         self.buf = bytearray()
+        self.codec = codec
         self.max_head = max_head
         self._scan_from = 0
+        self._state = HEAD
+        self._decoder: BodyDecoder = NO_BODY
+
+    def _body_event(self) -> bytes | EndOfMessage | NeedData:
+        """The next body piece, END_OF_MESSAGE, or NEED_DATA (state BODY or DONE)."""
+        if self._state == DONE:
+            return NEED_DATA
+        decoder = self._decoder
+        if not decoder.done:
+            if self.buf:
+                try:
+                    data = decoder.decode(self.buf)
+                except FramingError as exc:
+                    self._malformed(str(exc))
+                if data:
+                    return data
+            if not decoder.done:
+                return NEED_DATA
+        self._state = DONE
+        return END_OF_MESSAGE
+
+    def _checked_head(self) -> bytes | None:
+        """The next complete head, raw-checked unless the codec does that itself."""
+        head = self._take_head()
+        if head is not None and self.codec.needs_raw_checks:
+            problem = check_raw_head(head)
+            if problem:
+                self._malformed(problem)
+        return head
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -121,23 +153,20 @@ class HeadScanner:
         if problem:
             self._malformed(problem)
 
-    def _too_large(self) -> None:
+    def _too_large(self) -> NoReturn:
         raise NotImplementedError
 
-    def _malformed(self, why: str) -> None:
+    def _malformed(self, why: str) -> NoReturn:
         raise NotImplementedError
 
 
 class RequestReader(HeadScanner):
     """Client requests: size limits, hardening, framing. Raises ClientError(status)."""
 
-    __slots__ = ("_decoder", "_state", "_valid_host", "codec")
+    __slots__ = ("_valid_host",)
 
     def __init__(self, codec: HeadCodec, max_head: int) -> None:
-        super().__init__(max_head)
-        self.codec = codec
-        self._state = HEAD
-        self._decoder: BodyDecoder = NO_BODY
+        super().__init__(codec, max_head)
         self._valid_host = b""
 
     @property
@@ -150,31 +179,11 @@ class RequestReader(HeadScanner):
         self._decoder = NO_BODY
 
     def next_event(self) -> RequestEvent:
-        state = self._state
-        if state == BODY:
-            decoder = self._decoder
-            if not decoder.done:
-                if not self.buf:
-                    return NEED_DATA
-                try:
-                    data = decoder.decode(self.buf)
-                except FramingError as exc:
-                    raise ClientError(400, str(exc)) from None
-                if data:
-                    return data
-                if not decoder.done:
-                    return NEED_DATA
-            self._state = DONE
-            return END_OF_MESSAGE
-        if state == DONE:
-            return NEED_DATA
-        head_bytes = self._take_head()
+        if self._state != HEAD:
+            return self._body_event()
+        head_bytes = self._checked_head()
         if head_bytes is None:
             return NEED_DATA
-        if self.codec.needs_raw_checks:
-            problem = check_raw_head(head_bytes)
-            if problem:
-                raise ClientError(400, problem)
         head = self.codec.parse_request_head(head_bytes)
         self._apply_rules(head)
         if head.chunked:
@@ -186,13 +195,13 @@ class RequestReader(HeadScanner):
         self._state = BODY
         return head
 
-    def _too_large(self) -> None:
+    def _too_large(self) -> NoReturn:
         first_line_end = self.buf.find(b"\r\n", 0, self.max_head)
         if first_line_end < 0:
             raise ClientError(414, "request target too long")
         raise ClientError(431, "request header fields too large")
 
-    def _malformed(self, why: str) -> None:
+    def _malformed(self, why: str) -> NoReturn:
         raise ClientError(400, why)
 
     def _apply_rules(self, head: RequestHead) -> None:

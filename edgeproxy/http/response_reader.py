@@ -3,9 +3,10 @@ by RFC 9112 6.3 (length, chunked, or until the upstream closes). Raises Malforme
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from edgeproxy.http.codec import HeadCodec, MalformedResponse
 from edgeproxy.http.events import (
-    END_OF_MESSAGE,
     NEED_DATA,
     EndOfMessage,
     NeedData,
@@ -20,11 +21,9 @@ from edgeproxy.http.framing import (
 )
 from edgeproxy.http.reader import (
     BODY,
-    DONE,
     HEAD,
     NO_BODY,
     HeadScanner,
-    check_raw_head,
     comma_tokens,
     single_length,
 )
@@ -40,14 +39,11 @@ class ResponseReader(HeadScanner):
     Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
     """
 
-    __slots__ = ("_decoder", "_state", "codec", "head_only", "started")
+    __slots__ = ("head_only", "started")
 
     def __init__(self, codec: HeadCodec, request_method: bytes) -> None:
-        super().__init__(MAX_RESPONSE_HEAD)
-        self.codec = codec
+        super().__init__(codec, MAX_RESPONSE_HEAD)
         self.head_only = request_method == b"HEAD"
-        self._state = HEAD
-        self._decoder: BodyDecoder = NO_BODY
         self.started = False  # some byte of a response arrived
 
     def reset(self, request_method: bytes) -> None:
@@ -73,31 +69,12 @@ class ResponseReader(HeadScanner):
             raise MalformedResponse(str(exc)) from None
 
     def next_event(self) -> ResponseEvent:
-        state = self._state
-        if state == BODY:
-            decoder = self._decoder
-            if not decoder.done:
-                if self.buf:
-                    try:
-                        data = decoder.decode(self.buf)
-                    except FramingError as exc:
-                        raise MalformedResponse(str(exc)) from None
-                    if data:
-                        return data
-                if not decoder.done:
-                    return NEED_DATA
-            self._state = DONE
-            return END_OF_MESSAGE
-        if state == DONE:
-            return NEED_DATA
+        if self._state != HEAD:
+            return self._body_event()
         while True:
-            head_bytes = self._take_head()
+            head_bytes = self._checked_head()
             if head_bytes is None:
                 return NEED_DATA
-            if self.codec.needs_raw_checks:
-                problem = check_raw_head(head_bytes)
-                if problem:
-                    raise MalformedResponse(problem)
             head = self.codec.parse_response_head(head_bytes)
             if head.status >= 200:
                 break
@@ -145,8 +122,8 @@ class ResponseReader(HeadScanner):
         head.keep_alive = False
         return UntilCloseDecoder()
 
-    def _too_large(self) -> None:
+    def _too_large(self) -> NoReturn:
         raise MalformedResponse("upstream sent too big a header")
 
-    def _malformed(self, why: str) -> None:
+    def _malformed(self, why: str) -> NoReturn:
         raise MalformedResponse(why)
