@@ -635,7 +635,6 @@ def test_load_config_errors_name_the_path_given(tmp_path: Path) -> None:
 # --- the contract: ../shared/proxy.example.yaml --------------------------------------
 
 
-
 @pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason="no ../shared beside this checkout")
 def test_contract_copy_matches_the_shared_contract() -> None:
     assert EXAMPLE.read_text() == SHARED_EXAMPLE.read_text(), "refresh tests/contract/"
