@@ -4,6 +4,11 @@ A codec parses one complete message head (the bytes up to and including the blan
 a neutral RequestHead/ResponseHead, or raises ClientError / MalformedResponse. Locating the
 head in the stream, size limits, hardening rules and body framing are done once for every
 codec in edgeproxy.http.reader, so a new codec cannot weaken them.
+
+For upstream responses a codec may instead read the whole stream (`response_parser`):
+httptools frames response bodies in C. The framing decision is still the shared
+`response_framing`, and tests/unit/test_response_parser.py holds every codec to the same
+answers.
 """
 
 from __future__ import annotations
@@ -20,6 +25,29 @@ class MalformedResponse(Exception):
     """An upstream sent a response we cannot parse (answered 502)."""
 
 
+class ResponseParser(Protocol):
+    """Reads the responses on one upstream connection, one per `reset`.
+
+    After each `feed`: `head` is the response head once parsed, `body` holds the body
+    pieces not yet taken (the caller empties it), `complete` says the response has ended.
+    `feed` and `feed_eof` raise MalformedResponse.
+    """
+
+    head: ResponseHead | None
+    body: list[bytes]
+    complete: bool
+
+    def reset(self, request_method: bytes) -> None: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def feed_eof(self) -> None: ...
+
+    def reusable(self) -> bool:
+        """Complete, keep-alive, and no byte beyond it: the connection may serve again."""
+        ...
+
+
 class HeadCodec(Protocol):
     name: str
     # False when the parser itself refuses bare CR/LF, obs-fold and control characters
@@ -30,6 +58,10 @@ class HeadCodec(Protocol):
     def parse_request_head(self, head: bytes) -> RequestHead: ...
 
     def parse_response_head(self, head: bytes) -> ResponseHead: ...
+
+    def response_parser(self) -> ResponseParser:
+        """A parser for the responses of one upstream connection."""
+        ...
 
 
 def _h11() -> HeadCodec:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import h11
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import MalformedResponse
+from edgeproxy.http.codec import MalformedResponse, ResponseParser
 from edgeproxy.http.events import RequestHead, ResponseHead
+from edgeproxy.http.response_reader import ResponseReader
 
 # A throwaway request that moves a client-role h11 connection to the state where it
 # accepts a response. Our reader frames the body; h11 only needs to see the head.
@@ -37,6 +38,9 @@ class H11Codec:
         )
 
     def parse_response_head(self, head: bytes) -> ResponseHead:
+        if head.lower().count(b"\ncontent-length:") > 1:
+            # h11 merges identical duplicates; nginx refuses them from upstreams too.
+            raise MalformedResponse("duplicate Content-Length")
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=len(head) + 1)
         conn.send(_PRIMING_REQUEST)
         conn.send(h11.EndOfMessage())
@@ -53,3 +57,6 @@ class H11Codec:
             version=event.http_version,
             headers=list(event.headers),
         )
+
+    def response_parser(self) -> ResponseParser:
+        return ResponseReader(self)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import httptools
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import MalformedResponse
+from edgeproxy.http.codec import MalformedResponse, ResponseParser
 from edgeproxy.http.events import Headers, RequestHead, ResponseHead
+from edgeproxy.http.httptools_response import HttptoolsResponseParser
 
 
 class _Collector:
@@ -88,3 +89,6 @@ class HttptoolsCodec:
             version=parser.get_http_version().encode(),
             headers=collector.headers,
         )
+
+    def response_parser(self) -> ResponseParser:
+        return HttptoolsResponseParser()

@@ -80,13 +80,14 @@ class HeadScanner:
     """What both readers share: cutting off one message head at a time (with the size
     limit and raw checks) and framing the body that follows, in states HEAD/BODY/DONE."""
 
-    __slots__ = ("_decoder", "_scan_from", "_state", "buf", "codec", "max_head")
+    __slots__ = ("_checked_to", "_decoder", "_scan_from", "_state", "buf", "codec", "max_head")
 
     def __init__(self, codec: HeadCodec, max_head: int) -> None:
         self.buf = bytearray()
         self.codec = codec
         self.max_head = max_head
         self._scan_from = 0
+        self._checked_to = 0  # the partial head is raw-checked up to here (a line start)
         self._state = HEAD
         self._decoder: BodyDecoder = NO_BODY
 
@@ -130,7 +131,7 @@ class HeadScanner:
             while buf[skip : skip + 2] == b"\r\n":
                 skip += 2
             del buf[:skip]
-            self._scan_from = 0
+            self._scan_from = self._checked_to = 0
         end = buf.find(b"\r\n\r\n", max(0, self._scan_from - 3))
         if end < 0:
             self._scan_from = len(buf)
@@ -141,17 +142,25 @@ class HeadScanner:
             self._too_large()
         head = bytes(buf[:cut])
         del buf[:cut]
-        self._scan_from = 0
+        self._scan_from = self._checked_to = 0
         return head
 
     def _check_partial(self) -> None:
         if len(self.buf) > self.max_head:
             self._too_large()
+        # Only the lines completed since the last call: a head sent a byte at a time must
+        # not be rescanned whole at every byte.
         buf = self.buf
-        # A CR at the very end may be half of a CRLF whose LF is still on the way.
-        problem = check_raw_head(buf[:-1] if buf[-1:] == b"\r" else buf)
+        start = self._checked_to
+        end = buf.rfind(b"\n", start) + 1
+        if end <= start:
+            return
+        if start and buf[start] in b" \t":
+            self._malformed("obsolete line folding in message head")
+        problem = check_raw_head(buf[start:end])
         if problem:
             self._malformed(problem)
+        self._checked_to = end
 
     def _too_large(self) -> NoReturn:
         raise NotImplementedError

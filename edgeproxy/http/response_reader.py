@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from edgeproxy.http.codec import HeadCodec, MalformedResponse
 from edgeproxy.http.events import (
+    END_OF_MESSAGE,
     NEED_DATA,
     EndOfMessage,
     NeedData,
@@ -32,32 +33,91 @@ MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps s
 
 ResponseEvent = ResponseHead | bytes | EndOfMessage | NeedData
 
+# How a response body is delimited (RFC 9112 6.3), decided once for every codec.
+NO_BODY_FRAMING, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
+
+
+def response_framing(head: ResponseHead, head_only: bool) -> int:
+    """Sets head.keep_alive/content_length/chunked; returns the body framing.
+
+    Raises MalformedResponse for a Content-Length that is not exactly one number.
+    """
+    codings: list[bytes] = []
+    lengths: list[bytes] = []
+    connection: list[bytes] = []
+    for name, value in head.headers:
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.append(value)
+        elif name == b"connection":
+            connection.append(value)
+    tokens = comma_tokens(connection) if connection else []
+    if head.version == b"1.1":
+        head.keep_alive = b"close" not in tokens
+    else:
+        head.keep_alive = b"keep-alive" in tokens
+    if lengths and not codings:
+        length = single_length(lengths)
+        if length is None:
+            raise MalformedResponse("invalid Content-Length")
+        head.content_length = length
+    if head_only or head.status in (204, 304):
+        return NO_BODY_FRAMING
+    if codings:
+        # RFC 9112 6.3: Transfer-Encoding overrides Content-Length; not reusing the
+        # connection afterwards keeps a disagreement from poisoning the next response.
+        if lengths:
+            head.keep_alive = False
+        if comma_tokens(codings)[-1:] == [b"chunked"]:
+            head.chunked = True
+            return CHUNKED
+        head.keep_alive = False
+        return UNTIL_CLOSE
+    if head.content_length is not None:
+        return LENGTH
+    head.keep_alive = False
+    return UNTIL_CLOSE
+
 
 class ResponseReader(HeadScanner):
-    """Upstream responses: hardening and framing. Raises MalformedResponse.
+    """Upstream responses on a head-at-a-time codec (h11): hardening and framing.
 
+    The ResponseParser interface (edgeproxy.http.codec): `feed` bytes, then read `head`,
+    take the `body` pieces, and check `complete`. Raises MalformedResponse.
     Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
     """
 
-    __slots__ = ("head_only", "started")
+    __slots__ = ("body", "complete", "head", "head_only")
 
-    def __init__(self, codec: HeadCodec, request_method: bytes) -> None:
+    def __init__(self, codec: HeadCodec) -> None:
         super().__init__(codec, MAX_RESPONSE_HEAD)
-        self.head_only = request_method == b"HEAD"
-        self.started = False  # some byte of a response arrived
+        self.head_only = False
+        self.head: ResponseHead | None = None
+        self.body: list[bytes] = []
+        self.complete = False
 
     def reset(self, request_method: bytes) -> None:
         """Ready for the response to the next request on the same connection."""
         self.buf.clear()
-        self._scan_from = 0
+        self._scan_from = self._checked_to = 0
         self.head_only = request_method == b"HEAD"
         self._state = HEAD
         self._decoder = NO_BODY
-        self.started = False
+        self.head = None
+        self.body = []
+        self.complete = False
 
     def feed(self, data: bytes) -> None:
-        self.started = True
         self.buf += data
+        while not self.complete:
+            event = self._next_event()
+            if event is NEED_DATA:
+                return
+            if type(event) is bytes:
+                self.body.append(event)
+            elif event is END_OF_MESSAGE:
+                self.complete = True
 
     def feed_eof(self) -> None:
         """The upstream closed. Ends an until-close body; otherwise the response is broken."""
@@ -67,8 +127,13 @@ class ResponseReader(HeadScanner):
             self._decoder.eof()
         except FramingError as exc:
             raise MalformedResponse(str(exc)) from None
+        self.feed(b"")
 
-    def next_event(self) -> ResponseEvent:
+    def reusable(self) -> bool:
+        """The response is complete, keep-alive, and nothing came after it."""
+        return self.complete and self.head is not None and self.head.keep_alive and not self.buf
+
+    def _next_event(self) -> ResponseEvent:
         if self._state != HEAD:
             return self._body_event()
         while True:
@@ -82,45 +147,19 @@ class ResponseReader(HeadScanner):
                 raise MalformedResponse("unexpected 101 Switching Protocols")
         self._decoder = self._frame(head)
         self._state = BODY
+        self.head = head
         return head
 
     def _frame(self, head: ResponseHead) -> BodyDecoder:
-        codings: list[bytes] = []
-        lengths: list[bytes] = []
-        connection: list[bytes] = []
-        for name, value in head.headers:
-            if name == b"content-length":
-                lengths.append(value)
-            elif name == b"transfer-encoding":
-                codings.append(value)
-            elif name == b"connection":
-                connection.append(value)
-        tokens = comma_tokens(connection) if connection else []
-        if head.version == b"1.1":
-            head.keep_alive = b"close" not in tokens
-        else:
-            head.keep_alive = b"keep-alive" in tokens
-        if lengths and not codings:
-            length = single_length(lengths)
-            if length is None:
-                raise MalformedResponse("invalid Content-Length")
-            head.content_length = length
-        if self.head_only or head.status in (204, 304):
-            return NO_BODY
-        if codings:
-            # RFC 9112 6.3: Transfer-Encoding overrides Content-Length; not reusing the
-            # connection afterwards keeps a disagreement from poisoning the next response.
-            if lengths:
-                head.keep_alive = False
-            if comma_tokens(codings)[-1:] == [b"chunked"]:
-                head.chunked = True
-                return ChunkedDecoder(MAX_RESPONSE_HEAD)
-            head.keep_alive = False
-            return UntilCloseDecoder()
-        if head.content_length is not None:
+        framing = response_framing(head, self.head_only)
+        if framing == LENGTH:
+            assert head.content_length is not None
             return LengthDecoder(head.content_length)
-        head.keep_alive = False
-        return UntilCloseDecoder()
+        if framing == CHUNKED:
+            return ChunkedDecoder(MAX_RESPONSE_HEAD)
+        if framing == UNTIL_CLOSE:
+            return UntilCloseDecoder()
+        return NO_BODY
 
     def _too_large(self) -> NoReturn:
         raise MalformedResponse("upstream sent too big a header")

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from edgeproxy.errors import UpstreamError
-from edgeproxy.http.codec import HeadCodec, MalformedResponse
-from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, ResponseHead
-from edgeproxy.http.response_reader import ResponseReader
+from edgeproxy.http.codec import HeadCodec, MalformedResponse, ResponseParser
+from edgeproxy.http.events import ResponseHead
 from edgeproxy.server.timer import LazyTimer
 from edgeproxy.upstream.peer import Peer
 
@@ -49,10 +48,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.response_started = False  # a byte of the current response arrived
-        self._reader: ResponseReader | None = None
-        self._spare_reader: ResponseReader | None = None  # reused from one exchange to the next
+        self._reader: ResponseParser | None = None
+        self._spare_reader: ResponseParser | None = None  # reused from one exchange to the next
+        self._head_passed = False  # the exchange has been given the response head
         self._exchange: Exchange | None = None
-        self._keep_alive = False
         self._paused_writing = False
         self._read_timeout = 60.0
         self._timer = LazyTimer(asyncio.get_running_loop(), self._on_read_timeout)
@@ -63,12 +62,11 @@ class UpstreamConnection(asyncio.Protocol):
         """Start an exchange on this connection; then `write` the request."""
         reader = self._spare_reader
         if reader is None:
-            reader = self._spare_reader = ResponseReader(self.codec, method)
-        else:
-            reader.reset(method)
+            reader = self._spare_reader = self.codec.response_parser()
+        reader.reset(method)
         self._reader = reader
         self._exchange = exchange
-        self._keep_alive = False
+        self._head_passed = False
         self.response_started = False
         self._read_timeout = read_timeout
         self._timer.start(read_timeout)
@@ -120,8 +118,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.response_started = True
         self._timer.touch(self._read_timeout)
-        reader.feed(data)
-        self._pump(reader)
+        try:
+            reader.feed(data)
+        except MalformedResponse as exc:
+            self._fail(UpstreamError("error", f"malformed response: {exc}"))
+            return
+        self._pass_on(reader)
 
     def eof_received(self) -> bool:
         reader = self._reader
@@ -131,7 +133,7 @@ class UpstreamConnection(asyncio.Protocol):
             except MalformedResponse as exc:
                 self._fail(UpstreamError("error", str(exc)))
                 return False
-            self._pump(reader)
+            self._pass_on(reader)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -151,31 +153,24 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- internals ---
 
-    def _pump(self, reader: ResponseReader) -> None:
-        head: ResponseHead | None = None
-        chunks: list[bytes] = []
-        complete = False
-        try:
-            while True:
-                event = reader.next_event()
-                if event is NEED_DATA:
-                    break
-                if type(event) is bytes:
-                    chunks.append(event)
-                elif event is END_OF_MESSAGE:
-                    complete = True
-                    break
-                elif isinstance(event, ResponseHead):
-                    head = event
-                    self._keep_alive = head.keep_alive
-        except MalformedResponse as exc:
-            self._fail(UpstreamError("error", f"malformed response: {exc}"))
-            return
+    def _pass_on(self, reader: ResponseParser) -> None:
+        """Give the exchange what the last bytes completed; release us first if done."""
+        head = reader.head
         exchange = self._exchange
-        if exchange is None or (head is None and not chunks and not complete):
+        if head is None or exchange is None:
             return
+        chunks = reader.body
+        if chunks:
+            reader.body = []
+        complete = reader.complete
+        if self._head_passed:
+            if not chunks and not complete:
+                return
+            head = None
+        else:
+            self._head_passed = True
         if complete:
-            reusable = self._keep_alive and not reader.buf
+            reusable = reader.reusable()
             self._end()
             self.on_release(self, reusable)
         exchange.on_response(head, chunks, complete)

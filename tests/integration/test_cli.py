@@ -116,7 +116,10 @@ servers:
         text=True,
     )
     try:
-        wait_until(lambda: can_connect(f"127.0.0.1:{port}"), 15, "edgeproxy to listen")
+        # The master binds before it writes its pid file (as nginx): wait for both.
+        wait_until(
+            lambda: can_connect(f"127.0.0.1:{port}") and pid_file.exists(), 15, "edgeproxy up"
+        )
         assert pid_file.read_text().strip() == str(process.pid)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             assert client.get("/healthz").text == "ok\n"

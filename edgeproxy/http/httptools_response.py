@@ -1,0 +1,163 @@
+"""Upstream responses through one persistent llhttp parser per upstream connection.
+
+llhttp reads the whole stream: the head, then the body framed in C (length, chunked,
+until close), with no Python work per chunk-size line. The framing decision itself is
+the shared `response_framing`, the same as for every other codec; llhttp's own leniencies
+on framing fields are off (see httptools_codec) so that it frames exactly as decided.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from edgeproxy.http.codec import MalformedResponse
+from edgeproxy.http.events import ResponseHead
+from edgeproxy.http.response_reader import (
+    MAX_RESPONSE_HEAD,
+    NO_BODY_FRAMING,
+    UNTIL_CLOSE,
+    response_framing,
+)
+
+
+class _StopParsing(Exception):
+    """Raised from a callback to end a response llhttp would read a body for (HEAD)."""
+
+
+def _new_parser(callbacks: object) -> httptools.HttpResponseParser:
+    parser = httptools.HttpResponseParser(callbacks)
+    parser.set_dangerous_leniencies(
+        lenient_transfer_encoding=True, lenient_chunked_length=True, lenient_keep_alive=True
+    )
+    return parser
+
+
+class HttptoolsResponseParser:
+    """The ResponseParser interface (edgeproxy.http.codec) on llhttp."""
+
+    __slots__ = (
+        "_extra",
+        "_framing",
+        "_head_bytes",
+        "_head_only",
+        "_headers",
+        "_interim",
+        "_parser",
+        "_reason",
+        "_seen",
+        "body",
+        "complete",
+        "head",
+    )
+
+    def __init__(self) -> None:
+        self._parser: httptools.HttpResponseParser | None = None
+        self.reset(b"GET")
+
+    def reset(self, request_method: bytes) -> None:
+        """Ready for the response to the next request on the same connection."""
+        if self._parser is None:
+            self._parser = _new_parser(self)
+        self._head_only = request_method == b"HEAD"
+        self.head: ResponseHead | None = None
+        self.body: list[bytes] = []
+        self.complete = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._head_bytes = 0  # head (or trailer) bytes counted by the callbacks
+        self._seen = 0  # bytes fed while no head was complete
+        self._framing = NO_BODY_FRAMING
+        self._interim = False  # the message being read is a 1xx, to be skipped
+        self._extra = False  # bytes beyond the response: the peer is out of step
+
+    def feed(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            # Only a response that was cut short leaves no parser; anything more is extra.
+            self._extra = True
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._parser = None
+            raise MalformedResponse("unexpected 101 Switching Protocols") from None
+        except httptools.HttpParserError as exc:
+            self._parser = None  # llhttp stays in its error state: a new one for the next
+            cause = exc.__context__  # what one of our callbacks raised, if one did
+            if isinstance(cause, MalformedResponse):
+                raise cause from None
+            if not isinstance(cause, _StopParsing):
+                raise MalformedResponse(str(exc)) from None
+        if self.head is None:
+            # llhttp buffers a long header line whole before calling back: cap it here.
+            self._seen += len(data)
+            if self._seen > MAX_RESPONSE_HEAD:
+                self._parser = None
+                raise MalformedResponse("upstream sent too big a header")
+
+    def feed_eof(self) -> None:
+        """The upstream closed. Ends an until-close body; otherwise the response is broken."""
+        if self.complete:
+            return
+        if self.head is None:
+            raise MalformedResponse("upstream closed the connection before a complete head")
+        if self._framing != UNTIL_CLOSE:
+            raise MalformedResponse("connection closed before the body was complete")
+        self.complete = True
+        self._parser = None  # llhttp still waits for the close it cannot be told about
+
+    def reusable(self) -> bool:
+        """The response is complete, keep-alive, and nothing came after it."""
+        head = self.head
+        return self.complete and head is not None and head.keep_alive and not self._extra
+
+    # --- llhttp callbacks ---
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self._extra = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+        self._head_bytes += len(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_RESPONSE_HEAD:
+            raise MalformedResponse("upstream sent too big a header")
+        if self.head is None:
+            self._headers.append((name.lower(), value.strip(b" \t")))
+        # else: a trailer field; counted against the limit above, and dropped
+
+    def on_headers_complete(self) -> None:
+        if self.complete:
+            return
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise MalformedResponse("unexpected 101 Switching Protocols")
+            self._interim = True  # e.g. 100 Continue or 103 Early Hints: not passed on
+            self._headers = []
+            self._reason = b""
+            self._head_bytes = 0
+            return
+        head = ResponseHead(status, self._reason, parser.get_http_version().encode(), self._headers)
+        self._framing = response_framing(head, self._head_only)
+        self.head = head
+        self._head_bytes = 0  # from here on the count is of trailers
+        if self._framing == NO_BODY_FRAMING and self._head_only:
+            # llhttp cannot be told that a HEAD response has no body: end it here.
+            self.complete = True
+            raise _StopParsing
+
+    def on_body(self, data: bytes) -> None:
+        if not self.complete:
+            self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        elif self.head is not None:
+            self.complete = True

@@ -1,0 +1,178 @@
+"""Every codec's upstream response parser gives the same answers, whole or byte by byte."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from edgeproxy.http.codec import CODECS, MalformedResponse, ResponseParser
+
+CODEC_NAMES = sorted(CODECS)
+
+
+@pytest.fixture(params=CODEC_NAMES)
+def parser(request: pytest.FixtureRequest) -> ResponseParser:
+    return CODECS[request.param]().response_parser()
+
+
+def pieces(data: bytes, whole: bool) -> Iterator[bytes]:
+    if whole:
+        yield data
+    else:
+        for i in range(len(data)):
+            yield data[i : i + 1]
+
+
+def read(parser: ResponseParser, data: bytes, whole: bool, method: bytes = b"GET") -> bytes:
+    """Feed `data` as the response to `method`; the body bytes taken out along the way."""
+    parser.reset(method)
+    body = b""
+    for piece in pieces(data, whole):
+        parser.feed(piece)
+        body += b"".join(parser.body)
+        parser.body = []
+    return body
+
+
+WAYS = pytest.mark.parametrize("whole", [True, False], ids=["whole", "bytes"])
+
+
+@WAYS
+def test_content_length_response(parser: ResponseParser, whole: bool) -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+    assert read(parser, data, whole) == b"hello"
+    assert parser.complete and parser.reusable()
+    head = parser.head
+    assert head is not None
+    assert (head.status, head.reason, head.version) == (200, b"OK", b"1.1")
+    assert head.headers == [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    assert head.content_length == 5 and not head.chunked
+
+
+@WAYS
+def test_chunked_response_drops_trailers(parser: ResponseParser, whole: bool) -> None:
+    data = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n5;ext=1\r\nde\r\nf\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    )
+    assert read(parser, data, whole) == b"abcde\r\nf"
+    assert parser.complete and parser.reusable()
+    assert parser.head is not None and parser.head.chunked
+
+
+@WAYS
+def test_body_until_close(parser: ResponseParser, whole: bool) -> None:
+    assert read(parser, b"HTTP/1.1 200 OK\r\n\r\nstream", whole) == b"stream"
+    assert not parser.complete
+    parser.feed_eof()
+    assert parser.complete and not parser.reusable()
+
+
+@WAYS
+@pytest.mark.parametrize(
+    ("method", "data"),
+    [
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"),
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+    ],
+)
+def test_responses_without_a_body(
+    parser: ResponseParser, whole: bool, method: bytes, data: bytes
+) -> None:
+    assert read(parser, data, whole, method) == b""
+    assert parser.complete and parser.reusable()
+
+
+@WAYS
+def test_interim_responses_are_skipped(parser: ResponseParser, whole: bool) -> None:
+    data = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert read(parser, data, whole) == b"ok"
+    assert parser.head is not None and parser.head.status == 201
+    assert parser.complete
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        # Both framings: the body follows chunked, and the connection is not trusted again.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        # Bytes after the response: the peer is out of step.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+    ],
+    ids=["close", "http10", "cl-and-te", "extra-bytes"],
+)
+def test_not_reusable(parser: ResponseParser, data: bytes) -> None:
+    assert read(parser, data, True) == b"ok"
+    assert parser.complete and not parser.reusable()
+
+
+def test_http10_keep_alive_is_reusable(parser: ResponseParser) -> None:
+    data = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+    assert read(parser, data, True) == b"ok"
+    assert parser.reusable()
+
+
+def test_one_parser_reads_response_after_response(parser: ResponseParser) -> None:
+    for method, data, body in [
+        (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", b"a"),
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", b""),
+        (b"GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n", b"b"),
+        (b"GET", b"HTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nc", b"c"),
+    ]:
+        assert read(parser, data, True, method) == body
+        assert parser.complete and parser.reusable()
+    assert parser.head is not None and parser.head.status == 404
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Many: aaaaaaaaaa\r\n" * 1 + b"X-Many: aaaaaaaaaa\r\n" * 4000,
+        b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+        b"NOTHTTP 200 OK\r\n\r\n",
+    ],
+    ids=[
+        "bad-length",
+        "two-lengths",
+        "101",
+        "bad-chunk",
+        "long-field",
+        "many-fields",
+        "space-in-name",
+        "control-char",
+        "bare-lf",
+        "bad-status-line",
+    ],
+)
+@WAYS
+def test_malformed_responses(parser: ResponseParser, whole: bool, data: bytes) -> None:
+    with pytest.raises(MalformedResponse):
+        read(parser, data, whole)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"],
+    ids=["in-head", "in-body"],
+)
+def test_close_before_the_end(parser: ResponseParser, data: bytes) -> None:
+    read(parser, data, True)
+    with pytest.raises(MalformedResponse):
+        parser.feed_eof()
