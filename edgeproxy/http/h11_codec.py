@@ -59,4 +59,4 @@ class H11Codec:
         )
 
     def response_parser(self) -> ResponseParser:
-        return ResponseReader(self)
+        return ResponseReader(self, self.parse_response_head)

@@ -1,8 +1,13 @@
-"""The fast codec: llhttp (via httptools, as uvicorn uses it) parses each head in C.
+"""The fast codec: llhttp (via httptools, as uvicorn uses it) parses heads in C.
 
 llhttp's own opinions on framing fields are switched off (its "leniencies") so that the
 shared rules in edgeproxy.http.reader decide them identically for every codec; its strict
 grammar checks (tokens, request line, header characters) stay on.
+
+Request heads arrive one complete head at a time (the reader cuts them, which keeps
+pipelining and the size limits in one place), so one llhttp parser serves every
+connection of the worker: after a bodiless request it is ready for the next head, and it
+is replaced only after a head that announces a body, an upgrade or an error.
 """
 
 from __future__ import annotations
@@ -10,85 +15,75 @@ from __future__ import annotations
 import httptools
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import MalformedResponse, ResponseParser
-from edgeproxy.http.events import Headers, RequestHead, ResponseHead
+from edgeproxy.http.codec import ResponseParser
+from edgeproxy.http.events import Headers, RequestHead
 from edgeproxy.http.httptools_response import HttptoolsResponseParser
 
-
-class _Collector:
-    """Receives llhttp's callbacks for one head."""
-
-    __slots__ = ("complete", "headers", "reason", "url")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.reason = b""
-        self.headers: Headers = []
-        self.complete = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value.strip(b" \t")))
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 
 
-def _lenient(parser: httptools.HttpRequestParser | httptools.HttpResponseParser) -> None:
+def _new_request_parser(callbacks: object) -> httptools.HttpRequestParser:
+    parser = httptools.HttpRequestParser(callbacks)
     parser.set_dangerous_leniencies(
         lenient_transfer_encoding=True, lenient_chunked_length=True, lenient_keep_alive=True
     )
+    return parser
 
 
 class HttptoolsCodec:
     name = "httptools"
     needs_raw_checks = False
 
+    __slots__ = ("_head_done", "_headers", "_message_done", "_parser", "_url")
+
+    def __init__(self) -> None:
+        self._parser = _new_request_parser(self)
+        self._url = b""
+        self._headers: Headers = []
+        self._head_done = False
+        self._message_done = False
+
     def parse_request_head(self, head: bytes) -> RequestHead:
-        collector = _Collector()
-        parser = httptools.HttpRequestParser(collector)
-        _lenient(parser)
+        self._url = b""
+        self._headers = []
+        self._head_done = self._message_done = False
+        parser = self._parser
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
             pass  # CONNECT or Upgrade: the head is complete; the shared rules decide
         except httptools.HttpParserError as exc:
+            self._parser = _new_request_parser(self)
             raise ClientError(400, f"malformed request head: {exc}") from None
-        if not collector.complete:
+        if not self._message_done:
+            # llhttp now waits for a body (or is past an upgrade): the next head needs a
+            # fresh parser. The body itself is framed by the shared reader.
+            self._parser = _new_request_parser(self)
+        if not self._head_done:
             raise ClientError(400, "incomplete request head")
-        version = parser.get_http_version().encode()
-        if version == b"0.9":
+        version = parser.get_http_version()
+        if version == "0.9":
             raise ClientError(400, "request line without an HTTP version")
         return RequestHead(
-            method=parser.get_method(),
-            target=collector.url,
-            version=version,
-            headers=collector.headers,
-        )
-
-    def parse_response_head(self, head: bytes) -> ResponseHead:
-        collector = _Collector()
-        parser = httptools.HttpResponseParser(collector)
-        _lenient(parser)
-        try:
-            parser.feed_data(head)
-        except httptools.HttpParserUpgrade:
-            pass
-        except httptools.HttpParserError as exc:
-            raise MalformedResponse(str(exc)) from None
-        if not collector.complete:
-            raise MalformedResponse("incomplete response head")
-        return ResponseHead(
-            status=parser.get_status_code(),
-            reason=collector.reason,
-            version=parser.get_http_version().encode(),
-            headers=collector.headers,
+            parser.get_method(),
+            self._url,
+            _VERSIONS.get(version) or version.encode(),
+            self._headers,
         )
 
     def response_parser(self) -> ResponseParser:
         return HttptoolsResponseParser()
+
+    # --- llhttp callbacks for request heads ---
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value.strip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+
+    def on_message_complete(self) -> None:
+        self._message_done = True

@@ -3,6 +3,7 @@ by RFC 9112 6.3 (length, chunked, or until the upstream closes). Raises Malforme
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NoReturn
 
 from edgeproxy.http.codec import HeadCodec, MalformedResponse
@@ -88,10 +89,11 @@ class ResponseReader(HeadScanner):
     Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
     """
 
-    __slots__ = ("body", "complete", "head", "head_only")
+    __slots__ = ("body", "complete", "head", "head_only", "parse_head")
 
-    def __init__(self, codec: HeadCodec) -> None:
+    def __init__(self, codec: HeadCodec, parse_head: Callable[[bytes], ResponseHead]) -> None:
         super().__init__(codec, MAX_RESPONSE_HEAD)
+        self.parse_head = parse_head
         self.head_only = False
         self.head: ResponseHead | None = None
         self.body: list[bytes] = []
@@ -140,7 +142,7 @@ class ResponseReader(HeadScanner):
             head_bytes = self._checked_head()
             if head_bytes is None:
                 return NEED_DATA
-            head = self.codec.parse_response_head(head_bytes)
+            head = self.parse_head(head_bytes)
             if head.status >= 200:
                 break
             if head.status == 101:
