@@ -72,7 +72,8 @@ class RequestBody:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._memory = bytearray()
+        if self._memory:
+            self._memory = bytearray()
 
 
 class ResponseSpool:

@@ -27,7 +27,7 @@ from edgeproxy.server.client_ip import client_ip
 from edgeproxy.server.handlers import send_return
 from edgeproxy.server.request import Request
 from edgeproxy.server.response import CONTINUE, ResponseWriter
-from edgeproxy.server.router import Router, normalize_path
+from edgeproxy.server.router import Router
 from edgeproxy.server.timer import LazyTimer
 
 if TYPE_CHECKING:
@@ -173,8 +173,7 @@ class DownstreamConnection(asyncio.Protocol):
         routes = self.router.server_for(head.host)
         server = routes.config
         self.settings = settings = server.http
-        path = normalize_path(head.target) if head.target[:1] == b"/" else head.target.decode()
-        location = routes.location_for(path) if path is not None else None
+        path, location = routes.route(head.target)
         has_body = head.chunked or bool(head.content_length)
         body = (
             RequestBody(settings.client_body_buffer_size, self.worker.config.temp_path)
@@ -259,8 +258,11 @@ class DownstreamConnection(asyncio.Protocol):
     def _request_done(self, status: int) -> None:
         request = self.request
         assert request is not None
-        request.body.close()
-        self.worker.access_log.log(request, status, self.out.body_bytes)
+        if request.body is not _NO_BODY:
+            request.body.close()
+        access_log = self.worker.access_log
+        if access_log.enabled:
+            access_log.log(request, status, self.out.body_bytes)
         self.request = None
 
     def _ready_for_next(self) -> bool:

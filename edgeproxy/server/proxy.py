@@ -203,7 +203,7 @@ class ProxyExchange:
         if complete:
             self.conn = None  # already released by the connection
         if head is not None:
-            if self._retry_status(head.status):
+            if head.status in RETRY_STATUS and self._retry_status(head.status):
                 if self.conn is not None:
                     self.conn.abort_exchange()
                     self.conn = None
@@ -275,7 +275,9 @@ class ProxyExchange:
             self._finish()
 
     def _finish(self) -> None:
-        self.client.out.finish()
+        out = self.client.out
+        if out.chunked:
+            out.finish()
         self._close()
         self.client.exchange_done()
 
@@ -283,8 +285,7 @@ class ProxyExchange:
 
     def _retry_status(self, status: int) -> bool:
         """Whether a 50x answer goes to the next peer rather than to the client."""
-        word = RETRY_STATUS.get(status)
-        if word is None or word not in self.pool.config.next_upstream:
+        if RETRY_STATUS[status] not in self.pool.config.next_upstream:
             return False
         # With no peer left to try, the 50x is passed on as the upstream sent it (nginx).
         return self.attempts < self.pool.config.next_upstream_tries and self.pool.has_candidate(

@@ -10,6 +10,10 @@ from urllib.parse import unquote_to_bytes
 
 from edgeproxy.config.model import Location, ServerConfig
 
+# Recent answers kept per table. Clients repeat their Host and mostly a few paths; a
+# table that fills up is emptied, so memory stays bounded whatever the traffic.
+CACHE_SIZE = 1024
+
 
 def normalize_path(target: bytes) -> str | None:
     """The path of a request target, percent-decoded with dot segments resolved.
@@ -41,7 +45,7 @@ def normalize_path(target: bytes) -> str | None:
 class ServerRoutes:
     """The locations of one virtual server, in lookup order."""
 
-    __slots__ = ("config", "default_host", "exact", "prefixes", "regexes")
+    __slots__ = ("_cache", "config", "default_host", "exact", "prefixes", "regexes")
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -49,6 +53,7 @@ class ServerRoutes:
         names = [n for n in config.server_name if "*" not in n]
         self.default_host = (names[0] if names else "localhost").encode()
         self.exact: dict[str, Location] = {}
+        self._cache: dict[bytes, tuple[str | None, Location | None]] = {}
         self.regexes: list[Location] = []
         prefixes: list[Location] = []
         for location in config.locations:
@@ -60,6 +65,19 @@ class ServerRoutes:
                 prefixes.append(location)
         # Longest first, so the first match is the longest; stable for equal lengths.
         self.prefixes = sorted(prefixes, key=lambda loc: -len(loc.pattern))
+
+    def route(self, target: bytes) -> tuple[str | None, Location | None]:
+        """The normalised path of a request target (None: not routable) and its location."""
+        cache = self._cache
+        found = cache.get(target)
+        if found is not None:
+            return found
+        path = normalize_path(target) if target[:1] == b"/" else target.decode("latin-1")
+        found = (path, self.location_for(path) if path is not None else None)
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[target] = found
+        return found
 
     def location_for(self, path: str) -> Location | None:
         location = self.exact.get(path)
@@ -78,12 +96,13 @@ class ServerRoutes:
 class Router:
     """The virtual servers that share one listen address."""
 
-    __slots__ = ("by_name", "default", "wildcards")
+    __slots__ = ("_cache", "by_name", "default", "wildcards")
 
     def __init__(self, servers: list[ServerConfig]) -> None:
         routes = [ServerRoutes(server) for server in servers]
         self.by_name: dict[bytes, ServerRoutes] = {}
         self.wildcards: list[tuple[bytes, ServerRoutes]] = []
+        self._cache: dict[bytes, ServerRoutes] = {}
         # nginx: the default server is the one without names ("_"), else the first listed.
         self.default = next((r for r in routes if not r.config.server_name), routes[0])
         for route in routes:
@@ -99,6 +118,16 @@ class Router:
     def server_for(self, host: bytes) -> ServerRoutes:
         if not host:
             return self.default
+        cache = self._cache
+        found = cache.get(host)
+        if found is None:
+            found = self._lookup(host)
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[host] = found
+        return found
+
+    def _lookup(self, host: bytes) -> ServerRoutes:
         if b":" in host and host[-1:] != b"]":  # strip a port, but not from a bare [v6]
             host = host.rsplit(b":", 1)[0]
         name = host.lower().rstrip(b".")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from edgeproxy.config import parse_config
-from edgeproxy.server.router import Router, normalize_path
+from edgeproxy.server.router import CACHE_SIZE, Router, normalize_path
 
 CONFIG = """
 upstreams:
@@ -106,3 +106,17 @@ servers:
 )
 def test_normalize_path(target: bytes, expected: str | None) -> None:
     assert normalize_path(target) == expected
+
+
+def test_cached_answers_match_fresh_ones_and_the_cache_stays_bounded(router: Router) -> None:
+    targets = [b"/static/a.php", b"/static/%2e%2e/x.php", b"/static/", b"/x/../../etc", b"*"]
+    targets += [b"/page/%d?q=1" % i for i in range(CACHE_SIZE + 10)]
+    for host in [b"www.example.com", b"b.a.example.org:8080", b"other"]:
+        for _ in range(2):  # the second round is answered from the caches
+            for target in targets:
+                routes = router.server_for(host)
+                path = normalize_path(target) if target[:1] == b"/" else target.decode()
+                expected = routes.location_for(path) if path is not None else None
+                assert routes.route(target) == (path, expected)
+                assert len(routes._cache) <= CACHE_SIZE
+    assert router.server_for(b"WWW.Example.COM.").config.server_name[0] == "example.com"
