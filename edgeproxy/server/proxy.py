@@ -55,6 +55,11 @@ def upstream_request_head(request: Request, keepalive: bool) -> bytes:
     return b"".join(parts)
 
 
+def _forget_waiter(peer: Peer, exchange: ProxyExchange) -> None:
+    if exchange in peer.waiters:  # unless the pool took it off already
+        peer.waiters.remove(exchange)
+
+
 class Client(Protocol):
     """What an exchange needs of the client connection (DownstreamConnection)."""
 
@@ -158,19 +163,34 @@ class ProxyExchange:
     def _connect(self, peer: Peer) -> None:
         # The one await of the request path, and only when no idle connection is at hand.
         self.connecting = asyncio.get_running_loop().create_task(self._connect_async(peer))
+        peer.waiters.append(self)  # a connection released meanwhile is taken instead
 
     async def _connect_async(self, peer: Peer) -> None:
+        task = asyncio.current_task()  # self.connecting, unless a connection was taken
         try:
             conn = await self.pool.connect(peer)
         except UpstreamError as exc:
-            self.connecting = None
-            self._failed(exc, started=False)
+            if self.connecting is task:
+                self.connecting = None
+                _forget_waiter(peer, self)
+                self._failed(exc, started=False)
             return
-        self.connecting = None
-        if self.done:  # the client left while we connected: keep the connection for others
+        if self.connecting is not task or self.done:
+            # A released connection was taken meanwhile, or the client left: this one
+            # goes to the pool for other requests.
             self.pool.release(conn, True)
             return
+        self.connecting = None
+        _forget_waiter(peer, self)
         self._begin(conn, reused=False)
+
+    def take_connection(self, conn: UpstreamConnection) -> bool:
+        """A keep-alive connection to our peer, released while we were connecting."""
+        if self.connecting is None or self.done or conn.peer is not self.peer:
+            return False
+        self.connecting = None  # the connect goes on; its connection goes to the pool
+        self._begin(conn, reused=True)
+        return True
 
     def _begin(self, conn: UpstreamConnection, reused: bool) -> None:
         self.conn = conn
@@ -339,6 +359,8 @@ class ProxyExchange:
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
+            if self.peer is not None:
+                _forget_waiter(self.peer, self)
         self._close()
 
     def _close(self) -> None:

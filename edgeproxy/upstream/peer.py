@@ -17,6 +17,7 @@ from edgeproxy.config.model import Address, PeerConfig
 
 if TYPE_CHECKING:
     from edgeproxy.upstream.connection import UpstreamConnection
+    from edgeproxy.upstream.pool import ConnectionWaiter
 
 # The fields of a health row (float64 each): failures counted, when the count started,
 # and until when the peer is left out.
@@ -43,6 +44,7 @@ class Peer:
         "max_conns",
         "max_fails",
         "name",
+        "waiters",
         "weight",
     )
 
@@ -61,6 +63,9 @@ class Peer:
         self.current_weight = 0  # smooth weighted round robin state
         self.health = private_health() if health is None else health
         self.idle: deque[UpstreamConnection] = deque()  # keep-alive connections, newest last
+        # Exchanges connecting to this peer: a connection released meanwhile goes to the
+        # first of them rather than to the idle pool (or, with the pool full, to a close).
+        self.waiters: deque[ConnectionWaiter] = deque()
 
     def __repr__(self) -> str:
         return f"Peer({self.name})"

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Container
+from typing import Protocol
 
 from edgeproxy.config.model import UpstreamConfig
 from edgeproxy.errors import UpstreamError
@@ -17,6 +18,14 @@ from edgeproxy.upstream.peer import HealthLookup, Peer
 log = logging.getLogger("edgeproxy.upstream")
 
 SWEEP_INTERVAL = 1.0  # how often idle keep-alive connections past keepalive_timeout are closed
+
+
+class ConnectionWaiter(Protocol):
+    """An exchange waiting for its new connection to a peer (ProxyExchange)."""
+
+    def take_connection(self, conn: UpstreamConnection) -> bool:
+        """Use `conn` (a released keep-alive connection) instead; False if no longer wanted."""
+        ...
 
 
 class UpstreamPool:
@@ -116,8 +125,16 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
-        """The exchange on `conn` is over; keep it for reuse or close it."""
+        """The exchange on `conn` is over: hand it to an exchange still connecting to the
+        same peer, keep it for reuse, or close it."""
         peer = conn.peer
+        if reusable and peer.waiters and not conn.closed:
+            # A connect costs far more than a reuse: under load, requests that found no
+            # idle connection take the ones released while they connect.
+            waiters = peer.waiters
+            while waiters:
+                if waiters.popleft().take_connection(conn):
+                    return  # still counted in flight, now for the waiter's request
         peer.active -= 1
         if not reusable or conn.closed or self.idle_count >= self.config.keepalive:
             conn.close()

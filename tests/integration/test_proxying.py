@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -357,3 +358,40 @@ async def test_upstream_framings(start_proxy, answer: bytes) -> None:
                 response = await asyncio.wait_for(client.get("/"), 10)
                 assert response.status_code == 200
                 assert response.content == b"body"
+
+
+async def test_a_released_connection_goes_to_a_request_still_connecting(start_proxy) -> None:
+    """A request that found no idle connection takes one released while it connects."""
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # an accept queue of one: filled below, so later connects hang
+    listener.setblocking(False)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    filler = socket.socket()
+    served: list[bytes] = []
+    try:
+        proxy = await start_proxy(
+            proxy_yaml([f'"{address}"'], upstream="keepalive: 4\nconnect_timeout: 20s")
+        )
+        (peer,) = proxy.worker.pools["app"].primary
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            first = asyncio.ensure_future(client.get("/first"))
+            upstream, _ = await asyncio.wait_for(loop.sock_accept(listener), 10)
+            reader, writer = await asyncio.open_connection(sock=upstream)
+            served.append(await read_request(reader) or b"")
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())  # takes the queue's one place
+            second = asyncio.ensure_future(client.get("/second"))
+            await async_wait_until(lambda: len(peer.waiters) == 1, 10, "a request connecting")
+            writer.write(response(body=b"one"))  # frees the connection: the waiter takes it
+            served.append(await asyncio.wait_for(read_request(reader), 10) or b"")
+            writer.write(response(body=b"two"))
+            assert (await first).text == "one"
+            assert (await second).text == "two"
+            writer.close()
+    finally:
+        filler.close()
+        listener.close()
+    assert [head.split(b" ")[1] for head in served] == [b"/first", b"/second"]
+    assert not peer.waiters
