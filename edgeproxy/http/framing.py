@@ -47,6 +47,17 @@ class LengthDecoder(BodyDecoder):
         self.done = self.remaining == 0
         return data
 
+    def take(self, data: bytes) -> tuple[bytes, bytes]:
+        """The body bytes in `data` (no copy when all of it is body) and what follows."""
+        remaining = self.remaining
+        if len(data) <= remaining:
+            self.remaining = remaining = remaining - len(data)
+            self.done = remaining == 0
+            return data, b""
+        self.remaining = 0
+        self.done = True
+        return data[:remaining], data[remaining:]
+
 
 class UntilCloseDecoder(BodyDecoder):
     """Responses with neither length nor chunking end when the upstream closes."""

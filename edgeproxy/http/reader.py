@@ -80,7 +80,16 @@ class HeadScanner:
     """What both readers share: cutting off one message head at a time (with the size
     limit and raw checks) and framing the body that follows, in states HEAD/BODY/DONE."""
 
-    __slots__ = ("_checked_to", "_decoder", "_scan_from", "_state", "buf", "codec", "max_head")
+    __slots__ = (
+        "_checked_to",
+        "_decoder",
+        "_direct",
+        "_scan_from",
+        "_state",
+        "buf",
+        "codec",
+        "max_head",
+    )
 
     def __init__(self, codec: HeadCodec, max_head: int) -> None:
         self.buf = bytearray()
@@ -90,12 +99,24 @@ class HeadScanner:
         self._checked_to = 0  # the partial head is raw-checked up to here (a line start)
         self._state = HEAD
         self._decoder: BodyDecoder = NO_BODY
+        # Body bytes fed while the buffer was empty: a length-framed body passes them on
+        # as they are, with no copy through the buffer.
+        self._direct: bytes | None = None
 
     def _body_event(self) -> bytes | EndOfMessage | NeedData:
         """The next body piece, END_OF_MESSAGE, or NEED_DATA (state BODY or DONE)."""
         if self._state == DONE:
             return NEED_DATA
         decoder = self._decoder
+        direct = self._direct
+        if direct is not None:
+            self._direct = None
+            if type(decoder) is LengthDecoder and not decoder.done:
+                data, rest = decoder.take(direct)
+                if rest:
+                    self.buf += rest  # the start of a pipelined request
+                return data
+            self.buf += direct
         if not decoder.done:
             if self.buf:
                 try:
@@ -119,6 +140,12 @@ class HeadScanner:
         return head
 
     def feed(self, data: bytes) -> None:
+        if self._state == BODY and not self.buf and self._direct is None:
+            self._direct = data
+            return
+        if self._direct is not None:
+            self.buf += self._direct
+            self._direct = None
         self.buf += data
 
     def _take_head(self) -> bytes | None:

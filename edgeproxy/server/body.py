@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 READ_CHUNK = 64 * 1024
+# Smaller pieces are copied together, so that a body sent a few bytes at a time costs its
+# size in memory, not an object per piece.
+SMALL_PIECE = 4096
 
 
 def _temp_file(directory: str, prefix: str) -> BinaryIO:
@@ -22,12 +25,16 @@ def _temp_file(directory: str, prefix: str) -> BinaryIO:
 
 
 class RequestBody:
-    """A complete request body, re-readable from the start (a retry sends it again)."""
+    """A complete request body, re-readable from the start (a retry sends it again).
 
-    __slots__ = ("_file", "_memory", "_memory_limit", "_temp_dir", "size")
+    In memory it is the list of pieces as they arrived, never joined: they go to the
+    upstream in one gathered write, so a body is not copied on its way through.
+    """
+
+    __slots__ = ("_file", "_memory_limit", "_parts", "_temp_dir", "size")
 
     def __init__(self, memory_limit: int, temp_dir: str) -> None:
-        self._memory = bytearray()
+        self._parts: list[bytes | bytearray] = []
         self._memory_limit = memory_limit
         self._temp_dir = temp_dir
         self._file: BinaryIO | None = None
@@ -43,20 +50,23 @@ class RequestBody:
             self._file.write(data)
         elif self.size > self._memory_limit:
             self._file = _temp_file(self._temp_dir, "edgeproxy-body-")
-            self._file.write(self._memory)
+            self._file.writelines(self._parts)
             self._file.write(data)
-            self._memory = bytearray()
+            self._parts = []
+        elif len(data) >= SMALL_PIECE:
+            self._parts.append(data)
+        elif self._parts and type(self._parts[-1]) is bytearray:
+            self._parts[-1] += data
         else:
-            self._memory += data
+            self._parts.append(bytearray(data))
 
-    def in_memory(self) -> bytes | None:
-        """The whole body when it is in memory (the fast path), else None."""
-        return None if self._file is not None else bytes(self._memory)
+    def in_memory(self) -> list[bytes | bytearray] | None:
+        """The body's pieces when it is in memory (the fast path; do not modify), else None."""
+        return None if self._file is not None else self._parts
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes | bytearray]:
         if self._file is None:
-            if self._memory:
-                yield bytes(self._memory)
+            yield from self._parts
             return
         self._file.flush()
         fd = self._file.fileno()
@@ -72,8 +82,8 @@ class RequestBody:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._memory:
-            self._memory = bytearray()
+        if self._parts:
+            self._parts = []
 
 
 class ResponseSpool:

@@ -130,7 +130,7 @@ class ProxyExchange:
         self.connecting: asyncio.Task[None] | None = None
         self.reused = False
         self.stale_retried = False
-        self.body_chunks: Iterator[bytes] | None = None
+        self.body_chunks: Iterator[bytes | bytearray] | None = None
         self.spool: ResponseSpool | None = None
         self.head_sent = False
         self.upstream_done = False
@@ -196,9 +196,9 @@ class ProxyExchange:
         self.conn = conn
         self.reused = reused
         conn.begin(self, self.request.head.method, self.pool.config.read_timeout)
-        body = self.request.body.in_memory()
-        if body is not None:
-            conn.write(self.request_head + body if body else self.request_head)
+        parts = self.request.body.in_memory()
+        if parts is not None:
+            conn.write_parts(self.request_head, parts)
             return
         self.body_chunks = self.request.body.chunks()
         if conn.write(self.request_head):

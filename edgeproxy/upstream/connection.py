@@ -71,7 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._timer.start(read_timeout)
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes | bytearray) -> bool:
         """Send part of the request; False when the peer should take it before more."""
         if self.transport is None or self.closed:
             return True  # connection_lost reports the failure
@@ -79,6 +79,16 @@ class UpstreamConnection(asyncio.Protocol):
         # read_timeout bounds every wait on the peer, counted from our last write too.
         self._timer.touch(self._read_timeout)
         return not self._paused_writing
+
+    def write_parts(self, head: bytes, body: list[bytes | bytearray]) -> None:
+        """Send a whole request: its head and its body's pieces in one gathered write."""
+        if self.transport is None or self.closed:
+            return  # connection_lost reports the failure
+        if body:
+            self.transport.writelines([head, *body])
+        else:
+            self.transport.write(head)
+        self._timer.touch(self._read_timeout)
 
     def pause_reading(self) -> None:
         """The client is behind and the spool is full: let the peer wait for us."""

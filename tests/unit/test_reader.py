@@ -132,6 +132,28 @@ def test_pipelined_requests_come_out_one_at_a_time(codec: HeadCodec) -> None:
     assert isinstance(second, RequestHead) and second.target == b"/2"
 
 
+def test_body_pieces_pass_through_and_a_pipelined_request_after_them_waits(
+    codec: HeadCodec,
+) -> None:
+    reader = RequestReader(codec, MAX_HEAD)
+    reader.feed(b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n")
+    assert isinstance(reader.next_event(), RequestHead)
+    assert reader.next_event() is NEED_DATA
+    piece = b"abcd"
+    reader.feed(piece)
+    assert reader.next_event() is piece  # handed on as it came, not copied
+    reader.feed(b"efgGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    reader.feed(b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert reader.next_event() == b"efg"
+    assert reader.next_event() is END_OF_MESSAGE
+    assert reader.next_event() is NEED_DATA
+    for target in (b"/2", b"/3"):
+        reader.start_next()
+        head = reader.next_event()
+        assert isinstance(head, RequestHead) and head.target == target
+        assert reader.next_event() is END_OF_MESSAGE
+
+
 @pytest.mark.parametrize("mode", ["whole", "bytes"])
 def test_oversized_header_is_431_and_target_414(codec: HeadCodec, mode: str) -> None:
     big_header = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * MAX_HEAD + b"\r\n\r\n"
