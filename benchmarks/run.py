@@ -84,9 +84,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _command_output(argv: list[str]) -> str | None:
+def _command_output(argv: list[str], cwd: Path | None = None) -> str | None:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
         return None
     text = (out.stdout + out.stderr).strip()
@@ -124,6 +124,9 @@ def machine_info(tools: Tools) -> dict[str, Any]:
         "wrk": _command_output([tools.wrk, "-v"]) if tools.wrk else None,
         "slowhttptest": _slowhttptest_version(),
         "git_commit": _command_output(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]),
+        "edgeproxy": _command_output(
+            [sys.executable, "-m", "edgeproxy", "--version"], cwd=tools.edgeproxy_root
+        ),
         "packages": {
             name: _package_version(name) for name in ("uvloop", "httptools", "h11", "gunicorn")
         },
@@ -316,6 +319,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="worker processes of each proxy, edgeproxy and nginx alike (1)",
     )
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="run edgeproxy's mypyc-compiled build (made with `make compile`)",
+    )
     ap.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/...)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
@@ -338,8 +346,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:16} (not implemented yet)")
         return 0
 
+    edgeproxy_root = REPO_ROOT
+    if args.compiled:
+        log("building the compiled copy (make compile) ...")
+        subprocess.run(["make", "-s", "compile"], cwd=REPO_ROOT, check=True)
+        edgeproxy_root = REPO_ROOT / "build" / "compiled"
     tools = Tools(
-        nginx=find_tool("nginx"), wrk=find_tool("wrk"), parser=args.parser, workers=args.workers
+        nginx=find_tool("nginx"),
+        wrk=find_tool("wrk"),
+        parser=args.parser,
+        workers=args.workers,
+        edgeproxy_root=edgeproxy_root,
     )
     missing = [n for n, path in (("nginx", tools.nginx), ("wrk", tools.wrk)) if path is None]
     if missing:

@@ -29,6 +29,8 @@ class Tools:
     wrk: str | None
     parser: str  # the http_parser value written into edgeproxy's config
     workers: int = 1  # worker processes of each proxy (the backend keeps one)
+    # Where the edgeproxy package is run from: the work tree, or its compiled copy.
+    edgeproxy_root: Path = REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -263,9 +265,11 @@ def start_edgeproxy_with(ws: Workspace, make_config: Callable[[int], dict[str, A
     # safe_dump quotes 'off', which a hand-written YAML 1.1 file would turn into False.
     conf.write_text(yaml.safe_dump(make_config(port), sort_keys=False))
     env = dict(os.environ)
-    # The work tree's edgeproxy, whether or not it is pip-installed.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    # The work tree's edgeproxy (or its compiled copy), whether or not it is pip-installed;
+    # run from there too, as `-m` puts the current directory first on the path.
+    root = ws.tools.edgeproxy_root
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "edgeproxy", "-c", str(conf)]
-    child = ws.children.spawn("edgeproxy", argv, ws.dir / "edgeproxy.log", env=env)
+    child = ws.children.spawn("edgeproxy", argv, ws.dir / "edgeproxy.log", cwd=root, env=env)
     wait_for_port(child, HOST, port)
     return Endpoint("edgeproxy", HOST, port, child)

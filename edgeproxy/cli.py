@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from edgeproxy import __version__
+from edgeproxy import __version__, build_kind
 from edgeproxy.config import load_config
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
@@ -53,7 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="signal the running master (found through pid_file): reload the config, "
         "quit gracefully, stop fast, reopen the log files",
     )
-    parser.add_argument("--version", action="version", version=f"edgeproxy {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"edgeproxy {__version__} ({build_kind()})"
+    )
     return parser.parse_args(argv)
 
 

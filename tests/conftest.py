@@ -25,6 +25,21 @@ APPS = Path(__file__).parent / "apps"
 ROOT = Path(__file__).parent.parent
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """`make test` runs the suite twice, pure and compiled (setup.py): make sure the
+    compiled run really exercises the compiled modules, in process and through the CLI."""
+    if os.environ.get("EDGEPROXY_EXPECT_COMPILED") != "1":
+        return
+    from edgeproxy import build_kind
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "edgeproxy", "--version"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    if build_kind() != "compiled" or "(compiled)" not in cli.stdout:
+        raise pytest.UsageError(f"expected the compiled build, got: {cli.stdout.strip()}")
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:

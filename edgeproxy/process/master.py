@@ -17,6 +17,7 @@ import time
 from collections import deque
 from types import FrameType
 
+from edgeproxy import build_kind
 from edgeproxy.config.loader import MAX_WORKERS
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
@@ -113,8 +114,8 @@ class Master:
         previous = {sig: signal.signal(sig, self._enqueue) for sig in SIGNAL_HANDLERS}
         signal.set_wakeup_fd(self._wake[1], warn_on_full_buffer=False)
         log.info(
-            "master %d: %d workers on %s", self.pid, self.target,
-            ", ".join(str(a) for a in self.listeners.addresses),
+            "master %d: %d workers on %s (%s)", self.pid, self.target,
+            ", ".join(str(a) for a in self.listeners.addresses), build_kind(),
         )  # fmt: skip
         try:
             self._maintain(time.monotonic())

@@ -73,8 +73,13 @@ class TimerWheel:
                     self.add(timer)  # moved later since it was filed: file it again
                 else:
                     timer.expire()
-        if buckets and self._handle is None:
+        # A method, not `self._handle is None`: the type checker still takes `_handle` for
+        # the None stored above, but re-filing may have scheduled a sweep since.
+        if buckets and not self._sweep_scheduled():
             self._schedule(min(buckets))
+
+    def _sweep_scheduled(self) -> bool:
+        return self._handle is not None
 
 
 _WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = (

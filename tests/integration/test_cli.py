@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from edgeproxy import __version__
+from edgeproxy import __version__, build_kind
 from tests.conftest import ROOT, Gunicorn, can_connect, free_port, wait_until
 
 
@@ -29,7 +29,7 @@ def write(path: Path, text: str) -> str:
 
 
 def test_version_and_help() -> None:
-    assert run_cli("--version").stdout.strip() == f"edgeproxy {__version__}"
+    assert run_cli("--version").stdout.strip() == f"edgeproxy {__version__} ({build_kind()})"
     help_text = run_cli("-h").stdout
     assert "-c FILE" in help_text and "-t" in help_text
 
