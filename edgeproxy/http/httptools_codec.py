@@ -51,7 +51,9 @@ class HttptoolsCodec:
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
-            pass  # CONNECT or Upgrade: the head is complete; the shared rules decide
+            # CONNECT or Upgrade: the head is complete (the shared rules decide); llhttp
+            # would take what follows as another protocol, so the next head gets a new one.
+            self._parser = _new_request_parser(self)
         except httptools.HttpParserError as exc:
             self._parser = _new_request_parser(self)
             raise ClientError(400, f"malformed request head: {exc}") from None

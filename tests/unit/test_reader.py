@@ -170,3 +170,24 @@ def test_head_limit_is_enforced_before_the_end_of_the_head_arrives(codec: HeadCo
     with pytest.raises(ClientError) as caught:
         reader.next_event()
     assert caught.value.status == 431
+
+
+def test_a_codec_parses_head_after_head_whatever_came_before(codec: HeadCodec) -> None:
+    """The httptools codec keeps one llhttp parser for every head of a worker."""
+    heads = [
+        b"GET /1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+        b"POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+        b"POST /4 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /5 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /6 HTTP/1.0\r\n\r\n",
+        b"GET /7 HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",  # refused
+    ]
+    for head in heads:
+        try:
+            codec.parse_request_head(head)
+        except ClientError:
+            assert b"Bad Name" in head
+        parsed = codec.parse_request_head(b"GET /next HTTP/1.1\r\nHost: b\r\nX-A: 1\r\n\r\n")
+        assert (parsed.method, parsed.target, parsed.version) == (b"GET", b"/next", b"1.1")
+        assert parsed.headers == [(b"host", b"b"), (b"x-a", b"1")]
