@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from harness import Children, StartupError, http_request, log, scenario_tmp
+from procfs import cpu_seconds, descendants
 from scenarios import PLANNED, SCENARIOS, Scenario
 from servers import (
     BENCH_DIR,
@@ -167,9 +168,14 @@ def measure(
         for proxy in proxies:
             check_answer(proxy, sc)
 
-        def wrk(proxy: Endpoint, seconds: int) -> WrkResult:
+        def wrk(proxy: Endpoint, seconds: int) -> tuple[WrkResult, float | None]:
+            """wrk's figures, and the proxy's CPU time per request (master + workers)."""
             wrk_log = tmp / f"wrk-{proxy.name}.log"
-            return run_wrk(children, wrk_bin, proxy.url, seconds, wrk_log, lua_script=lua)
+            pids = descendants(proxy.child.proc.pid) if proxy.child is not None else []
+            cpu_before = cpu_seconds(pids)
+            res = run_wrk(children, wrk_bin, proxy.url, seconds, wrk_log, lua_script=lua)
+            cpu_used = cpu_seconds(pids) - cpu_before
+            return res, (cpu_used / res.requests * 1e6 if pids and res.requests else None)
 
         for proxy in proxies:
             wrk(proxy, WARMUP_S)
@@ -178,15 +184,28 @@ def measure(
             entry: dict[str, Any] = {"round": n}
             # Alternate, so drift in the machine's load hits both proxies alike.
             for proxy in proxies:
-                res = wrk(proxy, duration)
-                entry[proxy.name] = res.to_json()
+                res, cpu_us = wrk(proxy, duration)
+                entry[proxy.name] = {**res.to_json(), "cpu_us_per_request": cpu_us}
                 log(
                     f"  {sc.name} round {n}/{rounds} {proxy.name:9} "
                     f"{res.requests_per_sec:10,.0f} req/s  p99 {fmt_ms(res.p99_ms)}"
+                    + (f"  CPU {cpu_us:.0f} us/request" if cpu_us is not None else "")
                     + (f"  errors {res.errors}" if res.errors else "")
                 )
             per_round.append(entry)
-    return {"rounds": per_round, **summarize(per_round, [p.name for p in proxies])}
+    summary = summarize(per_round, [p.name for p in proxies])
+    cpu = {
+        name: figures["cpu_us_per_request"]
+        for name, figures in summary["median"].items()
+        if "cpu_us_per_request" in figures
+    }
+    if cpu:
+        # Where a req/s gap comes from: each proxy's own CPU per request, master + workers.
+        summary["notes"] = [
+            f"{sc.name}: CPU time per request (medians): "
+            + ", ".join(f"{name} {us:.0f} us" for name, us in cpu.items())
+        ]
+    return {"rounds": per_round, **summary}
 
 
 def summarize(per_round: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
@@ -198,8 +217,12 @@ def summarize(per_round: list[dict[str, Any]], names: list[str]) -> dict[str, An
             "requests_per_sec": statistics.median(r["requests_per_sec"] for r in runs),
             "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         }
+        cpu = [r["cpu_us_per_request"] for r in runs if r.get("cpu_us_per_request") is not None]
+        if cpu:
+            medians[name]["cpu_us_per_request"] = statistics.median(cpu)
         errors[name] = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
     out: dict[str, Any] = {"median": medians, "errors": errors}
+
     if "nginx" in medians:
         edge, ref = medians["edgeproxy"], medians["nginx"]
         out["ratio"] = edge["requests_per_sec"] / ref["requests_per_sec"]
