@@ -17,17 +17,13 @@ import httptools
 from edgeproxy.errors import ClientError
 from edgeproxy.http.codec import ResponseParser
 from edgeproxy.http.events import Headers, RequestHead
-from edgeproxy.http.httptools_response import HttptoolsResponseParser
+from edgeproxy.http.httptools_response import HttptoolsResponseParser, lenient
 
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 
 
 def _new_request_parser(callbacks: object) -> httptools.HttpRequestParser:
-    parser = httptools.HttpRequestParser(callbacks)
-    parser.set_dangerous_leniencies(
-        lenient_transfer_encoding=True, lenient_chunked_length=True, lenient_keep_alive=True
-    )
-    return parser
+    return lenient(httptools.HttpRequestParser(callbacks))
 
 
 class HttptoolsCodec:

@@ -8,6 +8,8 @@ on framing fields are off (see httptools_codec) so that it frames exactly as dec
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import httptools
 
 from edgeproxy.http.codec import MalformedResponse
@@ -24,12 +26,20 @@ class _StopParsing(Exception):
     """Raised from a callback to end a response llhttp would read a body for (HEAD)."""
 
 
-def _new_parser(callbacks: object) -> httptools.HttpResponseParser:
-    parser = httptools.HttpResponseParser(callbacks)
+AnyParser = TypeVar("AnyParser", httptools.HttpRequestParser, httptools.HttpResponseParser)
+
+
+def lenient(parser: AnyParser) -> AnyParser:
+    """`parser` with llhttp's opinions on framing fields switched off, for requests and
+    responses alike: the shared rules decide those, identically for every codec."""
     parser.set_dangerous_leniencies(
         lenient_transfer_encoding=True, lenient_chunked_length=True, lenient_keep_alive=True
     )
     return parser
+
+
+def _new_parser(callbacks: object) -> httptools.HttpResponseParser:
+    return lenient(httptools.HttpResponseParser(callbacks))
 
 
 class HttptoolsResponseParser:
