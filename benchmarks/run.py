@@ -18,7 +18,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -29,7 +28,9 @@ from types import FrameType
 from typing import Any
 
 from harness import Children, StartupError, http_request, log, scenario_tmp
+from machine import machine_info
 from procfs import cpu_seconds, descendants
+from report import fmt_ms, render_table, table_row
 from scenarios import PLANNED, SCENARIOS, Scenario
 from servers import (
     BENCH_DIR,
@@ -83,55 +84,6 @@ def resolve_codec(parser: str) -> str:
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM/SIGHUP take the same path as Ctrl-C, so every `finally` stops our children.
     raise KeyboardInterrupt
-
-
-def _command_output(argv: list[str], cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False, cwd=cwd)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (out.stdout + out.stderr).strip()
-    return text.splitlines()[0] if text else None
-
-
-def _slowhttptest_version() -> str | None:
-    if slowhttptest_missing():
-        return None
-    # It has no --version; its usage text names it.
-    text = subprocess.run(
-        ["slowhttptest", "-h"], capture_output=True, text=True, timeout=10, check=False
-    ).stdout
-    line = next((x for x in text.splitlines() if "version" in x), "")
-    return line.rsplit("version", 1)[-1].strip() or None
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info(tools: Tools) -> dict[str, Any]:
-    uname = platform.uname()
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "uname": f"{uname.system} {uname.node} {uname.release} {uname.version} {uname.machine}",
-        "python": sys.version.split()[0],
-        # The load before the run: a busy shared machine explains an odd figure.
-        "loadavg": list(os.getloadavg()),
-        "nginx": _command_output([tools.nginx, "-v"]) if tools.nginx else None,
-        "wrk": _command_output([tools.wrk, "-v"]) if tools.wrk else None,
-        "slowhttptest": _slowhttptest_version(),
-        "git_commit": _command_output(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]),
-        "edgeproxy": _command_output(
-            [sys.executable, "-m", "edgeproxy", "--version"], cwd=tools.edgeproxy_root
-        ),
-        "packages": {
-            name: _package_version(name) for name in ("uvloop", "httptools", "h11", "gunicorn")
-        },
-    }
 
 
 # --- one scenario ------------------------------------------------------------------------
@@ -244,69 +196,6 @@ def verdict(sc: Scenario, codec: str, result: dict[str, Any]) -> tuple[bool | No
     if sc.max_p99_ratio is not None and p99_ratio is not None and p99_ratio > sc.max_p99_ratio:
         misses.append("p99")
     return (False, f"no ({', '.join(misses)})") if misses else (True, "yes")
-
-
-# --- output ------------------------------------------------------------------------------
-
-
-def fmt_ms(ms: float) -> str:
-    return f"{ms / 1000:.2f}s" if ms >= 1000 else f"{ms:.2f}ms"
-
-
-COLUMNS = [
-    "scenario",
-    "unit",
-    "edgeproxy",
-    "nginx",
-    "ratio",
-    "edgeproxy p99",
-    "nginx p99",
-    "p99 ratio",
-    "target",
-    "met",
-    "rounds",
-]
-
-
-def table_row(name: str, sc: Scenario | None, codec: str, result: dict[str, Any]) -> list[str]:
-    if "median" not in result:
-        return [name, *["-"] * 8, result["status"], "0"]
-    assert sc is not None
-    if "row" in result:  # a scenario with its own measure() says what its cells hold
-        cells = result["row"]
-        return [
-            name,
-            *(cells.get(c, "-") for c in COLUMNS[1:-3]),
-            result["target"],
-            result["met_text"],
-            str(len(result["rounds"])),
-        ]
-    med = result["median"]
-    edge, ref = med["edgeproxy"], med.get("nginx")
-    p99_ratio = result.get("p99_ratio")
-    return [
-        name,
-        "req/s",
-        f"{edge['requests_per_sec']:,.0f}",
-        f"{ref['requests_per_sec']:,.0f}" if ref else "n/a (no nginx)",
-        f"{result['ratio']:.2f}x" if "ratio" in result else "-",
-        fmt_ms(edge["p99_ms"]),
-        fmt_ms(ref["p99_ms"]) if ref else "-",
-        f"{p99_ratio:.2f}x" if p99_ratio is not None else "-",
-        sc.target_text(codec),
-        result["met_text"],
-        str(len(result["rounds"])),
-    ]
-
-
-def render_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(COLUMNS), sep, *(line(r) for r in rows)])
 
 
 # --- main --------------------------------------------------------------------------------
