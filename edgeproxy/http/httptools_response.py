@@ -52,6 +52,8 @@ class HttptoolsResponseParser:
         "_head_only",
         "_headers",
         "_interim",
+        "_interims",
+        "_kept",
         "_parser",
         "_reason",
         "_seen",
@@ -78,7 +80,11 @@ class HttptoolsResponseParser:
         self._seen = 0  # bytes fed while no head was complete
         self._framing = NO_BODY_FRAMING
         self._interim = False  # the message being read is a 1xx, to be skipped
+        self._interims = 0  # 1xx heads skipped so far
         self._extra = False  # bytes beyond the response: the peer is out of step
+        # A response to HEAD ends at its head, which llhttp cannot be told: its bytes are
+        # kept so that anything after the head is noticed (and the connection not reused).
+        self._kept = bytearray()
 
     def feed(self, data: bytes) -> None:
         parser = self._parser
@@ -86,6 +92,8 @@ class HttptoolsResponseParser:
             # Only a response that was cut short leaves no parser; anything more is extra.
             self._extra = True
             return
+        if self._head_only and self.head is None:
+            self._kept += data
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -98,12 +106,23 @@ class HttptoolsResponseParser:
                 raise cause from None
             if not isinstance(cause, _StopParsing):
                 raise MalformedResponse(str(exc)) from None
+            self._extra = self._bytes_after_head()
         if self.head is None:
             # llhttp buffers a long header line whole before calling back: cap it here.
             self._seen += len(data)
             if self._seen > MAX_RESPONSE_HEAD:
                 self._parser = None
                 raise MalformedResponse("upstream sent too big a header")
+
+    def _bytes_after_head(self) -> bool:
+        """Whether the kept bytes go on past the final head (after any 1xx heads)."""
+        kept = self._kept
+        end = -4
+        for _ in range(self._interims + 1):
+            end = kept.find(b"\r\n\r\n", end + 4)
+            if end < 0:
+                return True  # cannot tell where the head ended: do not trust the rest
+        return len(kept) > end + 4
 
     def feed_eof(self) -> None:
         """The upstream closed. Ends an until-close body; otherwise the response is broken."""
@@ -149,6 +168,7 @@ class HttptoolsResponseParser:
             if status == 101:
                 raise MalformedResponse("unexpected 101 Switching Protocols")
             self._interim = True  # e.g. 100 Continue or 103 Early Hints: not passed on
+            self._interims += 1
             self._headers = []
             self._reason = b""
             self._head_bytes = 0

@@ -116,6 +116,19 @@ def test_not_reusable(parser: ResponseParser, data: bytes) -> None:
     assert parser.complete and not parser.reusable()
 
 
+@WAYS
+def test_bytes_after_a_head_response_make_it_not_reusable(
+    parser: ResponseParser, whole: bool
+) -> None:
+    # A peer that wrongly sends a body after a HEAD answer is out of step: reusing the
+    # connection would hand those bytes to the next request as its response.
+    head = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    assert read(parser, head, whole, b"HEAD") == b""
+    assert parser.complete and parser.reusable()
+    assert read(parser, head + b"hello", whole, b"HEAD") == b""
+    assert parser.complete and not parser.reusable()
+
+
 def test_http10_keep_alive_is_reusable(parser: ResponseParser) -> None:
     data = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
     assert read(parser, data, True) == b"ok"
