@@ -102,11 +102,14 @@ class HttptoolsResponseParser:
         except httptools.HttpParserError as exc:
             self._parser = None  # llhttp stays in its error state: a new one for the next
             cause = exc.__context__  # what one of our callbacks raised, if one did
-            if isinstance(cause, MalformedResponse):
+            if isinstance(cause, _StopParsing):
+                self._extra = self._bytes_after_head()
+            elif self.complete:
+                self._extra = True  # the response is whole; what broke came after it
+            elif isinstance(cause, MalformedResponse):
                 raise cause from None
-            if not isinstance(cause, _StopParsing):
+            else:
                 raise MalformedResponse(str(exc)) from None
-            self._extra = self._bytes_after_head()
         if self.head is None:
             # llhttp buffers a long header line whole before calling back: cap it here.
             self._seen += len(data)

@@ -108,8 +108,9 @@ def test_interim_responses_are_skipped(parser: ResponseParser, whole: bool) -> N
         b"2\r\nok\r\n0\r\n\r\n",
         # Bytes after the response: the peer is out of step.
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00garbage",
     ],
-    ids=["close", "http10", "cl-and-te", "extra-bytes"],
+    ids=["close", "http10", "cl-and-te", "extra-response", "extra-garbage"],
 )
 def test_not_reusable(parser: ResponseParser, data: bytes) -> None:
     assert read(parser, data, True) == b"ok"
