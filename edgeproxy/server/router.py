@@ -11,8 +11,10 @@ from urllib.parse import unquote_to_bytes
 from edgeproxy.config.model import Location, ServerConfig
 
 # Recent answers kept per table. Clients repeat their Host and mostly a few paths; a
-# table that fills up is emptied, so memory stays bounded whatever the traffic.
+# table that fills up is emptied, and long keys are never kept, so memory stays bounded
+# (at most CACHE_SIZE x CACHED_KEY_MAX bytes of keys) whatever the traffic.
 CACHE_SIZE = 1024
+CACHED_KEY_MAX = 256
 
 
 def normalize_path(target: bytes) -> str | None:
@@ -74,9 +76,10 @@ class ServerRoutes:
             return found
         path = normalize_path(target) if target[:1] == b"/" else target.decode("latin-1")
         found = (path, self.location_for(path) if path is not None else None)
-        if len(cache) >= CACHE_SIZE:
-            cache.clear()
-        cache[target] = found
+        if len(target) <= CACHED_KEY_MAX:
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[target] = found
         return found
 
     def location_for(self, path: str) -> Location | None:
@@ -122,9 +125,10 @@ class Router:
         found = cache.get(host)
         if found is None:
             found = self._lookup(host)
-            if len(cache) >= CACHE_SIZE:
-                cache.clear()
-            cache[host] = found
+            if len(host) <= CACHED_KEY_MAX:
+                if len(cache) >= CACHE_SIZE:
+                    cache.clear()
+                cache[host] = found
         return found
 
     def _lookup(self, host: bytes) -> ServerRoutes:

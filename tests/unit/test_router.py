@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from edgeproxy.config import parse_config
-from edgeproxy.server.router import CACHE_SIZE, Router, normalize_path
+from edgeproxy.server.router import CACHE_SIZE, CACHED_KEY_MAX, Router, normalize_path
 
 CONFIG = """
 upstreams:
@@ -111,6 +111,7 @@ def test_normalize_path(target: bytes, expected: str | None) -> None:
 def test_cached_answers_match_fresh_ones_and_the_cache_stays_bounded(router: Router) -> None:
     targets = [b"/static/a.php", b"/static/%2e%2e/x.php", b"/static/", b"/x/../../etc", b"*"]
     targets += [b"/page/%d?q=1" % i for i in range(CACHE_SIZE + 10)]
+    targets += [b"/long/" + b"x" * CACHED_KEY_MAX]  # answered, never kept
     for host in [b"www.example.com", b"b.a.example.org:8080", b"other"]:
         for _ in range(2):  # the second round is answered from the caches
             for target in targets:
@@ -119,4 +120,5 @@ def test_cached_answers_match_fresh_ones_and_the_cache_stays_bounded(router: Rou
                 expected = routes.location_for(path) if path is not None else None
                 assert routes.route(target) == (path, expected)
                 assert len(routes._cache) <= CACHE_SIZE
+                assert all(len(key) <= CACHED_KEY_MAX for key in routes._cache)
     assert router.server_for(b"WWW.Example.COM.").config.server_name[0] == "example.com"
