@@ -104,6 +104,7 @@ class HttptoolsResponseParser:
             cause = exc.__context__  # what one of our callbacks raised, if one did
             if isinstance(cause, _StopParsing):
                 self._extra = self._bytes_after_head()
+                self._kept = bytearray()  # not held while the connection idles
             elif self.complete:
                 self._extra = True  # the response is whole; what broke came after it
             elif isinstance(cause, MalformedResponse):
