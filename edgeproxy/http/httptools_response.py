@@ -64,6 +64,9 @@ class HttptoolsResponseParser:
 
     def __init__(self) -> None:
         self._parser: httptools.HttpResponseParser | None = None
+        # A response to HEAD ends at its head, which llhttp cannot be told: its bytes are
+        # kept so that anything after the head is noticed (and the connection not reused).
+        self._kept = bytearray()
         self.reset(b"GET")
 
     def reset(self, request_method: bytes) -> None:
@@ -82,9 +85,8 @@ class HttptoolsResponseParser:
         self._interim = False  # the message being read is a 1xx, to be skipped
         self._interims = 0  # 1xx heads skipped so far
         self._extra = False  # bytes beyond the response: the peer is out of step
-        # A response to HEAD ends at its head, which llhttp cannot be told: its bytes are
-        # kept so that anything after the head is noticed (and the connection not reused).
-        self._kept = bytearray()
+        if self._head_only:
+            self._kept.clear()  # only HEAD responses use it: no allocation per response
 
     def feed(self, data: bytes) -> None:
         parser = self._parser
@@ -104,7 +106,7 @@ class HttptoolsResponseParser:
             cause = exc.__context__  # what one of our callbacks raised, if one did
             if isinstance(cause, _StopParsing):
                 self._extra = self._bytes_after_head()
-                self._kept = bytearray()  # not held while the connection idles
+                self._kept.clear()  # not held while the connection idles
             elif self.complete:
                 self._extra = True  # the response is whole; what broke came after it
             elif isinstance(cause, MalformedResponse):

@@ -395,3 +395,30 @@ async def test_a_released_connection_goes_to_a_request_still_connecting(start_pr
         listener.close()
     assert [head.split(b" ")[1] for head in served] == [b"/first", b"/second"]
     assert not peer.waiters
+
+
+async def test_body_bytes_after_a_head_answer_are_never_taken_as_the_next_response(
+    start_proxy,
+) -> None:
+    """A peer that wrongly sends a body after its HEAD answer is out of step: its connection
+    is not reused, so those bytes cannot become the next client's response."""
+
+    async def head_with_a_body(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while (head := await read_request(reader)) is not None:
+            up.requests += 1
+            if head.startswith(b"HEAD "):
+                writer.write(b"HTTP/1.1 200 X\r\ncontent-length: 9\r\n\r\nsmuggled!")
+            else:
+                writer.write(response(body=b"real"))
+            await writer.drain()
+
+    async with RawUpstream(head_with_a_body) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"'], upstream="keepalive: 4"))
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            head = await client.head("/")
+            assert head.status_code == 200 and head.headers["content-length"] == "9"
+            assert (await client.get("/")).text == "real"
+        assert upstream.requests == 2
+        assert upstream.accepted == 2  # the HEAD's connection was not used again

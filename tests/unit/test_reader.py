@@ -181,13 +181,14 @@ def test_a_codec_parses_head_after_head_whatever_came_before(codec: HeadCodec) -
         b"POST /4 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"GET /5 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         b"GET /6 HTTP/1.0\r\n\r\n",
-        b"GET /7 HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",  # refused
     ]
-    for head in heads:
-        try:
+    refused = b"GET /7 HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"
+    for head in [*heads, refused]:
+        if head is refused:
+            with pytest.raises(ClientError):
+                codec.parse_request_head(head)
+        else:
             codec.parse_request_head(head)
-        except ClientError:
-            assert b"Bad Name" in head
         parsed = codec.parse_request_head(b"GET /next HTTP/1.1\r\nHost: b\r\nX-A: 1\r\n\r\n")
         assert (parsed.method, parsed.target, parsed.version) == (b"GET", b"/next", b"1.1")
         assert parsed.headers == [(b"host", b"b"), (b"x-a", b"1")]
