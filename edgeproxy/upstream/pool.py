@@ -18,6 +18,12 @@ from edgeproxy.upstream.peer import HealthLookup, Peer
 log = logging.getLogger("edgeproxy.upstream")
 
 SWEEP_INTERVAL = 1.0  # how often idle keep-alive connections past keepalive_timeout are closed
+# Idle connections above `keepalive` (left by a burst that needed more at once) are closed
+# only once they stay unused this long: the next burst, usually a moment away, reuses them
+# instead of paying a connect each (HAProxy's pool-purge-delay, in short).
+SURPLUS_GRACE = 1.0
+# ... but never more than this many times `keepalive` idle at once, whatever the burst.
+SURPLUS_FACTOR = 8
 
 
 class ConnectionWaiter(Protocol):
@@ -46,6 +52,7 @@ class UpstreamPool:
         # nginx ignores max_fails for a lone server: there is nowhere else to go.
         self._lone = len(peers) == 1
         self.idle_count = 0
+        self._idle_cap = config.keepalive * SURPLUS_FACTOR
         self._sweeper: asyncio.TimerHandle | None = None
 
     # --- choosing a peer ---
@@ -136,7 +143,7 @@ class UpstreamPool:
                 if waiters.popleft().take_connection(conn):
                     return  # still counted in flight, now for the waiter's request
         peer.active -= 1
-        if not reusable or conn.closed or self.idle_count >= self.config.keepalive:
+        if not reusable or conn.closed or self.idle_count >= self._idle_cap:
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -158,11 +165,21 @@ class UpstreamPool:
         return None
 
     def _sweep(self) -> None:
+        """Close idle connections past keepalive_timeout, then the surplus above
+        `keepalive` that stayed unused for SURPLUS_GRACE, oldest first."""
         self._sweeper = None
-        deadline = time.monotonic() - self.config.keepalive_timeout
-        for peer in self.primary + self.backup:
+        now = time.monotonic()
+        expired = now - self.config.keepalive_timeout
+        unused = now - SURPLUS_GRACE
+        peers = self.primary + self.backup
+        for peer in peers:
             idle = peer.idle
-            while idle and (idle[0].closed or idle[0].idle_since <= deadline):
+            while idle and (idle[0].closed or idle[0].idle_since <= expired):
+                idle.popleft().close()
+                self.idle_count -= 1
+        for peer in peers:
+            idle = peer.idle
+            while self.idle_count > self.config.keepalive and idle and idle[0].idle_since <= unused:
                 idle.popleft().close()
                 self.idle_count -= 1
         if self.idle_count:

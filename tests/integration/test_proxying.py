@@ -422,3 +422,39 @@ async def test_body_bytes_after_a_head_answer_are_never_taken_as_the_next_respon
             assert (await client.get("/")).text == "real"
         assert upstream.requests == 2
         assert upstream.accepted == 2  # the HEAD's connection was not used again
+
+
+async def test_connections_freed_by_a_burst_are_kept_a_moment_then_trimmed(start_proxy) -> None:
+    """A burst needing more connections than `keepalive` leaves the surplus idle for a
+    moment: the next burst reuses it instead of connecting again. Unused, it is closed."""
+    burst = 6
+    gates = [asyncio.Event(), asyncio.Event()]
+
+    async def held_answers(
+        up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while await read_request(reader) is not None:
+            up.requests += 1
+            if up.requests <= len(gates) * burst:  # each burst wholly in flight at once
+                await gates[(up.requests - 1) // burst].wait()
+            writer.write(response())
+            await writer.drain()
+
+    async with RawUpstream(held_answers) as upstream:
+        proxy = await start_proxy(proxy_yaml([f'"{upstream.address}"'], upstream="keepalive: 2"))
+        (peer,) = proxy.worker.pools["app"].primary
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+            for round_number, gate in enumerate(gates, 1):
+                calls = [asyncio.ensure_future(client.get("/")) for _ in range(burst)]
+                await async_wait_until(
+                    lambda n=round_number: upstream.requests == n * burst, 10, "a whole burst"
+                )
+                gate.set()
+                assert [r.text for r in await asyncio.gather(*calls)] == ["ok"] * burst
+                assert len(peer.idle) == burst  # the surplus stays for the next burst
+            assert upstream.accepted == burst  # the second burst opened no connection
+            # Unused, the surplus goes, down to `keepalive`.
+            await async_wait_until(lambda: upstream.open == 2, 10, "surplus connections closed")
+            assert len(peer.idle) == 2
+            assert (await client.get("/")).text == "ok"  # a kept one still serves
+        assert upstream.accepted == burst
