@@ -7,35 +7,65 @@ same way whichever codec parsed the head.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 Headers = list[tuple[bytes, bytes]]
 
 
-@dataclass(slots=True)
+# Plain classes rather than dataclasses: one is built per message, and the compiled build
+# makes an explicit __init__ native, where a dataclass's generated one stays interpreted.
+
+
 class RequestHead:
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.1" or b"1.0"
-    headers: Headers
-    # Filled in by the shared validation in edgeproxy.http.reader, never by a codec:
-    host: bytes = b""
-    content_length: int | None = None
-    chunked: bool = False
-    keep_alive: bool = True
-    expect_continue: bool = False
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # b"1.1" or b"1.0"
+        self.headers = headers
+        # Filled in by the shared validation in edgeproxy.http.reader, never by a codec:
+        self.host = b""
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.expect_continue = False
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method!r}, {self.target!r}, {self.version!r}, {self.headers!r})"
 
 
-@dataclass(slots=True)
 class ResponseHead:
-    status: int
-    reason: bytes
-    version: bytes
-    headers: Headers
-    # Filled in by edgeproxy.http.reader:
-    content_length: int | None = None
-    chunked: bool = False
-    keep_alive: bool = True
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(self, status: int, reason: bytes, version: bytes, headers: Headers) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        # Filled in by edgeproxy.http.response_reader.response_framing:
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status}, {self.reason!r}, {self.version!r}, {self.headers!r})"
 
 
 class EndOfMessage:

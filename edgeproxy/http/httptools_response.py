@@ -57,6 +57,7 @@ class HttptoolsResponseParser:
         "_parser",
         "_reason",
         "_seen",
+        "_version",
         "body",
         "complete",
         "head",
@@ -81,6 +82,7 @@ class HttptoolsResponseParser:
         self._reason = b""
         self._head_bytes = 0  # head (or trailer) bytes counted by the callbacks
         self._seen = 0  # bytes fed while no head was complete
+        self._version = b""  # the HTTP version, when the status line started a feed
         self._framing = NO_BODY_FRAMING
         self._interim = False  # the message being read is a 1xx, to be skipped
         self._interims = 0  # 1xx heads skipped so far
@@ -94,8 +96,12 @@ class HttptoolsResponseParser:
             # Only a response that was cut short leaves no parser; anything more is extra.
             self._extra = True
             return
-        if self._head_only and self.head is None:
-            self._kept += data
+        if self.head is None:
+            if self._head_only:
+                self._kept += data
+            if not self._seen and data[:5] == b"HTTP/" and data[8:9] == b" ":
+                # The status line's version, read here: cheaper than get_http_version().
+                self._version = data[5:8]
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -179,7 +185,10 @@ class HttptoolsResponseParser:
             self._reason = b""
             self._head_bytes = 0
             return
-        head = ResponseHead(status, self._reason, parser.get_http_version().encode(), self._headers)
+        version = self._version
+        if not version or self._interims:  # the status line did not start a feed
+            version = parser.get_http_version().encode()
+        head = ResponseHead(status, self._reason, version, self._headers)
         self._framing = response_framing(head, self._head_only)
         self.head = head
         self._head_bytes = 0  # from here on the count is of trailers

@@ -99,8 +99,8 @@ class HeadScanner:
         self._checked_to = 0  # the partial head is raw-checked up to here (a line start)
         self._state = HEAD
         self._decoder: BodyDecoder = NO_BODY
-        # Body bytes fed while the buffer was empty: a length-framed body passes them on
-        # as they are, with no copy through the buffer.
+        # Bytes fed while the buffer was empty: a head that came whole, or the body of a
+        # length-framed request, is passed on as it is, with no copy through the buffer.
         self._direct: bytes | None = None
 
     def _body_event(self) -> bytes | EndOfMessage | NeedData:
@@ -140,7 +140,7 @@ class HeadScanner:
         return head
 
     def feed(self, data: bytes) -> None:
-        if self._state == BODY and not self.buf and self._direct is None:
+        if self._state != DONE and not self.buf and self._direct is None:
             self._direct = data
             return
         if self._direct is not None:
@@ -149,6 +149,18 @@ class HeadScanner:
         self.buf += data
 
     def _take_head(self) -> bytes | None:
+        direct = self._direct
+        if direct is not None:
+            # The usual case: a whole head arrived in one read, with nothing before it.
+            self._direct = None
+            end = direct.find(b"\r\n\r\n")
+            if end > 0 and end + 4 <= self.max_head and direct[:1] != b"\r":
+                cut = end + 4
+                if cut == len(direct):
+                    return direct  # no copy at all
+                self.buf += direct[cut:]  # pipelined bytes after it
+                return direct[:cut]
+            self.buf += direct
         buf = self.buf
         if not buf:
             return None
@@ -208,7 +220,7 @@ class RequestReader(HeadScanner):
     @property
     def idle(self) -> bool:
         """No byte of a next request has arrived (keep-alive idle, or a fresh connection)."""
-        return self._state == HEAD and not self.buf
+        return self._state == HEAD and not self.buf and self._direct is None
 
     def start_next(self) -> None:
         self._state = HEAD
