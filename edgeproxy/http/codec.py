@@ -47,6 +47,11 @@ class ResponseParser(Protocol):
         """Complete, keep-alive, and no byte beyond it: the connection may serve again."""
         ...
 
+    def close(self) -> None:
+        """The connection is gone: drop what the parser holds (and any reference cycle
+        through it, so that the connection is freed at once rather than by the GC)."""
+        ...
+
 
 class HeadCodec(Protocol):
     name: str

@@ -152,6 +152,11 @@ class HttptoolsResponseParser:
         head = self.head
         return self.complete and head is not None and head.keep_alive and not self._extra
 
+    def close(self) -> None:
+        # llhttp holds our bound methods as its callbacks: a reference cycle until cut.
+        self._parser = None
+        self._kept.clear()
+
     # --- llhttp callbacks ---
 
     def on_message_begin(self) -> None:

@@ -131,6 +131,9 @@ class ResponseReader(HeadScanner):
             raise MalformedResponse(str(exc)) from None
         self.feed(b"")
 
+    def close(self) -> None:
+        self.buf.clear()
+
     def reusable(self) -> bool:
         """The response is complete, keep-alive, and nothing came after it."""
         return self.complete and self.head is not None and self.head.keep_alive and not self.buf

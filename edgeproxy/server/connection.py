@@ -121,7 +121,7 @@ class DownstreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.timer.stop()
+        self.timer.close()  # the timer's callback is our bound method: a cycle, cut here
         self.worker.connections.discard(self)
         out = self.out
         out.lost = True

@@ -140,3 +140,14 @@ class LazyTimer:
 
     def expire(self) -> None:
         self._on_expiry()
+
+    def close(self) -> None:
+        """Stop for good, and let go of the callback: it is usually a bound method of the
+        timer's owner, which holds the timer, so that the two would otherwise only be
+        freed by the cyclic garbage collector."""
+        self.stop()
+        self._on_expiry = _nothing
+
+
+def _nothing() -> None:
+    pass
