@@ -12,6 +12,7 @@ Upstream responses have their reader in edgeproxy.http.response_reader, on the s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import NoReturn
 
 from edgeproxy.errors import ClientError
@@ -59,9 +60,19 @@ def check_raw_head(head: bytes | bytearray) -> str | None:
     return None
 
 
-def comma_tokens(values: list[bytes]) -> list[bytes]:
-    if len(values) == 1 and b"," not in values[0]:
-        return [values[0].strip().lower()]  # the usual single token, e.g. keep-alive
+# The usual one-token values, already split and lowercased: no work for them per message.
+_SINGLE_TOKENS: dict[bytes, list[bytes]] = {
+    value: [value.lower()]
+    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"chunked", b"100-continue")
+}
+
+
+def comma_tokens(values: list[bytes]) -> Sequence[bytes]:
+    """The lowercased tokens of comma-separated field values (read-only: may be shared)."""
+    if len(values) == 1:
+        common = _SINGLE_TOKENS.get(values[0])
+        if common is not None:
+            return common
     return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
 
 
@@ -70,10 +81,14 @@ def single_length(values: list[bytes]) -> int | None:
     if len(values) != 1:
         return None
     value = values[0]
-    # isascii: bytes.isdigit is ASCII-only already; the length caps int() work.
-    if not value.isdigit() or len(value) > 18:
+    if not value or len(value) > 18:  # 18 digits cannot overflow a 64-bit integer
         return None
-    return int(value)
+    length = 0
+    for char in value:  # a compiled loop: cheaper than int(), and digits only (no sign, no _)
+        if char < 48 or char > 57:
+            return None
+        length = length * 10 + char - 48
+    return length
 
 
 class HeadScanner:
