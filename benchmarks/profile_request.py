@@ -105,7 +105,7 @@ async def run(args: argparse.Namespace) -> None:
     router = next(iter(worker.routers.values()))
     pool = worker.pools["app"]
     (peer,) = pool.primary
-    upstream = UpstreamConnection(peer, worker.codec, pool.release)
+    upstream = UpstreamConnection(peer, worker.codec, pool.release, worker.loop)
     upstream_transport = MemoryTransport(keep=False)
     upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
     peer.active += 1

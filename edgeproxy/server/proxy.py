@@ -162,13 +162,14 @@ class ProxyExchange:
 
     def _connect(self, peer: Peer) -> None:
         # The one await of the request path, and only when no idle connection is at hand.
-        self.connecting = asyncio.get_running_loop().create_task(self._connect_async(peer))
+        self.connecting = self.pool.loop.create_task(self._connect_async(peer))
         peer.waiters.append(self)  # a connection released meanwhile is taken instead
 
     async def _connect_async(self, peer: Peer) -> None:
         task = asyncio.current_task()  # self.connecting, unless a connection was taken
+        assert task is not None
         try:
-            conn = await self.pool.connect(peer)
+            conn = await self.pool.connect(peer, task)
         except UpstreamError as exc:
             if self.connecting is task:
                 self.connecting = None

@@ -40,6 +40,7 @@ class UpstreamConnection(asyncio.Protocol):
         peer: Peer,
         codec: HeadCodec,
         on_release: Callable[[UpstreamConnection, bool], None],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.peer = peer
         self.codec = codec
@@ -54,7 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._exchange: Exchange | None = None
         self._paused_writing = False
         self._read_timeout = 60.0
-        self._timer = LazyTimer(asyncio.get_running_loop(), self._on_read_timeout)
+        self._timer = LazyTimer(loop, self._on_read_timeout)
 
     # --- used by the exchange ---
 
