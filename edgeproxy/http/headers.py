@@ -43,7 +43,7 @@ def connection_named(headers: Headers) -> frozenset[bytes]:
 
 
 # Connection values that name no other field: the usual ones need no second pass.
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 
 def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
@@ -52,7 +52,7 @@ def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
     names_fields = False
     for item in headers:
         if item[0] in drop:
-            if item[0] == b"connection" and item[1] not in _PLAIN_CONNECTION:
+            if item[0] == b"connection" and item[1] not in PLAIN_CONNECTION:
                 names_fields = True
         else:
             kept.append(item)

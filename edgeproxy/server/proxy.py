@@ -15,7 +15,12 @@ from typing import Protocol
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
-from edgeproxy.http.headers import REQUEST_REPLACED, RESPONSE_REPLACED, end_to_end, header_values
+from edgeproxy.http.headers import (
+    PLAIN_CONNECTION,
+    REQUEST_REPLACED,
+    RESPONSE_REPLACED,
+    end_to_end,
+)
 from edgeproxy.server.body import ResponseSpool
 from edgeproxy.server.request import Request
 from edgeproxy.server.response import ResponseWriter
@@ -36,15 +41,26 @@ def upstream_request_head(request: Request, keepalive: bool) -> bytes:
     head = request.head
     host = head.host or request.server.default_host
     parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    for name, value in end_to_end(head.headers, REQUEST_REPLACED):
-        parts += (name, b": ", value, b"\r\n")
+    forwarded = b""  # the X-Forwarded-For the client sent, joined
+    names_fields = False  # a Connection field names other fields: they go too
+    # One pass: fields passed on, X-Forwarded-For collected (end_to_end plus header_values).
+    for name, value in head.headers:
+        if name not in REQUEST_REPLACED:
+            parts += (name, b": ", value, b"\r\n")
+        elif name == b"x-forwarded-for":
+            forwarded = forwarded + b", " + value if forwarded else value
+        elif name == b"connection" and value not in PLAIN_CONNECTION:
+            names_fields = True
+    if names_fields:
+        del parts[6:]
+        for name, value in end_to_end(head.headers, REQUEST_REPLACED):
+            parts += (name, b": ", value, b"\r\n")
     peer_ip = request.peer_ip.encode()
-    forwarded = header_values(head.headers, b"x-forwarded-for")
-    xff = b", ".join([*forwarded, peer_ip]) if forwarded else peer_ip
+    client_ip = peer_ip if request.client_ip is request.peer_ip else request.client_ip.encode()
     parts += (
-        b"x-forwarded-for: ", xff,
+        b"x-forwarded-for: ", forwarded + b", " + peer_ip if forwarded else peer_ip,
         b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ", host,
-        b"\r\nx-real-ip: ", request.client_ip.encode(), b"\r\n",
+        b"\r\nx-real-ip: ", client_ip, b"\r\n",
     )  # fmt: skip
     size = request.body.size
     if size or head.method in BODY_METHODS:
