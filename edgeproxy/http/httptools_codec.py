@@ -62,7 +62,8 @@ class HttptoolsCodec:
         # llhttp checked the request line: it ends in "HTTP/d.d" unless it has no version
         # (HTTP/0.9). Slicing it out is cheaper than llhttp's get_http_version().
         line_end = head.find(b"\r\n")
-        protocol = head[line_end - 8 : line_end]
+        # (No negative start: the compiled build's slicing does not wrap one around.)
+        protocol = head[line_end - 8 : line_end] if line_end >= 8 else b""
         if protocol[:5] != b"HTTP/":
             raise ClientError(400, "request line without an HTTP version")
         version = protocol[5:]
