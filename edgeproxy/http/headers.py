@@ -32,6 +32,31 @@ REQUEST_REPLACED = HOP_BY_HOP | {
 RESPONSE_REPLACED = HOP_BY_HOP | {b"content-length", b"date", b"server"}
 
 
+# Field names as clients and servers usually spell them, mapped to one shared lowercase
+# object: a lookup instead of a lower() and a new bytes object per field, and the shared
+# name's hash is computed once for every later set and dict lookup.
+_COMMON_NAMES = (
+    b"accept", b"accept-encoding", b"accept-language", b"accept-ranges", b"age",
+    b"authorization", b"cache-control", b"connection", b"content-encoding",
+    b"content-length", b"content-type", b"cookie", b"date", b"etag", b"expect", b"expires",
+    b"host", b"if-modified-since", b"if-none-match", b"keep-alive", b"last-modified",
+    b"location", b"origin", b"pragma", b"referer", b"server", b"set-cookie",
+    b"transfer-encoding", b"upgrade-insecure-requests", b"user-agent", b"vary", b"via",
+    b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
+    b"x-requested-with",
+)  # fmt: skip
+_LOWERCASE: dict[bytes, bytes] = {}
+for _name in _COMMON_NAMES:
+    _LOWERCASE[_name] = _name
+    _LOWERCASE[b"-".join(part.capitalize() for part in _name.split(b"-"))] = _name
+
+
+def lowercase_name(name: bytes) -> bytes:
+    """`name.lower()`, shared for the usual names."""
+    common = _LOWERCASE.get(name)
+    return common if common is not None else name.lower()
+
+
 def connection_named(headers: Headers) -> frozenset[bytes]:
     """Field names listed in Connection: they are hop-by-hop for this message only."""
     names: set[bytes] = set()

@@ -17,6 +17,7 @@ import httptools
 from edgeproxy.errors import ClientError
 from edgeproxy.http.codec import ResponseParser
 from edgeproxy.http.events import Headers, RequestHead
+from edgeproxy.http.headers import lowercase_name
 from edgeproxy.http.httptools_response import HttptoolsResponseParser, lenient
 
 _VERSIONS = {b"1.1": b"1.1", b"1.0": b"1.0"}  # one shared object per usual version
@@ -80,7 +81,7 @@ class HttptoolsCodec:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value.strip(b" \t")))
+        self._headers.append((lowercase_name(name), value.strip(b" \t")))
 
     def on_headers_complete(self) -> None:
         self._head_done = True

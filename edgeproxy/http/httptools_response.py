@@ -14,6 +14,7 @@ import httptools
 
 from edgeproxy.http.codec import MalformedResponse
 from edgeproxy.http.events import ResponseHead
+from edgeproxy.http.headers import lowercase_name
 from edgeproxy.http.response_reader import (
     MAX_RESPONSE_HEAD,
     NO_BODY_FRAMING,
@@ -172,7 +173,7 @@ class HttptoolsResponseParser:
         if self._head_bytes > MAX_RESPONSE_HEAD:
             raise MalformedResponse("upstream sent too big a header")
         if self.head is None:
-            self._headers.append((name.lower(), value.strip(b" \t")))
+            self._headers.append((lowercase_name(name), value.strip(b" \t")))
         # else: a trailer field; counted against the limit above, and dropped
 
     def on_headers_complete(self) -> None:

@@ -43,6 +43,16 @@ _COMMON_METHODS = frozenset(
 
 HEAD, BODY, DONE = 0, 1, 2  # reader states
 
+# The request fields the shared rules look at (none has an underscore: see _apply_rules).
+_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = range(5)
+_RULE_FIELDS = {
+    b"host": _HOST,
+    b"connection": _CONNECTION,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"expect": _EXPECT,
+}
+
 RequestEvent = RequestHead | bytes | EndOfMessage | NeedData
 
 
@@ -237,6 +247,11 @@ class RequestReader(HeadScanner):
         """No byte of a next request has arrived (keep-alive idle, or a fresh connection)."""
         return self._state == HEAD and not self.buf and self._direct is None
 
+    def end_bodiless(self) -> None:
+        """The head just returned announced no body: the request is complete (what
+        next_event would say with END_OF_MESSAGE, without the round trip)."""
+        self._state = DONE
+
     def start_next(self) -> None:
         self._state = HEAD
         self._decoder = NO_BODY
@@ -276,18 +291,19 @@ class RequestReader(HeadScanner):
         expect: list[bytes] = []
         underscores = False
         for name, value in head.headers:
-            if b"_" in name:
-                underscores = True
-                continue
-            if name == b"content-length":
-                lengths.append(value)
-            elif name == b"transfer-encoding":
-                codings.append(value)
-            elif name == b"host":
+            field = _RULE_FIELDS.get(name)  # one lookup rather than five comparisons
+            if field is None:
+                if b"_" in name:
+                    underscores = True
+            elif field == _HOST:
                 hosts.append(value)
-            elif name == b"connection":
+            elif field == _CONNECTION:
                 connection.append(value)
-            elif name == b"expect":
+            elif field == _CONTENT_LENGTH:
+                lengths.append(value)
+            elif field == _TRANSFER_ENCODING:
+                codings.append(value)
+            else:
                 expect.append(value)
         if underscores:
             # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.

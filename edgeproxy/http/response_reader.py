@@ -37,6 +37,13 @@ ResponseEvent = ResponseHead | bytes | EndOfMessage | NeedData
 # How a response body is delimited (RFC 9112 6.3), decided once for every codec.
 NO_BODY_FRAMING, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
 
+_CONTENT_LENGTH, _CONNECTION, _TRANSFER_ENCODING = range(3)
+_FRAMING_FIELDS = {
+    b"content-length": _CONTENT_LENGTH,
+    b"connection": _CONNECTION,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+}
+
 
 def response_framing(head: ResponseHead, head_only: bool) -> int:
     """Sets head.keep_alive/content_length/chunked; returns the body framing.
@@ -47,12 +54,15 @@ def response_framing(head: ResponseHead, head_only: bool) -> int:
     lengths: list[bytes] = []
     connection: list[bytes] = []
     for name, value in head.headers:
-        if name == b"content-length":
+        field = _FRAMING_FIELDS.get(name)  # one lookup rather than three comparisons
+        if field is None:
+            continue
+        if field == _CONTENT_LENGTH:
             lengths.append(value)
-        elif name == b"transfer-encoding":
-            codings.append(value)
-        elif name == b"connection":
+        elif field == _CONNECTION:
             connection.append(value)
+        else:
+            codings.append(value)
     tokens = comma_tokens(connection) if connection else []
     if head.version == b"1.1":
         head.keep_alive = b"close" not in tokens

@@ -165,11 +165,16 @@ class DownstreamConnection(asyncio.Protocol):
                         return
                 else:
                     assert isinstance(event, RequestHead)
-                    self._on_head(event)
+                    if self._on_head(event):
+                        # No body announced: the request is complete with its head.
+                        reader.end_bodiless()
+                        if not self._dispatch():
+                            return
         except ClientError as exc:
             self._reject(exc)
 
-    def _on_head(self, head: RequestHead) -> None:
+    def _on_head(self, head: RequestHead) -> bool:
+        """Set up the request; True when it has no body (it is complete)."""
         routes = self.router.server_for(head.host)
         server = routes.config
         self.settings = settings = server.http
@@ -186,16 +191,20 @@ class DownstreamConnection(asyncio.Protocol):
             if server.trusted_proxies
             else peer_ip
         )
-        self.request = Request(head, routes, location, body, peer_ip, ip, time.time())
+        # The start time only feeds the access log: no clock read when it is off.
+        started = time.time() if self.worker.access_log.enabled else 0.0
+        self.request = Request(head, routes, location, body, peer_ip, ip, started)
         if path is None:
             raise ClientError(400, "invalid path")
         if head.content_length is not None and head.content_length > settings.client_max_body_size:
             raise ClientError(413, "declared body too large")
         self.phase = _BODY
-        if has_body:
-            self.timer.start(settings.client_body_timeout)
-            if head.expect_continue:
-                self.transport.write(CONTINUE)
+        if not has_body:
+            return True
+        self.timer.start(settings.client_body_timeout)
+        if head.expect_continue:
+            self.transport.write(CONTINUE)
+        return False
 
     def _on_body(self, data: bytes) -> None:
         assert self.request is not None
