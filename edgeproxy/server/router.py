@@ -6,6 +6,7 @@ Tables are built once per config. Precedence, as nginx: an `exact` location wins
 
 from __future__ import annotations
 
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from edgeproxy.config.model import Location, ServerConfig
@@ -15,6 +16,7 @@ from edgeproxy.config.model import Location, ServerConfig
 # (at most CACHE_SIZE x CACHED_KEY_MAX bytes of keys) whatever the traffic.
 CACHE_SIZE = 1024
 CACHED_KEY_MAX = 256
+Answer = TypeVar("Answer")
 
 
 def normalize_path(target: bytes) -> str | None:
@@ -42,6 +44,14 @@ def normalize_path(target: bytes) -> str | None:
             segments.append(segment)
     trailing = "/" if text.endswith(("/", "/.", "/..")) and segments else ""
     return "/" + "/".join(segments) + trailing
+
+
+def _remember(cache: dict[bytes, Answer], key: bytes, answer: Answer) -> None:
+    """Keep a routing answer: not for a long key, and a full table starts over."""
+    if len(key) <= CACHED_KEY_MAX:
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[key] = answer
 
 
 class ServerRoutes:
@@ -76,10 +86,7 @@ class ServerRoutes:
             return found
         path = normalize_path(target) if target[:1] == b"/" else target.decode("latin-1")
         found = (path, self.location_for(path) if path is not None else None)
-        if len(target) <= CACHED_KEY_MAX:
-            if len(cache) >= CACHE_SIZE:
-                cache.clear()
-            cache[target] = found
+        _remember(cache, target, found)
         return found
 
     def location_for(self, path: str) -> Location | None:
@@ -125,10 +132,7 @@ class Router:
         found = cache.get(host)
         if found is None:
             found = self._lookup(host)
-            if len(host) <= CACHED_KEY_MAX:
-                if len(cache) >= CACHE_SIZE:
-                    cache.clear()
-                cache[host] = found
+            _remember(cache, host, found)
         return found
 
     def _lookup(self, host: bytes) -> ServerRoutes:

@@ -8,6 +8,8 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -79,9 +81,10 @@ async def test_read_timeout_gives_504(start_proxy) -> None:
     assert upstream.accepted == 1
 
 
-async def test_connect_timeout_gives_504(start_proxy) -> None:
-    # A listener that never accepts, with its backlog already full: further SYNs are dropped,
-    # so a connect hangs until our connect_timeout.
+@contextmanager
+def unanswered_listener() -> Iterator[int]:
+    """The port of a listener that never accepts, its backlog already full: further SYNs
+    are dropped, so a connect to it hangs until the proxy's connect_timeout."""
     with socket.socket() as listener, socket.socket() as filler:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
@@ -96,7 +99,11 @@ async def test_connect_timeout_gives_504(start_proxy) -> None:
             pytest.skip("a full backlog does not hold off connects on this system")
         finally:
             probe.close()
-        port = listener.getsockname()[1]
+        yield listener.getsockname()[1]
+
+
+async def test_connect_timeout_gives_504(start_proxy) -> None:
+    with unanswered_listener() as port:
         proxy = await start_proxy(
             proxy_yaml([f'"127.0.0.1:{port}"'], upstream="connect_timeout: 300ms")
         )
@@ -105,6 +112,30 @@ async def test_connect_timeout_gives_504(start_proxy) -> None:
         elapsed = time.monotonic() - started
     assert status == 504
     assert 0.25 < elapsed < 5
+
+
+async def test_client_leaving_while_connecting_cancels_the_connect(start_proxy) -> None:
+    """The connect is cancelled, not turned into a timeout (which would be retried and
+    counted as a failure of the peer), and nothing is left behind."""
+    with unanswered_listener() as port:
+        proxy = await start_proxy(
+            proxy_yaml([f'"127.0.0.1:{port}"'], upstream="connect_timeout: 30s")
+        )
+        (peer,) = proxy.worker.pools["app"].primary
+        sock = socket.create_connection(("127.0.0.1", proxy.port))
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        await async_wait_until(lambda: len(peer.waiters) == 1, 10, "a request connecting")
+        (client,) = proxy.worker.connections
+        assert client.exchange is not None
+        connecting = client.exchange.connecting
+        assert connecting is not None
+        # A reset, not a FIN: a FIN after a request is a half-close, and is answered.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        await async_wait_until(connecting.done, 10, "the connect ended")
+        assert connecting.cancelled()
+        assert not peer.waiters and peer.active == 0 and peer.fails == 0
+        await async_wait_until(lambda: not proxy.worker.connections, 10, "the client gone")
 
 
 @pytest.mark.parametrize(
