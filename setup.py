@@ -15,17 +15,21 @@ from pathlib import Path
 
 from setuptools import setup
 
-# The per-request path: the wire, serving, upstreams.
+# The per-request path: the wire, serving, upstreams, and the timer wheel they share.
 COMPILED_PACKAGES = ("edgeproxy/http", "edgeproxy/server", "edgeproxy/upstream")
+COMPILED_MODULES = ("edgeproxy/timer.py",)
 
 
 def compiled_modules() -> list[str]:
     root = Path(__file__).resolve().parent
     return sorted(
-        str(path.relative_to(root))
-        for package in COMPILED_PACKAGES
-        for path in (root / package).glob("*.py")
-        if path.name != "__init__.py"
+        [
+            str(path.relative_to(root))
+            for package in COMPILED_PACKAGES
+            for path in (root / package).glob("*.py")
+            if path.name != "__init__.py"
+        ]
+        + list(COMPILED_MODULES)
     )
 
 

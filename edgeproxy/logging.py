@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from edgeproxy.config.model import AccessLogConfig, ErrorLogConfig
-from edgeproxy.server.request import Request
+from edgeproxy.http.events import RequestHead
 
 FLUSH_INTERVAL = 0.2  # seconds a line may wait before it is written
 FLUSH_LINES = 512
@@ -50,6 +51,16 @@ class _TimeCache:
             self._second = second
             self._value = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
         return self._value
+
+
+class Request(Protocol):
+    """What a log line is made of: any record with these fields (the server's request)."""
+
+    head: RequestHead
+    client_ip: str
+    started: float  # wall clock when the request began
+    upstream_addr: str  # the peer that answered, or ""
+    upstream_status: int  # its status, or 0
 
 
 def _text(value: bytes | None) -> str:

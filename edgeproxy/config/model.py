@@ -88,14 +88,25 @@ class ReturnAction:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyPass:
+    """`proxy_pass: NAME` -- forward to the upstream pool NAME."""
+
+    upstream: str
+
+
+# What a location does with a request: one of these, chosen by the location's handler key.
+# The server builds its handler object from this (edgeproxy.server.handlers.HANDLERS).
+HandlerSpec = ProxyPass | ReturnAction
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
-    """A routing rule. Exactly one of proxy_pass / ret is set."""
+    """A routing rule: one match and one handler."""
 
     match: Literal["exact", "regex", "prefix"]
     pattern: str
     where: str  # the key path in the config, e.g. "servers[0].locations[2]", for logs
-    proxy_pass: str | None = None
-    ret: ReturnAction | None = None
+    handler: HandlerSpec
     regex: re.Pattern[str] | None = None  # compiled when match == "regex"
 
 

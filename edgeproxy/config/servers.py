@@ -12,9 +12,11 @@ from yaml.nodes import Node
 
 from edgeproxy.config.model import (
     Address,
+    HandlerSpec,
     HttpSettings,
     IPNetwork,
     Location,
+    ProxyPass,
     ReturnAction,
     ServerConfig,
 )
@@ -183,19 +185,19 @@ def _location(node: Node, path: str, upstreams: Collection[str]) -> Location:
             raise Invalid(f.values[match_key], f.sub(match_key), what) from None
     elif not pattern.startswith("/"):
         raise Invalid(f.values[match_key], f.sub(match_key), f"must start with /, got {pattern!r}")
-    proxy_pass, ret = None, None
+    handler: HandlerSpec
     if (n := f.get("proxy_pass")) is not None:
-        proxy_pass = string(n, f.sub("proxy_pass"))
-        if proxy_pass not in upstreams:
-            raise Invalid(n, f.sub("proxy_pass"), f"no upstream named {proxy_pass!r}")
+        upstream = string(n, f.sub("proxy_pass"))
+        if upstream not in upstreams:
+            raise Invalid(n, f.sub("proxy_pass"), f"no upstream named {upstream!r}")
+        handler = ProxyPass(upstream)
     else:
-        ret = _return(f.values["return"], f.sub("return"))
+        handler = _return(f.values["return"], f.sub("return"))
     return Location(
         match=_MATCH_KINDS[match_key],
         pattern=pattern,
         where=path,
-        proxy_pass=proxy_pass,
-        ret=ret,
+        handler=handler,
         regex=regex,
     )
 

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
-from edgeproxy.config.model import HttpSettings
+from edgeproxy.config.model import HttpSettings, ReturnAction
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, RequestHead
 from edgeproxy.http.reader import RequestReader
@@ -28,7 +28,7 @@ from edgeproxy.server.handlers import send_return
 from edgeproxy.server.request import Request
 from edgeproxy.server.response import CONTINUE, ResponseWriter
 from edgeproxy.server.router import Router
-from edgeproxy.server.timer import LazyTimer
+from edgeproxy.timer import LazyTimer
 
 if TYPE_CHECKING:
     from edgeproxy.server.proxy import ProxyExchange
@@ -232,8 +232,8 @@ class DownstreamConnection(asyncio.Protocol):
         location = request.location
         if location is None:
             out.send_error(404)
-        elif location.ret is not None:
-            send_return(location.ret, out)
+        elif isinstance(location.handler, ReturnAction):
+            send_return(location.handler, out)
         else:
             self.exchange = exchange = self.worker.proxy.exchange(request, self)
             self._dispatching = True

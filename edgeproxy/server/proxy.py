@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
+from edgeproxy.config.model import ProxyPass
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import (
@@ -102,8 +103,8 @@ class ProxyHandler:
     def exchange(self, request: Request, client: Client) -> ProxyExchange:
         """A new exchange for `request`; the caller starts it with `try_next_peer()`."""
         location = request.location
-        assert location is not None and location.proxy_pass is not None
-        return ProxyExchange(self.pools[location.proxy_pass], request, client, self.temp_path)
+        assert location is not None and isinstance(location.handler, ProxyPass)
+        return ProxyExchange(self.pools[location.handler.upstream], request, client, self.temp_path)
 
 
 class ProxyExchange:

@@ -16,7 +16,7 @@ from typing import Protocol, cast
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import HeadCodec, MalformedResponse, ResponseParser
 from edgeproxy.http.events import ResponseHead
-from edgeproxy.server.timer import LazyTimer
+from edgeproxy.timer import LazyTimer
 from edgeproxy.upstream.peer import Peer
 
 

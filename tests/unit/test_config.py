@@ -17,6 +17,7 @@ from edgeproxy.config import (
     Config,
     HttpSettings,
     PeerConfig,
+    ProxyPass,
     ReturnAction,
     load_config,
     parse_config,
@@ -84,8 +85,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert srv.where == "servers[0]"
     (loc,) = srv.locations
     assert (loc.match, loc.pattern, loc.where) == ("prefix", "/", "servers[0].locations[0]")
-    assert loc.ret == ReturnAction(200)
-    assert loc.proxy_pass is None
+    assert loc.handler == ReturnAction(200)
 
 
 def test_full_config_is_parsed_into_typed_values(tmp_path: Path) -> None:
@@ -200,11 +200,11 @@ def test_full_config_is_parsed_into_typed_values(tmp_path: Path) -> None:
 
     exact, regex, redirect, prefix = first.locations
     assert (exact.match, exact.pattern) == ("exact", "/healthz")
-    assert exact.ret == ReturnAction(200, "ok ✓\n".encode())
+    assert exact.handler == ReturnAction(200, "ok ✓\n".encode())
     assert (regex.match, regex.pattern) == ("regex", r"\.(php|asp)$")
     assert regex.regex is not None and regex.regex.search("/index.php")
-    assert redirect.ret == ReturnAction(301, location="https://example.com/new/")
-    assert (prefix.match, prefix.proxy_pass, prefix.ret) == ("prefix", "app.v2", None)
+    assert redirect.handler == ReturnAction(301, location="https://example.com/new/")
+    assert (prefix.match, prefix.handler) == ("prefix", ProxyPass("app.v2"))
     assert prefix.where == "servers[0].locations[3]"
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeproxy.config import parse_config
+from edgeproxy.config import ReturnAction, parse_config
 from edgeproxy.server.router import CACHE_SIZE, CACHED_KEY_MAX, Router, normalize_path
 
 CONFIG = """
@@ -37,8 +37,8 @@ def router() -> Router:
 
 def answer(router: Router, host: bytes, path: str) -> str:
     location = router.server_for(host).location_for(path)
-    assert location is not None and location.ret is not None
-    return location.ret.body.decode()
+    assert location is not None and isinstance(location.handler, ReturnAction)
+    return location.handler.body.decode()
 
 
 @pytest.mark.parametrize(

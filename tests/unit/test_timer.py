@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from edgeproxy.server.timer import RESOLUTION, LazyTimer
+from edgeproxy.timer import RESOLUTION, LazyTimer
 
 
 class FakeLoop:
