@@ -105,12 +105,12 @@ async def run(args: argparse.Namespace) -> None:
     router = next(iter(worker.routers.values()))
     pool = worker.pools["app"]
     (peer,) = pool.primary
-    upstream = UpstreamConnection(peer, worker.codec, pool.release, worker.loop)
+    upstream = UpstreamConnection(peer, pool.protocol, pool.release, worker.loop)
     upstream_transport = MemoryTransport(keep=False)
     upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
     peer.active += 1
     pool.release(upstream, True)  # idle in the pool, as after a first request
-    client = DownstreamConnection(worker, router)
+    client = DownstreamConnection(worker.services, router)
     client_transport = MemoryTransport()
     client.connection_made(client_transport)  # type: ignore[arg-type]
     path = args.path

@@ -41,6 +41,8 @@ class HttpSettings:
     client_header_buffer_size: int = 16 * 1024  # nginx large_client_header_buffers: 4 x 8k
     client_header_timeout: float = 10.0  # nginx: 60s; 10s starves slowloris sooner
     client_body_timeout: float = 30.0  # nginx: 60s
+    # Bytes/s a body must average once client_body_timeout has passed; 0 = no minimum.
+    client_body_min_rate: int = 500  # Apache mod_reqtimeout: MinRate=500
     send_timeout: float = 30.0  # nginx: 60s
     keepalive_timeout: float = 75.0  # nginx: 75s
     keepalive_requests: int = 1000  # nginx: 1000

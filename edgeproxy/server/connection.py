@@ -1,14 +1,25 @@
-"""One client connection: read a complete request, dispatch it, write the response.
+"""One client connection: read a complete request, run its phases, drive its handler.
 
-Phases: HEADER (client_header_timeout for the whole head) -> BODY (client_body_timeout
-between reads) -> BUSY (the handler runs; pipelined bytes wait in the reader, and reading
-pauses only if they pile up; a disconnect is noticed at once; send_timeout while the
-client does not take the response) -> IDLE
-(keepalive_timeout) -> HEADER ... There is no task per request: `return` is answered at
-once, and a proxy exchange calls back `exchange_done` when its response is written.
-A refused request ends in LINGER: the error is written, our side shut, and the client's
-remaining bytes are read and dropped for a moment so that it sees the answer instead of
-a reset.
+The connection knows requests, phases and handlers only through the interfaces of
+edgeproxy.server.request; what a handler does (proxying, answering) is not its business.
+Its states, and the only method that changes them (`_enter`, with the timer of each):
+
+    HEADER  a head is awaited or arriving             client_header_timeout for the whole head
+    BODY    the head is in; its body is arriving      client_body_timeout between two reads,
+                                                      and client_body_min_rate on average
+    BUSY    the request is complete; its handler      send_timeout while the client takes
+            answers (pipelined bytes wait)            nothing; none otherwise
+    IDLE    keep-alive, nothing buffered              keepalive_timeout
+    LINGER  a refused request was answered; what      LINGER_TIMEOUT, then close
+            the client still sends is dropped
+    CLOSED  closed by us or by the client             none
+
+    HEADER -> BODY -> BUSY (or HEADER -> BUSY without a body); BUSY -> IDLE or HEADER
+    (pipelined bytes) when the response is done and the connection stays open; IDLE ->
+    HEADER on the next byte; HEADER/BODY -> LINGER on a refused request or a timeout.
+
+There is no task per request: the reading loop (`_read`) runs in data_received, and a
+handler that answers later calls `handler_done`, which reads on.
 """
 
 from __future__ import annotations
@@ -16,72 +27,97 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from edgeproxy.config.model import HttpSettings, ReturnAction
+from edgeproxy.config.model import HttpSettings
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, RequestHead
 from edgeproxy.http.reader import RequestReader
 from edgeproxy.server.body import RequestBody
-from edgeproxy.server.client_ip import client_ip
-from edgeproxy.server.handlers import send_return
-from edgeproxy.server.request import Request
-from edgeproxy.server.response import CONTINUE, ResponseWriter
+from edgeproxy.server.request import ConnectionPhase, Delay, Request, Responder
+from edgeproxy.server.response import CONTINUE, Answer, ResponseWriter
 from edgeproxy.server.router import Router
+from edgeproxy.server.services import WorkerServices
 from edgeproxy.timer import LazyTimer
-
-if TYPE_CHECKING:
-    from edgeproxy.server.proxy import ProxyExchange
-    from edgeproxy.server.worker import Worker
 
 log = logging.getLogger("edgeproxy.server")
 
-_HEADER, _BODY, _BUSY, _IDLE, _LINGER = range(5)
+HEADER, BODY, BUSY, IDLE, LINGER, CLOSED = range(6)  # in this order: see data_received
 LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: 5s
 _UNPARSED = RequestHead(b"", b"", b"", [])
 _NO_BODY = RequestBody(0, "")  # shared by every bodiless request; nothing ever writes to it
 
 
+class _PhaseRefusal(ClientError):
+    """A phase answered a request whose body is still to come: refuse it with that answer."""
+
+    def __init__(self, answer: Answer, phase: str) -> None:
+        super().__init__(answer.status, phase)
+        self.answer = answer
+
+
 class DownstreamConnection(asyncio.Protocol):
     # Slots: an idle keep-alive connection should cost as little memory as possible.
     __slots__ = (
-        "_dispatching",
-        "_next_ready",
-        "exchange",
+        "admitted",
+        "body_started",
+        "delayed",
         "loop",
         "out",
         "peer_eof",
         "peer_ip",
-        "phase",
         "read_paused",
         "reader",
         "request",
+        "responder",
         "router",
         "served",
+        "services",
         "settings",
+        "state",
         "timer",
         "transport",
-        "worker",
     )
 
-    def __init__(self, worker: Worker, router: Router) -> None:
-        self.worker = worker
+    def __init__(self, services: WorkerServices, router: Router) -> None:
+        self.services = services
         self.router = router
         self.settings: HttpSettings = router.default.config.http
-        self.loop = worker.loop
-        self.phase = _HEADER
+        self.loop = services.loop
+        self.state = HEADER
         self.request: Request | None = None
-        self.exchange: ProxyExchange | None = None
+        self.responder: Responder | None = None
+        self.delayed: asyncio.TimerHandle | None = None  # a phase's Delay, running out
+        self.admitted: tuple[ConnectionPhase, ...] = ()  # connection phases to release
         self.served = 0
         self.peer_ip = ""
         self.peer_eof = False
         self.read_paused = False
-        self._dispatching = False
-        self._next_ready = False
-        self.reader = RequestReader(worker.codec, self.settings.client_header_buffer_size)
+        self.body_started = 0.0
+        self.reader = RequestReader(services.codec, self.settings.client_header_buffer_size)
         self.timer = LazyTimer(self.loop, self._on_timeout)
         self.transport: asyncio.Transport
         self.out: ResponseWriter
+
+    # --- the one place the state changes ---
+
+    def _enter(self, state: int) -> None:
+        self.state = state
+        timer = self.timer
+        if state == HEADER:
+            timer.start(self.settings.client_header_timeout)
+        elif state == BODY:
+            timer.start(self.settings.client_body_timeout)
+            if self.settings.client_body_min_rate:
+                self.body_started = self.loop.time()
+        elif state == BUSY:
+            timer.suspend()  # send_timeout runs only while the client takes nothing
+        elif state == IDLE:
+            timer.start(self.settings.keepalive_timeout)
+        elif state == LINGER:
+            timer.start(LINGER_TIMEOUT)
+        else:
+            timer.stop()
 
     # --- asyncio.Protocol ---
 
@@ -91,68 +127,79 @@ class DownstreamConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix:"
         self.out = ResponseWriter(self.transport)
-        self.timer.start(self.settings.client_header_timeout)
-        self.worker.connections.add(self)
+        self.services.connections.add(self)
+        self._enter(HEADER)
+        if self.router.connection_phases:
+            self._admit(self.router.connection_phases)
 
     def data_received(self, data: bytes) -> None:
-        phase = self.phase
-        if phase == _LINGER:
+        state = self.state
+        if state >= LINGER:  # LINGER or CLOSED: nothing more is read
             return
         self.reader.feed(data)
-        if phase == _IDLE:
-            self.phase = _HEADER
-            self._advance()
-            if self.phase == _HEADER:  # the head did not arrive whole: now it is timed
-                self.timer.start(self.settings.client_header_timeout)
+        if state == BUSY:
+            if len(self.reader.buf) > self.settings.client_header_buffer_size:
+                # Pipelined requests pile up behind a slow response: stop taking more.
+                self.transport.pause_reading()
+                self.read_paused = True
             return
-        if phase == _BODY:
+        if state == IDLE:
+            self._enter(HEADER)
+        elif state == BODY:
             self.timer.touch(self.settings.client_body_timeout)
-        if phase != _BUSY:
-            self._advance()
-        elif len(self.reader.buf) > self.settings.client_header_buffer_size:
-            # Pipelined requests pile up behind a slow response: stop taking more.
-            self.transport.pause_reading()
-            self.read_paused = True
+        self._read()
 
     def eof_received(self) -> bool:
-        if self.phase == _BUSY:
+        if self.state == BUSY:
             self.peer_eof = True  # a half-close after the request: answer, then close
             return True
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.timer.close()  # the timer's callback is our bound method: a cycle, cut here
-        self.worker.connections.discard(self)
+        self.state = CLOSED
+        self.services.connections.discard(self)
         out = self.out
         out.lost = True
         out.writable = False
-        exchange = self.exchange
-        if exchange is not None:
-            self.exchange = None
-            exchange.client_gone()
+        for phase in self.admitted:
+            phase.release(self.peer_ip)
+        self.admitted = ()
+        delayed = self.delayed
+        if delayed is not None:
+            self.delayed = None
+            delayed.cancel()
+        responder = self.responder
+        if responder is not None:
+            self.responder = None
+            responder.client_gone()
+        if responder is not None or delayed is not None:  # gone while being answered
             out.keep_alive = False
-            self._request_done(out.status if out.started else 499)
-        elif self.request is not None:
+            self._finish_request(out.status if out.started else 499)
+        elif self.request is not None:  # gone while sending it
             self.request.body.close()
 
     def pause_writing(self) -> None:
         self.out.writable = False
-        if self.phase == _BUSY:
+        if self.state == BUSY:
             self.timer.start(self.settings.send_timeout)
+            if self.responder is not None:
+                self.responder.on_client_full()
 
     def resume_writing(self) -> None:
         self.out.writable = True
-        if self.phase == _BUSY:
+        if self.state == BUSY:
             self.timer.suspend()
-            if self.exchange is not None:
-                self.exchange.on_client_writable()
+            if self.responder is not None:
+                self.responder.on_client_writable()
 
-    # --- reading a request ---
+    # --- reading requests ---
 
-    def _advance(self) -> None:
+    def _read(self) -> None:
+        """Take what the reader holds: heads, bodies, complete requests, until we must wait."""
         reader = self.reader
         try:
-            while True:
+            while self.state == HEADER or self.state == BODY:
                 event = reader.next_event()
                 if event is NEED_DATA:
                     if self.peer_eof:  # half-closed in the middle of a request: it never ends
@@ -161,47 +208,52 @@ class DownstreamConnection(asyncio.Protocol):
                 if type(event) is bytes:
                     self._on_body(event)
                 elif event is END_OF_MESSAGE:
-                    if not self._dispatch():
-                        return
+                    self._dispatch()
                 else:
                     assert isinstance(event, RequestHead)
                     if self._on_head(event):
                         # No body announced: the request is complete with its head.
                         reader.end_bodiless()
-                        if not self._dispatch():
-                            return
+                        self._dispatch()
+        except _PhaseRefusal as refusal:
+            self._refuse(refusal.status, refusal.reason, refusal.answer)
         except ClientError as exc:
-            self._reject(exc)
+            self._refuse(exc.status, exc.reason)
 
     def _on_head(self, head: RequestHead) -> bool:
-        """Set up the request; True when it has no body (it is complete)."""
+        """Set up the request and run its phases; True when it has no body (it is complete)."""
         routes = self.router.server_for(head.host)
-        server = routes.config
-        self.settings = settings = server.http
-        path, location = routes.route(head.target)
+        self.settings = settings = routes.config.http
+        path, route = routes.route(head.target)
         has_body = head.chunked or bool(head.content_length)
         body = (
-            RequestBody(settings.client_body_buffer_size, self.worker.config.temp_path)
+            RequestBody(settings.client_body_buffer_size, self.services.config.temp_path)
             if has_body
             else _NO_BODY
         )
-        peer_ip = self.peer_ip
-        ip = (
-            client_ip(peer_ip, head.headers, server.trusted_proxies)
-            if server.trusted_proxies
-            else peer_ip
-        )
         # The start time only feeds the access log: no clock read when it is off.
-        started = time.time() if self.worker.access_log.enabled else 0.0
-        self.request = Request(head, routes, location, body, peer_ip, ip, started)
+        started = time.time() if self.services.access_log.enabled else 0.0
+        self.request = request = Request(head, route, body, self.peer_ip, started)
         if path is None:
             raise ClientError(400, "invalid path")
         if head.content_length is not None and head.content_length > settings.client_max_body_size:
             raise ClientError(413, "declared body too large")
-        self.phase = _BODY
+        for phase in route.phases:
+            verdict = phase.check(request)
+            if verdict is None:
+                continue
+            if type(verdict) is Delay:
+                request.delay = max(request.delay, verdict.seconds)
+                continue
+            assert isinstance(verdict, Answer)
+            if has_body:
+                # Its body is not wanted: answer now and close rather than read it.
+                raise _PhaseRefusal(verdict, phase.name)
+            request.answer = verdict
+            break
         if not has_body:
             return True
-        self.timer.start(settings.client_body_timeout)
+        self._enter(BODY)
         if head.expect_continue:
             self.transport.write(CONTINUE)
         return False
@@ -209,54 +261,63 @@ class DownstreamConnection(asyncio.Protocol):
     def _on_body(self, data: bytes) -> None:
         assert self.request is not None
         body = self.request.body
-        if body.size + len(data) > self.settings.client_max_body_size:
+        settings = self.settings
+        if body.size + len(data) > settings.client_max_body_size:
             raise ClientError(413, "body too large")
         body.write(data)
+        if settings.client_body_min_rate:
+            # mod_reqtimeout's MinRate: once client_body_timeout has passed, the body must
+            # have come at this average rate (a stalled body is caught by the timer).
+            elapsed = self.loop.time() - self.body_started
+            if (
+                elapsed > settings.client_body_timeout
+                and body.size < settings.client_body_min_rate * elapsed
+            ):
+                raise ClientError(408, "request body too slow")
 
-    def _dispatch(self) -> bool:
-        """Answer the complete request; True when that is done and the next may be read."""
+    # --- answering ---
+
+    def _dispatch(self) -> None:
+        """The request is complete: start its handler (after a phase's delay, if any)."""
         request = self.request
         assert request is not None
-        self.timer.suspend()
-        self.phase = _BUSY
+        self._enter(BUSY)
         self.served += 1
         settings = self.settings
         keep_alive = (
             request.head.keep_alive
             and self.served < settings.keepalive_requests
             and settings.keepalive_timeout > 0
-            and not self.worker.stopping
+            and not self.services.stopping
         )
-        out = self.out
-        out.reset(request.head, keep_alive)
-        location = request.location
-        if location is None:
-            out.send_error(404)
-        elif isinstance(location.handler, ReturnAction):
-            send_return(location.handler, out)
+        self.out.reset(request.head, keep_alive)
+        if request.delay > 0:
+            self.delayed = self.loop.call_later(request.delay, self._after_delay)
         else:
-            self.exchange = exchange = self.worker.proxy.exchange(request, self)
-            self._dispatching = True
-            exchange.try_next_peer()  # may finish at once (e.g. no live peer: 502)
-            self._dispatching = False
-            return self.exchange is None and self._next_ready
-        self._request_done(out.status)
-        return self._ready_for_next()
+            self._start_handler(request)
 
-    # --- called by the proxy exchange ---
+    def _after_delay(self) -> None:
+        self.delayed = None
+        assert self.request is not None
+        self._start_handler(self.request)
+        self._read()  # a handler that answered at once may leave pipelined bytes to read
 
-    def exchange_done(self) -> None:
-        self.exchange = None
-        self._request_done(self.out.status)
-        ready = self._ready_for_next()
-        if self._dispatching:
-            self._next_ready = ready  # _dispatch's caller reads on, without recursion
-        elif ready:
-            if self.read_paused:
-                self.read_paused = False
-                self.transport.resume_reading()
-            if self.phase == _HEADER:  # pipelined bytes are waiting
-                self._advance()
+    def _start_handler(self, request: Request) -> None:
+        if request.answer is not None:
+            self.out.send_answer(request.answer)
+            responder = None
+        else:
+            responder = request.route.handler.start(request, self)
+        if responder is None:
+            self._request_done()
+        else:
+            self.responder = responder
+
+    def handler_done(self) -> None:
+        """Called by a responder when its response is completely written."""
+        self.responder = None
+        self._request_done()
+        self._read()
 
     def abort(self) -> None:
         self.out.keep_alive = False
@@ -264,64 +325,77 @@ class DownstreamConnection(asyncio.Protocol):
 
     # --- between requests ---
 
-    def _request_done(self, status: int) -> None:
+    def _finish_request(self, status: int) -> None:
         request = self.request
         assert request is not None
         if request.body is not _NO_BODY:
             request.body.close()
-        access_log = self.worker.access_log
+        access_log = self.services.access_log
         if access_log.enabled:
             access_log.log(request, status, self.out.body_bytes)
         self.request = None
 
-    def _ready_for_next(self) -> bool:
-        """Set up for the next request on this connection, or close it (False)."""
+    def _request_done(self) -> None:
+        """The response is written: log it, then wait for the next request or close."""
+        self._finish_request(self.out.status)
         transport = self.transport
         if transport.is_closing():
-            return False
+            self._enter(CLOSED)
+            return
         if not self.out.keep_alive:
             transport.close()
-            return False
+            self._enter(CLOSED)
+            return
         reader = self.reader
         reader.start_next()
-        if reader.idle:
-            if self.peer_eof:  # the client half-closed and every request it sent is answered
-                transport.close()
-                return False
-            self.phase = _IDLE
-            self.timer.start(self.settings.keepalive_timeout)
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        if not reader.idle:
+            self._enter(HEADER)  # pipelined bytes are waiting: `_read` takes them
+        elif self.peer_eof:  # the client half-closed and every request it sent is answered
+            transport.close()
+            self._enter(CLOSED)
         else:
-            self.phase = _HEADER
-            self.timer.start(self.settings.client_header_timeout)
-        return True
+            self._enter(IDLE)
 
-    def _reject(self, exc: ClientError) -> None:
-        """Answer a refused request, then linger and close."""
-        log.info("client %s: %d %s", self.peer_ip, exc.status, exc.reason)
+    def _refuse(self, status: int, reason: str, answer: Answer | None = None) -> None:
+        """Answer a refused request (or connection), then linger and close."""
+        log.info("client %s: %d %s", self.peer_ip, status, reason)
         request = self.request
         out = self.out
         out.reset(request.head if request is not None else None, False)
-        out.send_error(exc.status, close=True)
+        if answer is not None:
+            out.send_answer(answer)
+        else:
+            out.send_error(status, close=True)
         if request is None:
-            request = Request(
-                _UNPARSED, self.router.default, None, _NO_BODY, self.peer_ip, self.peer_ip,
-                time.time(),
-            )  # fmt: skip
-        request.body.close()
-        self.worker.access_log.log(request, exc.status, out.body_bytes)
-        self.request = None
-        self.phase = _LINGER
+            route = self.router.default.not_found
+            request = Request(_UNPARSED, route, _NO_BODY, self.peer_ip, time.time())
+        self.request = request
+        self._finish_request(status)
+        self._enter(LINGER)
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
         transport.resume_reading()
-        self.timer.start(LINGER_TIMEOUT)
+
+    def _admit(self, phases: tuple[ConnectionPhase, ...]) -> None:
+        admitted: list[ConnectionPhase] = []
+        for phase in phases:
+            answer = phase.accept(self.peer_ip)
+            if answer is not None:
+                self.admitted = tuple(admitted)
+                self._refuse(answer.status, phase.name, answer)
+                return
+            admitted.append(phase)
+        self.admitted = tuple(admitted)
 
     def _on_timeout(self) -> None:
-        phase = self.phase
-        if phase == _BODY or (phase == _HEADER and not self.reader.idle):
-            self._reject(ClientError(408, "client timed out"))
-        elif phase == _BUSY:
+        state = self.state
+        if state == BODY or (state == HEADER and not self.reader.idle):
+            self._refuse(408, "client timed out")
+        elif state == BUSY:
             log.info("client %s: send_timeout, closing", self.peer_ip)
             self.abort()  # the client stopped reading the response
         else:
@@ -329,5 +403,5 @@ class DownstreamConnection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         """For a graceful stop: drop keep-alive connections that wait for a request."""
-        if self.phase == _IDLE or (self.phase == _HEADER and self.reader.idle):
+        if self.state == IDLE or (self.state == HEADER and self.reader.idle):
             self.transport.close()

@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Iterator
 
-from edgeproxy.config.model import ProxyPass
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
-from edgeproxy.http.headers import (
-    PLAIN_CONNECTION,
-    REQUEST_REPLACED,
-    RESPONSE_REPLACED,
-    end_to_end,
-)
+from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end
 from edgeproxy.server.body import ResponseSpool
-from edgeproxy.server.request import Request
-from edgeproxy.server.response import ResponseWriter
+from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.pool import UpstreamPool
@@ -32,79 +24,20 @@ from edgeproxy.upstream.pool import UpstreamPool
 log = logging.getLogger("edgeproxy.proxy")
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-# Methods whose requests carry a body by definition: always send Content-Length, even 0.
-BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 RETRY_STATUS = {502: "http_502", 503: "http_503", 504: "http_504"}
 
 
-def upstream_request_head(request: Request, keepalive: bool) -> bytes:
-    """The normalised request for the peer: our framing, forwarding fields, no hop-by-hop."""
-    head = request.head
-    host = head.host or request.server.default_host
-    parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    forwarded = b""  # the X-Forwarded-For the client sent, joined
-    names_fields = False  # a Connection field names other fields: they go too
-    # One pass: fields passed on, X-Forwarded-For collected (end_to_end plus header_values).
-    for name, value in head.headers:
-        if name not in REQUEST_REPLACED:
-            parts += (name, b": ", value, b"\r\n")
-        elif name == b"x-forwarded-for":
-            forwarded = forwarded + b", " + value if forwarded else value
-        elif name == b"connection" and value not in PLAIN_CONNECTION:
-            names_fields = True
-    if names_fields:
-        del parts[6:]
-        for name, value in end_to_end(head.headers, REQUEST_REPLACED):
-            parts += (name, b": ", value, b"\r\n")
-    peer_ip = request.peer_ip.encode()
-    client_ip = peer_ip if request.client_ip is request.peer_ip else request.client_ip.encode()
-    parts += (
-        b"x-forwarded-for: ", forwarded + b", " + peer_ip if forwarded else peer_ip,
-        b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ", host,
-        b"\r\nx-real-ip: ", client_ip, b"\r\n",
-    )  # fmt: skip
-    size = request.body.size
-    if size or head.method in BODY_METHODS:
-        parts.append(b"content-length: %d\r\n" % size)
-    if not keepalive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def _forget_waiter(peer: Peer, exchange: ProxyExchange) -> None:
-    # One scan of the deque, not `in` and then `remove` (suppress() would cost a context
-    # manager per connect).
-    try:
-        peer.waiters.remove(exchange)
-    except ValueError:
-        return  # the pool took it off already
-
-
-class Client(Protocol):
-    """What an exchange needs of the client connection (DownstreamConnection)."""
-
-    out: ResponseWriter
-
-    def exchange_done(self) -> None:
-        """The response is completely written."""
-
-    def abort(self) -> None:
-        """Drop the connection: part of a response went out and the rest cannot follow."""
-
-
 class ProxyHandler:
-    """Starts one ProxyExchange per request; holds what they share."""
+    """`proxy_pass`: one ProxyExchange per request to the pool."""
 
-    def __init__(self, pools: Mapping[str, UpstreamPool], temp_path: str) -> None:
-        self.pools = pools
+    __slots__ = ("pool", "temp_path")
+
+    def __init__(self, pool: UpstreamPool, temp_path: str) -> None:
+        self.pool = pool
         self.temp_path = temp_path
 
-    def exchange(self, request: Request, client: Client) -> ProxyExchange:
-        """A new exchange for `request`; the caller starts it with `try_next_peer()`."""
-        location = request.location
-        assert location is not None and isinstance(location.handler, ProxyPass)
-        return ProxyExchange(self.pools[location.handler.upstream], request, client, self.temp_path)
+    def start(self, request: Request, client: Client) -> Responder | None:
+        return ProxyExchange(self.pool, request, client, self.temp_path).start()
 
 
 class ProxyExchange:
@@ -116,6 +49,7 @@ class ProxyExchange:
     """
 
     __slots__ = (
+        "attached",
         "attempts",
         "body_chunks",
         "client",
@@ -142,8 +76,16 @@ class ProxyExchange:
         self.request = request
         self.client = client
         self.temp_path = temp
-        self.settings = request.server.config.http
-        self.request_head = upstream_request_head(request, pool.config.keepalive > 0)
+        route = request.route
+        self.settings = route.server.http
+        self.request_head = pool.protocol.encode_request_head(
+            request.head,
+            route.default_host,
+            request.peer_ip,
+            request.client_ip,
+            request.body.size,
+            pool.config.keepalive > 0,
+        )
         self.tried: set[Peer] = set()
         self.attempts = 0
         self.peer: Peer | None = None
@@ -157,6 +99,15 @@ class ProxyExchange:
         self.upstream_done = False
         self.done = False
         self.last_status = 0
+        self.attached = False  # start() has returned: the end is told to the client
+
+    def start(self) -> ProxyExchange | None:
+        """Send the request on its way; None when it is already answered (no live peer)."""
+        self.try_next_peer()
+        if self.done:
+            return None
+        self.attached = True
+        return self
 
     # --- choosing a peer and sending the request ---
 
@@ -184,7 +135,7 @@ class ProxyExchange:
     def _connect(self, peer: Peer) -> None:
         # The one await of the request path, and only when no idle connection is at hand.
         self.connecting = self.pool.loop.create_task(self._connect_async(peer))
-        peer.waiters.append(self)  # a connection released meanwhile is taken instead
+        self.pool.wait_for_release(peer, self)  # a connection released meanwhile is taken
 
     async def _connect_async(self, peer: Peer) -> None:
         task = asyncio.current_task()  # self.connecting, unless a connection was taken
@@ -194,7 +145,7 @@ class ProxyExchange:
         except UpstreamError as exc:
             if self.connecting is task:
                 self.connecting = None
-                _forget_waiter(peer, self)
+                self.pool.forget_waiter(peer, self)
                 self._failed(exc, started=False)
             return
         if self.connecting is not task or self.done:
@@ -203,7 +154,7 @@ class ProxyExchange:
             self.pool.release(conn, True)
             return
         self.connecting = None
-        _forget_waiter(peer, self)
+        self.pool.forget_waiter(peer, self)
         self._begin(conn, reused=False)
 
     def take_connection(self, conn: UpstreamConnection) -> bool:
@@ -296,6 +247,9 @@ class ProxyExchange:
         if spool.full and self.conn is not None:
             self.conn.pause_reading()
 
+    def on_client_full(self) -> None:
+        pass  # _deliver sees `out.writable` and spools what the client is not ready for
+
     def on_client_writable(self) -> None:
         spool = self.spool
         if spool is None or self.done:
@@ -321,7 +275,8 @@ class ProxyExchange:
         if out.chunked:
             out.finish()
         self._close()
-        self.client.exchange_done()
+        if self.attached:
+            self.client.handler_done()
 
     # --- failures ---
 
@@ -382,7 +337,7 @@ class ProxyExchange:
             self.connecting.cancel()
             self.connecting = None
             if self.peer is not None:
-                _forget_waiter(self.peer, self)
+                self.pool.forget_waiter(self.peer, self)
         self._close()
 
     def _close(self) -> None:

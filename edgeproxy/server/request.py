@@ -1,22 +1,131 @@
-"""A complete client request, as handlers see it."""
+"""The request path's vocabulary: a complete request, the route it took, and the three
+interfaces that plug into it.
+
+- a **Handler** answers a request (proxy_pass, return; static files and tunnels next);
+- a **RequestPhase** runs before the handler, in a declared order, and may answer on its
+  own or delay the handler (client address, access rules, rate limits);
+- a **ConnectionPhase** runs when a connection is accepted and when it ends (connection
+  limits).
+
+They live in one module because they refer to each other (a handler takes a Request, a
+Request holds its Route, a Route holds its handler and phases). The connection
+(edgeproxy.server.connection) drives them and knows nothing of what they do; the tables
+that build them from the config are in edgeproxy.server.routes.
+"""
 
 from __future__ import annotations
 
-from edgeproxy.config.model import Location
+from typing import Protocol
+
+from edgeproxy.config.model import Location, ServerConfig
 from edgeproxy.http.events import RequestHead
 from edgeproxy.server.body import RequestBody
-from edgeproxy.server.router import ServerRoutes
+from edgeproxy.server.response import Answer, ResponseWriter
+
+
+class Client(Protocol):
+    """What a handler may do with the client connection it answers."""
+
+    out: ResponseWriter
+
+    def handler_done(self) -> None:
+        """The response is completely written (call once, never from within `start`)."""
+
+    def abort(self) -> None:
+        """Drop the connection: part of a response went out and the rest cannot follow."""
+
+
+class Responder(Protocol):
+    """A response in progress, told what happens on the client's side."""
+
+    def on_client_writable(self) -> None:
+        """The client took what was written: more may follow."""
+
+    def on_client_full(self) -> None:
+        """The client is not taking the response: hold what follows (`out.writable` is False)."""
+
+    def client_gone(self) -> None:
+        """The connection closed: stop, release everything, do not call `handler_done`."""
+
+
+class Handler(Protocol):
+    """A location's handler, built once per config (edgeproxy.server.routes.HANDLERS)."""
+
+    def start(self, request: Request, client: Client) -> Responder | None:
+        """Begin answering `request` on `client.out`.
+
+        Return None when the response was completely written in this call; otherwise the
+        Responder, which calls `client.handler_done()` once its response is complete.
+        """
+        ...
+
+
+class Delay:
+    """A phase's verdict: run the handler only after this many seconds."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+# What a request phase decides: None = go on, an Answer = respond with it instead of the
+# handler (the remaining phases are skipped), a Delay = go on, but start the handler later.
+Verdict = Answer | Delay | None
+
+
+class RequestPhase(Protocol):
+    """A check that runs once the request head is parsed, before its body is read."""
+
+    name: str  # for the error log when it answers
+
+    def check(self, request: Request) -> Verdict: ...
+
+
+class ConnectionPhase(Protocol):
+    """A check on each accepted connection, before anything is read from it."""
+
+    name: str
+
+    def accept(self, peer_ip: str) -> Answer | None:
+        """None to let the connection in (then `release` follows when it ends), or the
+        answer to refuse it with."""
+        ...
+
+    def release(self, peer_ip: str) -> None:
+        """An accepted connection ended, however it ended."""
+
+
+class Route:
+    """Where a request goes: its virtual server, location, phases and handler."""
+
+    __slots__ = ("default_host", "handler", "location", "phases", "server")
+
+    def __init__(
+        self,
+        server: ServerConfig,
+        location: Location | None,  # None: no location matched (the 404 route)
+        handler: Handler,
+        phases: tuple[RequestPhase, ...],
+        default_host: bytes,  # Host sent upstream for an HTTP/1.0 request without one
+    ) -> None:
+        self.server = server
+        self.location = location
+        self.handler = handler
+        self.phases = phases
+        self.default_host = default_host
 
 
 class Request:
     # A plain class, not a dataclass: see edgeproxy.http.events (one is built per request).
     __slots__ = (
+        "answer",
         "body",
         "client_ip",
+        "delay",
         "head",
-        "location",
         "peer_ip",
-        "server",
+        "route",
         "started",
         "upstream_addr",
         "upstream_status",
@@ -25,19 +134,19 @@ class Request:
     def __init__(
         self,
         head: RequestHead,
-        server: ServerRoutes,
-        location: Location | None,  # None: nothing matched (404)
+        route: Route,
         body: RequestBody,
         peer_ip: str,  # the TCP peer
-        client_ip: str,  # the peer, or the client named by a trusted proxy's X-Forwarded-For
         started: float,  # wall clock, for the access log
     ) -> None:
         self.head = head
-        self.server = server
-        self.location = location
+        self.route = route
         self.body = body
         self.peer_ip = peer_ip
-        self.client_ip = client_ip
+        # The peer, unless a phase names the real client (trusted proxies, PROXY protocol).
+        self.client_ip = peer_ip
         self.started = started
+        self.answer: Answer | None = None  # a phase's answer, given instead of the handler
+        self.delay = 0.0  # seconds the phases asked the handler to wait
         self.upstream_addr = ""  # for the access log: the peer that answered
         self.upstream_status = 0

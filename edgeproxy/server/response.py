@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from edgeproxy.http.date import DATE
-from edgeproxy.http.events import RequestHead
+from edgeproxy.http.events import Headers, RequestHead
 from edgeproxy.http.status import error_page, status_line_for
+from edgeproxy.server.body_writers import CHUNKED, LENGTH, NO_BODY, WRITERS, BodyWriter
 
 _SERVER = b"Server: edgeproxy\r\nDate: "
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
@@ -15,6 +16,29 @@ _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _HTML = (b"content-type", b"text/html")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The writers of WRITERS, looked up once.
+_LENGTH_WRITER = WRITERS[LENGTH]
+_CHUNKED_WRITER = WRITERS[CHUNKED]
+_NO_BODY_WRITER = WRITERS[NO_BODY]
+
+
+class Answer:
+    """A complete small response known in advance: a `return`, the 404 of an unmatched
+    path, a phase's refusal. Without a body, a 4xx/5xx gets the standard error page (as
+    nginx's `return 404;`)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]] = (), body: bytes = b""
+    ) -> None:
+        headers = list(headers)
+        if not body and status >= 400:
+            body = error_page(status)
+            headers.append(_HTML)
+        self.status = status
+        self.headers: Headers = headers
+        self.body = body
 
 
 class ResponseWriter:
@@ -25,8 +49,8 @@ class ResponseWriter:
     """
 
     __slots__ = (
+        "body",
         "body_bytes",
-        "chunked",
         "http11",
         "keep_alive",
         "lost",
@@ -48,7 +72,7 @@ class ResponseWriter:
         self.status = 0
         self.body_bytes = 0
         self.started = False
-        self.chunked = False
+        self.body: BodyWriter = _LENGTH_WRITER
         self.keep_alive = keep_alive
         self.http11 = head is None or head.version == b"1.1"
         self.no_body = head is not None and head.method == b"HEAD"
@@ -74,15 +98,16 @@ class ResponseWriter:
         no_body = self.no_body or status in (204, 304) or status < 200
         if no_body:
             self.no_body = True
+            self.body = _NO_BODY_WRITER
             if length is not None and status not in (204, 304):
                 parts.append(b"content-length: %d\r\n" % length)
         elif length is not None:
             parts.append(b"content-length: %d\r\n" % length)
         elif self.http11:
-            self.chunked = True
+            self.body = _CHUNKED_WRITER
             parts.append(_CHUNKED)
         else:
-            self.keep_alive = False
+            self.keep_alive = False  # the body ends when the connection closes
         if not self.keep_alive:
             parts.append(_CLOSE)
         elif not self.http11:
@@ -93,6 +118,13 @@ class ResponseWriter:
             parts.append(body)
         self.transport.write(b"".join(parts))
 
+    @property
+    def chunked(self) -> bool:
+        return self.body is _CHUNKED_WRITER
+
+    def send_answer(self, answer: Answer) -> None:
+        self.send_head(answer.status, answer.headers, len(answer.body), body=answer.body)
+
     def send_error(self, status: int, close: bool = False) -> None:
         """A complete small error response."""
         if close:
@@ -101,14 +133,21 @@ class ResponseWriter:
         self.send_head(status, (_HTML,), len(page), body=page)
 
     def write(self, data: bytes) -> None:
-        if self.no_body or not data or self.lost:
-            return
-        self.body_bytes += len(data)
-        if self.chunked:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        else:
-            self.transport.write(data)
+        """Body bytes, framed as the head announced (dropped for a bodiless response)."""
+        if data and not self.lost:
+            self.body_bytes += self.body.write(self.transport, data)
+
+    def write_file(self, fd: int, offset: int, count: int) -> int:
+        """Up to `count` body bytes from an open file; the number taken (call again with
+        the rest once `writable`)."""
+        if self.lost:
+            return count
+        sent = self.body.write_file(self.transport, fd, offset, count)
+        if not self.no_body:
+            self.body_bytes += sent
+        return sent
 
     def finish(self) -> None:
-        if self.chunked and not self.lost:
-            self.transport.write(b"0\r\n\r\n")
+        """The body is complete (the chunked writer ends it; the others need nothing)."""
+        if not self.lost:
+            self.body.finish(self.transport)

@@ -1,15 +1,19 @@
-"""Routing: listen address + Host -> virtual server; normalised path -> location.
+"""Routing: listen address + Host -> virtual server; normalised path -> route.
 
 Tables are built once per config. Precedence, as nginx: an `exact` location wins, then
-`regex` locations in file order, then the longest `path` prefix.
+`regex` locations in file order, then the longest `path` prefix. Each location's Route
+(handler and phases) is built once, by the `make_route` the worker passes in; a path no
+location matches gets the server's 404 route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from edgeproxy.config.model import Location, ServerConfig
+from edgeproxy.server.request import ConnectionPhase, Route
 
 # Recent answers kept per table. Clients repeat their Host and mostly a few paths; a
 # table that fills up is emptied, and long keys are never kept, so memory stays bounded
@@ -17,6 +21,7 @@ from edgeproxy.config.model import Location, ServerConfig
 CACHE_SIZE = 1024
 CACHED_KEY_MAX = 256
 Answer = TypeVar("Answer")
+MakeRoute = Callable[[ServerConfig, "Location | None"], Route]
 
 
 def normalize_path(target: bytes) -> str | None:
@@ -57,59 +62,64 @@ def _remember(cache: dict[bytes, Answer], key: bytes, answer: Answer) -> None:
 class ServerRoutes:
     """The locations of one virtual server, in lookup order."""
 
-    __slots__ = ("_cache", "config", "default_host", "exact", "prefixes", "regexes")
+    __slots__ = ("_cache", "config", "exact", "not_found", "prefixes", "regexes")
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, make_route: MakeRoute) -> None:
         self.config = config
-        # Host sent upstream for an HTTP/1.0 request without one: the server's first name.
-        names = [n for n in config.server_name if "*" not in n]
-        self.default_host = (names[0] if names else "localhost").encode()
-        self.exact: dict[str, Location] = {}
-        self._cache: dict[bytes, tuple[str | None, Location | None]] = {}
-        self.regexes: list[Location] = []
-        prefixes: list[Location] = []
+        self.not_found = make_route(config, None)
+        self.exact: dict[str, Route] = {}
+        self._cache: dict[bytes, tuple[str | None, Route]] = {}
+        self.regexes: list[tuple[Location, Route]] = []
+        prefixes: list[tuple[str, Route]] = []
         for location in config.locations:
+            route = make_route(config, location)
             if location.match == "exact":
-                self.exact.setdefault(location.pattern, location)
+                self.exact.setdefault(location.pattern, route)
             elif location.match == "regex":
-                self.regexes.append(location)
+                self.regexes.append((location, route))
             else:
-                prefixes.append(location)
+                prefixes.append((location.pattern, route))
         # Longest first, so the first match is the longest; stable for equal lengths.
-        self.prefixes = sorted(prefixes, key=lambda loc: -len(loc.pattern))
+        self.prefixes = sorted(prefixes, key=lambda item: -len(item[0]))
 
-    def route(self, target: bytes) -> tuple[str | None, Location | None]:
-        """The normalised path of a request target (None: not routable) and its location."""
+    def route(self, target: bytes) -> tuple[str | None, Route]:
+        """The normalised path of a request target (None: not routable) and its route."""
         cache = self._cache
         found = cache.get(target)
         if found is not None:
             return found
         path = normalize_path(target) if target[:1] == b"/" else target.decode("latin-1")
-        found = (path, self.location_for(path) if path is not None else None)
+        found = (path, self.location_for(path) if path is not None else self.not_found)
         _remember(cache, target, found)
         return found
 
-    def location_for(self, path: str) -> Location | None:
-        location = self.exact.get(path)
-        if location is not None:
-            return location
-        for location in self.regexes:
+    def location_for(self, path: str) -> Route:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        for location, route in self.regexes:
             assert location.regex is not None
             if location.regex.search(path):
-                return location
-        for location in self.prefixes:
-            if path.startswith(location.pattern):
-                return location
-        return None
+                return route
+        for prefix, route in self.prefixes:
+            if path.startswith(prefix):
+                return route
+        return self.not_found
 
 
 class Router:
     """The virtual servers that share one listen address."""
 
-    __slots__ = ("_cache", "by_name", "default", "wildcards")
+    __slots__ = ("_cache", "by_name", "connection_phases", "default", "wildcards")
 
-    def __init__(self, servers: list[ServerConfig]) -> None:
-        routes = [ServerRoutes(server) for server in servers]
+    def __init__(
+        self,
+        servers: list[ServerConfig],
+        make_route: MakeRoute,
+        connection_phases: tuple[ConnectionPhase, ...] = (),
+    ) -> None:
+        routes = [ServerRoutes(server, make_route) for server in servers]
+        self.connection_phases = connection_phases  # run on every connection accepted
         self.by_name: dict[bytes, ServerRoutes] = {}
         self.wildcards: list[tuple[bytes, ServerRoutes]] = []
         self._cache: dict[bytes, ServerRoutes] = {}

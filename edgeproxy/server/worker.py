@@ -20,8 +20,9 @@ from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import AccessLog, reopen_error_log
 from edgeproxy.server.connection import DownstreamConnection
-from edgeproxy.server.proxy import ProxyHandler
 from edgeproxy.server.router import Router
+from edgeproxy.server.routes import RouteBuilder
+from edgeproxy.server.services import ServedConnection, WorkerServices
 from edgeproxy.upstream.peer import HealthLookup
 from edgeproxy.upstream.pool import UpstreamPool
 
@@ -34,12 +35,15 @@ GRACEFUL_TIMEOUT = 30.0  # seconds in-flight requests get on a graceful stop (ng
 IDLE_GRACE = 1.0
 
 
-def build_routers(config: Config) -> dict[Address, Router]:
+def build_routers(config: Config, routes: RouteBuilder) -> dict[Address, Router]:
     by_address: dict[Address, list[ServerConfig]] = {}
     for server in config.servers:
         for address in server.listen:
             by_address.setdefault(address, []).append(server)
-    return {address: Router(servers) for address, servers in by_address.items()}
+    return {
+        address: Router(servers, routes, routes.connection_phases(servers))
+        for address, servers in by_address.items()
+    }
 
 
 class WorkerHooks(Protocol):
@@ -64,19 +68,21 @@ class Worker:
         self.pools = {
             name: UpstreamPool(up, self.codec, peer_health) for name, up in config.upstreams.items()
         }
-        self.proxy = ProxyHandler(self.pools, config.temp_path)
         self.access_log = AccessLog(config.access_log)
-        self.routers = build_routers(config)
-        self.connections: set[DownstreamConnection] = set()
-        self.stopping = False
+        self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
+        self.routers = build_routers(config, RouteBuilder(self.services))
         self._servers: list[asyncio.Server] = []
+
+    @property
+    def connections(self) -> set[ServedConnection]:
+        return self.services.connections
 
     async def start(self, sockets: Mapping[Address, socket.socket]) -> None:
         for address, sock in sockets.items():  # the server owns `sock` and closes it
             router = self.routers[address]
 
             def factory(router: Router = router) -> DownstreamConnection:
-                return DownstreamConnection(self, router)
+                return DownstreamConnection(self.services, router)
 
             if address.kind == "unix":
                 server = await self.loop.create_unix_server(factory, sock=sock)
@@ -90,7 +96,7 @@ class Worker:
         Requests that arrive meanwhile on open connections are still answered, with
         `Connection: close`; idle keep-alive connections are closed after IDLE_GRACE.
         """
-        self.stopping = True
+        self.services.stopping = True
         for server in self._servers:
             server.close()
         now = self.loop.time()
@@ -103,7 +109,7 @@ class Worker:
             await asyncio.sleep(0.05)  # polling a shrinking set; bounded by the deadline
             now = self.loop.time()
         for conn in list(self.connections):
-            conn.transport.abort()
+            conn.abort()
         for pool in self.pools.values():
             pool.close()
         self.access_log.close()

@@ -14,14 +14,15 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from edgeproxy.errors import UpstreamError
-from edgeproxy.http.codec import HeadCodec, MalformedResponse, ResponseParser
+from edgeproxy.http.codec import MalformedResponse, ResponseParser
 from edgeproxy.http.events import ResponseHead
 from edgeproxy.timer import LazyTimer
 from edgeproxy.upstream.peer import Peer
+from edgeproxy.upstream.protocol import UpstreamProtocol
 
 
 class Exchange(Protocol):
-    """What an UpstreamConnection reports to (edgeproxy.server.proxy.ProxyExchange)."""
+    """What an UpstreamConnection reports to (the proxy handler's exchange)."""
 
     def on_response(self, head: ResponseHead | None, chunks: list[bytes], complete: bool) -> None:
         """A batch of the response: its head (first batch only), body pieces, and whether
@@ -38,12 +39,12 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(
         self,
         peer: Peer,
-        codec: HeadCodec,
+        protocol: UpstreamProtocol,
         on_release: Callable[[UpstreamConnection, bool], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.peer = peer
-        self.codec = codec
+        self.protocol = protocol
         self.on_release = on_release
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -63,7 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Start an exchange on this connection; then `write` the request."""
         reader = self._spare_reader
         if reader is None:
-            reader = self._spare_reader = self.codec.response_parser()
+            reader = self._spare_reader = self.protocol.response_parser()
         reader.reset(method)
         self._reader = reader
         self._exchange = exchange

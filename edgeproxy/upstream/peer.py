@@ -9,15 +9,9 @@ gets a private row.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from edgeproxy.config.model import Address, PeerConfig
-
-if TYPE_CHECKING:
-    from edgeproxy.upstream.connection import UpstreamConnection
-    from edgeproxy.upstream.pool import ConnectionWaiter
 
 # The fields of a health row (float64 each): failures counted, when the count started,
 # and until when the peer is left out.
@@ -39,12 +33,10 @@ class Peer:
         "current_weight",
         "fail_timeout",
         "health",
-        "idle",
         "index",
         "max_conns",
         "max_fails",
         "name",
-        "waiters",
         "weight",
     )
 
@@ -53,7 +45,7 @@ class Peer:
     ) -> None:
         self.address = config.address
         self.name = str(config.address)
-        self.index = index
+        self.index = index  # its place in the pool's peer list (the pool's per-peer tables)
         self.weight = config.weight
         self.max_fails = config.max_fails
         self.fail_timeout = config.fail_timeout
@@ -62,10 +54,6 @@ class Peer:
         self.active = 0  # requests in flight to this peer (least_conn, max_conns)
         self.current_weight = 0  # smooth weighted round robin state
         self.health = private_health() if health is None else health
-        self.idle: deque[UpstreamConnection] = deque()  # keep-alive connections, newest last
-        # Exchanges connecting to this peer: a connection released meanwhile goes to the
-        # first of them rather than to the idle pool (or, with the pool full, to a close).
-        self.waiters: deque[ConnectionWaiter] = deque()
 
     def __repr__(self) -> str:
         return f"Peer({self.name})"

@@ -1,10 +1,12 @@
-"""An upstream pool: its peers, the balancer that picks among them, and keep-alive reuse."""
+"""An upstream pool: its peers, the balancer that picks among them, the protocol it speaks
+to them, and keep-alive reuse."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Container
 from typing import Protocol
 
@@ -14,6 +16,7 @@ from edgeproxy.http.codec import HeadCodec
 from edgeproxy.upstream.balancers import make_balancer
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import HealthLookup, Peer
+from edgeproxy.upstream.protocols import make_protocol
 
 log = logging.getLogger("edgeproxy.upstream")
 
@@ -27,7 +30,7 @@ SURPLUS_FACTOR = 8
 
 
 class ConnectionWaiter(Protocol):
-    """An exchange waiting for its new connection to a peer (ProxyExchange)."""
+    """A request waiting for its new connection to a peer (the proxy handler's exchange)."""
 
     def take_connection(self, conn: UpstreamConnection) -> bool:
         """Use `conn` (a released keep-alive connection) instead; False if no longer wanted."""
@@ -54,11 +57,17 @@ class UpstreamPool:
     ) -> None:
         self.config = config
         self.name = config.name
-        self.codec = codec
+        self.protocol = make_protocol(config.protocol, codec)
         peers = [
             Peer(server, index, health(config.name, server.address) if health else None)
             for index, server in enumerate(config.servers)
         ]
+        self.peers = peers
+        # Per peer (by Peer.index): idle keep-alive connections, newest last; and the
+        # requests connecting to it, to which a connection released meanwhile goes rather
+        # than to the idle list (or, with that full, to a close).
+        self._idle: list[deque[UpstreamConnection]] = [deque() for _ in peers]
+        self._waiters: list[deque[ConnectionWaiter]] = [deque() for _ in peers]
         self.primary = [p for p in peers if not p.backup]
         self.backup = [p for p in peers if p.backup]
         self.balancer = make_balancer(config.balance, self.primary)
@@ -91,7 +100,7 @@ class UpstreamPool:
     def has_candidate(self, tried: Container[Peer]) -> bool:
         """Whether `select` would find a peer outside `tried` (balancer state untouched)."""
         now = time.monotonic()
-        return any(p not in tried and self._usable(p, now) for p in self.primary + self.backup)
+        return any(p not in tried and self._usable(p, now) for p in self.peers)
 
     def _usable(self, peer: Peer, now: float) -> bool:
         if self._lone:
@@ -125,8 +134,10 @@ class UpstreamPool:
         the task that awaits this, which the connect timeout cancels."""
         loop = self.loop
 
+        protocol = self.protocol
+
         def factory() -> UpstreamConnection:
-            return UpstreamConnection(peer, self.codec, self.release, loop)
+            return UpstreamConnection(peer, protocol, self.release, loop)
 
         address = peer.address
         # A loop timer that cancels the task, rather than asyncio.timeout(): that is
@@ -159,10 +170,10 @@ class UpstreamPool:
         """The exchange on `conn` is over: hand it to an exchange still connecting to the
         same peer, keep it for reuse, or close it."""
         peer = conn.peer
-        if reusable and peer.waiters and not conn.closed:
+        waiters = self._waiters[peer.index]
+        if reusable and waiters and not conn.closed:
             # A connect costs far more than a reuse: under load, requests that found no
             # idle connection take the ones released while they connect.
-            waiters = peer.waiters
             while waiters:
                 if waiters.popleft().take_connection(conn):
                     return  # still counted in flight, now for the waiter's request
@@ -171,13 +182,32 @@ class UpstreamPool:
             conn.close()
             return
         conn.idle_since = time.monotonic()
-        peer.idle.append(conn)
+        self._idle[peer.index].append(conn)
         self.idle_count += 1
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
+    def wait_for_release(self, peer: Peer, waiter: ConnectionWaiter) -> None:
+        """`waiter` is connecting to `peer`: offer it a connection released meanwhile."""
+        self._waiters[peer.index].append(waiter)
+
+    def forget_waiter(self, peer: Peer, waiter: ConnectionWaiter) -> None:
+        # One scan of the deque, not `in` and then `remove` (suppress() would cost a
+        # context manager per connect).
+        try:
+            self._waiters[peer.index].remove(waiter)
+        except ValueError:
+            return  # `release` took it off already
+
+    def waiting(self, peer: Peer) -> int:
+        """Requests connecting to `peer` that a released connection would go to."""
+        return len(self._waiters[peer.index])
+
+    def idle_connections(self, peer: Peer) -> int:
+        return len(self._idle[peer.index])
+
     def _take_idle(self, peer: Peer) -> UpstreamConnection | None:
-        idle = peer.idle
+        idle = self._idle[peer.index]
         deadline = time.monotonic() - self.config.keepalive_timeout
         while idle:
             conn = idle.pop()  # newest first: the likeliest to be warm
@@ -194,14 +224,11 @@ class UpstreamPool:
         now = time.monotonic()
         expired = now - self.config.keepalive_timeout
         unused = now - SURPLUS_GRACE
-        peers = self.primary + self.backup
-        for peer in peers:
-            idle = peer.idle
+        for idle in self._idle:
             while idle and (idle[0].closed or idle[0].idle_since <= expired):
                 idle.popleft().close()
                 self.idle_count -= 1
-        for peer in peers:
-            idle = peer.idle
+        for idle in self._idle:
             while self.idle_count > self.config.keepalive and idle and idle[0].idle_since <= unused:
                 idle.popleft().close()
                 self.idle_count -= 1
@@ -212,7 +239,7 @@ class UpstreamPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for peer in self.primary + self.backup:
-            while peer.idle:
-                peer.idle.pop().close()
+        for idle in self._idle:
+            while idle:
+                idle.pop().close()
         self.idle_count = 0

@@ -388,7 +388,9 @@ async def test_a_released_connection_goes_to_a_request_still_connecting(start_pr
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())  # takes the queue's one place
             second = asyncio.ensure_future(client.get("/second"))
-            await async_wait_until(lambda: len(peer.waiters) == 1, 10, "a request connecting")
+            await async_wait_until(
+                lambda: proxy.worker.pools["app"].waiting(peer) == 1, 10, "a request connecting"
+            )
             writer.write(response(body=b"one"))  # frees the connection: the waiter takes it
             served.append(await asyncio.wait_for(read_request(reader), 10) or b"")
             writer.write(response(body=b"two"))
@@ -399,7 +401,7 @@ async def test_a_released_connection_goes_to_a_request_still_connecting(start_pr
         filler.close()
         listener.close()
     assert [head.split(b" ")[1] for head in served] == [b"/first", b"/second"]
-    assert not peer.waiters
+    assert not proxy.worker.pools["app"].waiting(peer)
 
 
 async def test_body_bytes_after_a_head_answer_are_never_taken_as_the_next_response(
@@ -456,10 +458,12 @@ async def test_connections_freed_by_a_burst_are_kept_a_moment_then_trimmed(start
                 )
                 gate.set()
                 assert [r.text for r in await asyncio.gather(*calls)] == ["ok"] * burst
-                assert len(peer.idle) == burst  # the surplus stays for the next burst
+                assert (
+                    proxy.worker.pools["app"].idle_connections(peer) == burst
+                )  # the surplus stays for the next burst
             assert upstream.accepted == burst  # the second burst opened no connection
             # Unused, the surplus goes, down to `keepalive`.
             await async_wait_until(lambda: upstream.open == 2, 10, "surplus connections closed")
-            assert len(peer.idle) == 2
+            assert proxy.worker.pools["app"].idle_connections(peer) == 2
             assert (await client.get("/")).text == "ok"  # a kept one still serves
         assert upstream.accepted == burst

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from edgeproxy.server.proxy import ProxyExchange
 from tests.conftest import Gunicorn, async_wait_until, free_port
 from tests.integration.fake_upstreams import RawUpstream, proxy_yaml, read_request, response
 
@@ -124,17 +125,20 @@ async def test_client_leaving_while_connecting_cancels_the_connect(start_proxy) 
         (peer,) = proxy.worker.pools["app"].primary
         sock = socket.create_connection(("127.0.0.1", proxy.port))
         sock.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
-        await async_wait_until(lambda: len(peer.waiters) == 1, 10, "a request connecting")
+        await async_wait_until(
+            lambda: proxy.worker.pools["app"].waiting(peer) == 1, 10, "a request connecting"
+        )
         (client,) = proxy.worker.connections
-        assert client.exchange is not None
-        connecting = client.exchange.connecting
+        exchange = client.responder
+        assert isinstance(exchange, ProxyExchange)
+        connecting = exchange.connecting
         assert connecting is not None
         # A reset, not a FIN: a FIN after a request is a half-close, and is answered.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
         await async_wait_until(connecting.done, 10, "the connect ended")
         assert connecting.cancelled()
-        assert not peer.waiters and peer.active == 0 and peer.fails == 0
+        assert not proxy.worker.pools["app"].waiting(peer) and peer.active == 0 and peer.fails == 0
         await async_wait_until(lambda: not proxy.worker.connections, 10, "the client gone")
 
 

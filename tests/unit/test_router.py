@@ -2,8 +2,18 @@ from __future__ import annotations
 
 import pytest
 
-from edgeproxy.config import ReturnAction, parse_config
+from edgeproxy.config import Location, ReturnAction, ServerConfig, parse_config
+from edgeproxy.server.request import Route
+from edgeproxy.server.response import Answer
+from edgeproxy.server.return_handler import AnswerHandler
 from edgeproxy.server.router import CACHE_SIZE, CACHED_KEY_MAX, Router, normalize_path
+
+_UNUSED = AnswerHandler(Answer(500))  # these tests only match; no request is answered
+
+
+def plain_route(server: ServerConfig, location: Location | None) -> Route:
+    return Route(server, location, _UNUSED, (), b"")
+
 
 CONFIG = """
 upstreams:
@@ -32,11 +42,11 @@ servers:
 @pytest.fixture
 def router() -> Router:
     config = parse_config(CONFIG, "test.yaml")
-    return Router(list(config.servers))
+    return Router(list(config.servers), plain_route)
 
 
 def answer(router: Router, host: bytes, path: str) -> str:
-    location = router.server_for(host).location_for(path)
+    location = router.server_for(host).location_for(path).location
     assert location is not None and isinstance(location.handler, ReturnAction)
     return location.handler.body.decode()
 
@@ -85,7 +95,7 @@ servers:
 """,
         "t.yaml",
     )
-    router = Router(list(config.servers))
+    router = Router(list(config.servers), plain_route)
     assert answer(router, b"nomatch", "/x") == "a"
     assert answer(router, b"b.test", "/x") == "b"
 
@@ -117,7 +127,7 @@ def test_cached_answers_match_fresh_ones_and_the_cache_stays_bounded(router: Rou
             for target in targets:
                 routes = router.server_for(host)
                 path = normalize_path(target) if target[:1] == b"/" else target.decode()
-                expected = routes.location_for(path) if path is not None else None
+                expected = routes.location_for(path) if path is not None else routes.not_found
                 assert routes.route(target) == (path, expected)
                 assert len(routes._cache) <= CACHE_SIZE
                 assert all(len(key) <= CACHED_KEY_MAX for key in routes._cache)

@@ -1,0 +1,91 @@
+"""From config to routes: which handler and which phases each location gets.
+
+Three tables, each a row per feature, so that a new feature is a row here plus its own
+module, never a branch in the connection:
+
+- HANDLERS: a location's handler spec type (edgeproxy.config.model.HandlerSpec) -> a
+  factory of its Handler;
+- REQUEST_PHASES: phase factories in the order the phases run; a factory returns None
+  where its keys are not configured, so that phase is not in the route at all;
+- CONNECTION_PHASES: the same for the checks run when a connection is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edgeproxy.config.model import Location, ProxyPass, ReturnAction, ServerConfig
+from edgeproxy.server.phases import ClientAddressPhase
+from edgeproxy.server.proxy import ProxyHandler
+from edgeproxy.server.request import ConnectionPhase, Handler, RequestPhase, Route
+from edgeproxy.server.response import Answer
+from edgeproxy.server.return_handler import AnswerHandler, return_answer
+from edgeproxy.server.services import WorkerServices
+
+HandlerFactory = Callable[[Any, WorkerServices], Handler]
+RequestPhaseFactory = Callable[[ServerConfig, "Location | None"], "RequestPhase | None"]
+ConnectionPhaseFactory = Callable[[Sequence[ServerConfig]], "ConnectionPhase | None"]
+
+
+def _proxy_pass(spec: ProxyPass, services: WorkerServices) -> Handler:
+    return ProxyHandler(services.pools[spec.upstream], services.config.temp_path)
+
+
+def _return(spec: ReturnAction, services: WorkerServices) -> Handler:
+    return AnswerHandler(return_answer(spec))
+
+
+HANDLERS: dict[type[Any], HandlerFactory] = {
+    ProxyPass: _proxy_pass,
+    ReturnAction: _return,
+}
+
+
+def _client_address(server: ServerConfig, location: Location | None) -> RequestPhase | None:
+    return ClientAddressPhase(server.trusted_proxies) if server.trusted_proxies else None
+
+
+# In the order they run: who the client is first, then what it may do (access rules and
+# rate limits come next, and use the client address).
+REQUEST_PHASES: list[RequestPhaseFactory] = [_client_address]
+CONNECTION_PHASES: list[ConnectionPhaseFactory] = []
+
+_NOT_FOUND = AnswerHandler(Answer(404))
+
+
+def default_host(server: ServerConfig) -> bytes:
+    """Host sent upstream for an HTTP/1.0 request without one: the server's first name."""
+    names = [n for n in server.server_name if "*" not in n]
+    return (names[0] if names else "localhost").encode()
+
+
+class RouteBuilder:
+    """Builds each location's Route once per worker and config."""
+
+    def __init__(self, services: WorkerServices) -> None:
+        self.services = services
+
+    def __call__(self, server: ServerConfig, location: Location | None) -> Route:
+        handler: Handler
+        if location is None:
+            handler = _NOT_FOUND
+        else:
+            spec = location.handler
+            factory = HANDLERS.get(type(spec))
+            if factory is None:
+                raise TypeError(f"{location.where}: no handler for {type(spec).__name__}")
+            handler = factory(spec, self.services)
+        phases = [make(server, location) for make in REQUEST_PHASES]
+        return Route(
+            server,
+            location,
+            handler,
+            tuple(phase for phase in phases if phase is not None),
+            default_host(server),
+        )
+
+    def connection_phases(self, servers: Sequence[ServerConfig]) -> tuple[ConnectionPhase, ...]:
+        """The accept-time checks of one listen address, shared by its servers."""
+        phases = [make(servers) for make in CONNECTION_PHASES]
+        return tuple(phase for phase in phases if phase is not None)

@@ -1,0 +1,40 @@
+"""What every connection and handler of one worker shares, built once per worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Protocol
+
+from edgeproxy.config.model import Config
+from edgeproxy.http.codec import HeadCodec
+from edgeproxy.logging import AccessLog
+from edgeproxy.upstream.pool import UpstreamPool
+
+
+class ServedConnection(Protocol):
+    """What the worker does with its open client connections when it stops."""
+
+    def close_if_idle(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class WorkerServices:
+    __slots__ = ("access_log", "codec", "config", "connections", "loop", "pools", "stopping")
+
+    def __init__(
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        codec: HeadCodec,
+        pools: Mapping[str, UpstreamPool],
+        access_log: AccessLog,
+    ) -> None:
+        self.config = config
+        self.loop = loop
+        self.codec = codec
+        self.pools = pools
+        self.access_log = access_log
+        self.connections: set[ServedConnection] = set()
+        self.stopping = False  # a graceful stop began: answer with `Connection: close`

@@ -1,0 +1,62 @@
+"""HTTP/1.1 to the peers: a normalised request, responses read by the codec's parser."""
+
+from __future__ import annotations
+
+from edgeproxy.http.codec import HeadCodec, ResponseParser
+from edgeproxy.http.events import RequestHead
+from edgeproxy.http.headers import PLAIN_CONNECTION, REQUEST_REPLACED, end_to_end
+
+# Methods whose requests carry a body by definition: always send Content-Length, even 0.
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+class Http1Protocol:
+    """Our own framing (a plain Content-Length body), forwarding fields, no hop-by-hop."""
+
+    __slots__ = ("codec", "name")
+
+    def __init__(self, codec: HeadCodec) -> None:
+        self.name = "http"
+        self.codec = codec
+
+    def encode_request_head(
+        self,
+        head: RequestHead,
+        default_host: bytes,
+        peer_ip: str,
+        client_ip: str,
+        body_size: int,
+        keepalive: bool,
+    ) -> bytes:
+        host = head.host or default_host
+        parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        forwarded = b""  # the X-Forwarded-For the client sent, joined
+        names_fields = False  # a Connection field names other fields: they go too
+        # One pass: fields passed on, X-Forwarded-For collected (end_to_end plus header_values).
+        for name, value in head.headers:
+            if name not in REQUEST_REPLACED:
+                parts += (name, b": ", value, b"\r\n")
+            elif name == b"x-forwarded-for":
+                forwarded = forwarded + b", " + value if forwarded else value
+            elif name == b"connection" and value not in PLAIN_CONNECTION:
+                names_fields = True
+        if names_fields:
+            del parts[6:]
+            for name, value in end_to_end(head.headers, REQUEST_REPLACED):
+                parts += (name, b": ", value, b"\r\n")
+        peer = peer_ip.encode()
+        client = peer if client_ip is peer_ip else client_ip.encode()
+        parts += (
+            b"x-forwarded-for: ", forwarded + b", " + peer if forwarded else peer,
+            b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ", host,
+            b"\r\nx-real-ip: ", client, b"\r\n",
+        )  # fmt: skip
+        if body_size or head.method in BODY_METHODS:
+            parts.append(b"content-length: %d\r\n" % body_size)
+        if not keepalive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def response_parser(self) -> ResponseParser:
+        return self.codec.response_parser()
