@@ -19,8 +19,9 @@ async def trickle(port: int, size: int, piece: int, interval: float) -> tuple[by
     """POST a `size`-byte body, `piece` bytes every `interval` s; the answer and its delay."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     started = time.monotonic()
-    writer.write(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % size)
-    answer = asyncio.ensure_future(reader.read(65536))
+    head = b"POST /echo HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
+    writer.write(head % size)
+    answer = asyncio.ensure_future(reader.read())  # to the close
     sent = 0
     for _ in range(size // piece + 1):  # bounded by the body's size
         if answer.done() or sent >= size or time.monotonic() - started > 5:
