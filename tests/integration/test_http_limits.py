@@ -8,31 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.conftest import Proxy
-from tests.integration.raw_http import Client, RecordingUpstream, get, proxy_yaml
+from tests.integration.fake_upstreams import proxy_yaml
+from tests.integration.raw_http import Client, RecordingUpstream, get
 
-LIMITS = (
-    "{client_header_buffer_size: 1k, client_max_body_size: 1k,"
-    " client_header_timeout: 300ms, client_body_timeout: 300ms}"
-)
-
-
-@pytest.fixture
-async def recorder() -> AsyncIterator[RecordingUpstream]:
-    upstream = await RecordingUpstream().start()
-    yield upstream
-    upstream.close()
+LIMITS = """
+client_header_buffer_size: 1k
+client_max_body_size: 1k
+client_header_timeout: 300ms
+client_body_timeout: 300ms
+"""
 
 
 @pytest.fixture
 async def proxy(start_proxy, recorder: RecordingUpstream) -> Proxy:
-    return await start_proxy(
-        proxy_yaml(recorder.address, http=LIMITS, upstream_extra=", keepalive: 0")
-    )
+    return await start_proxy(proxy_yaml([recorder.address], http=LIMITS, upstream="keepalive: 0"))
 
 
 async def refused(proxy: Proxy, request: bytes, status: int) -> None:
