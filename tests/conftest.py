@@ -66,6 +66,17 @@ async def async_wait_until(
         await asyncio.sleep(0.02)
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `edgeproxy` command in a subprocess, run to its end (bounded)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(ROOT),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -53,20 +53,26 @@ def temp_file_sizes(temp_path: Path) -> list[int]:
     return sizes
 
 
-def proxy_yaml(servers: list[str], *, upstream: str = "", http: str = "") -> str:
-    """A one-location config proxying / to upstream `app`; extra lines are indented for you."""
-    peers = "\n".join(f"      - {server}" for server in servers)
+def proxy_yaml(peers: list[str], *, upstream: str = "", http: str = "") -> str:
+    """A config whose one server proxies every path to upstream `app`.
+
+    `peers` are YAML values: an address, or a mapping such as `{address: "...", weight: 3}`.
+    `upstream` and `http` are extra lines for those sections, indented for you. The body
+    limit is raised to 64m (tests upload more than nginx's 1m default) unless `http` sets it.
+    """
+    if "client_max_body_size:" not in http:
+        http = f"client_max_body_size: 64m\n{http}"
+    peer_lines = "\n".join(f"      - {peer}" for peer in peers)
     upstream_lines = "".join(f"    {line}\n" for line in upstream.strip().splitlines())
     http_lines = "".join(f"  {line}\n" for line in http.strip().splitlines())
     return f"""
 temp_path: "{{temp}}"
 access_log: {{format: off}}
 http:
-  client_max_body_size: 64m
 {http_lines}upstreams:
   app:
 {upstream_lines}    servers:
-{peers}
+{peer_lines}
 servers:
   - listen: ["127.0.0.1:0"]
     locations:

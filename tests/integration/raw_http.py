@@ -13,16 +13,16 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tests.integration.fake_upstreams import BLOCK
+
 T = TypeVar("T")
 
 TIMEOUT = 5.0  # seconds any single read may take before the test fails
 
-# The bytes /stream/N and /bytes/N of tests/apps/wsgi_app.py produce.
-_BLOCK = bytes(range(256)) * 256
-
 
 def pattern(size: int) -> bytes:
-    return (_BLOCK * (size // len(_BLOCK) + 1))[:size]
+    """The body of `size` bytes that the app's /stream/N and /bytes/N produce."""
+    return (BLOCK * (size // len(BLOCK) + 1))[:size]
 
 
 def sha256(data: bytes) -> str:
@@ -198,19 +198,3 @@ class RecordingUpstream:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
-
-
-def proxy_yaml(upstream: str, *, http: str = "{}", upstream_extra: str = "") -> str:
-    """A one-server config proxying every path to `upstream`."""
-    return f"""
-temp_path: "{{temp}}"
-access_log: {{format: off}}
-http: {http}
-upstreams:
-  app: {{servers: ["{upstream}"]{upstream_extra}}}
-servers:
-  - listen: ["127.0.0.1:0"]
-    locations:
-      - path: /
-        proxy_pass: app
-"""

@@ -10,17 +10,7 @@ from pathlib import Path
 import httpx
 
 from edgeproxy import __version__, build_kind
-from tests.conftest import ROOT, Gunicorn, can_connect, free_port, wait_until
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeproxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=str(cwd or ROOT),
-    )
+from tests.conftest import Gunicorn, can_connect, free_port, run_cli, wait_until
 
 
 def write(path: Path, text: str) -> str:

@@ -3,7 +3,8 @@
 gunicorn's sync workers close every connection, so the proxy opens one upstream connection
 per request; browsers open and close client connections all the time. A reference cycle
 through either (a timer's callback, the parser's callbacks) leaves every one of them to the
-cyclic garbage collector, whose collections then cost 6-9% of the worker's CPU.
+cyclic garbage collector, whose collections then take a share of the worker's CPU that
+grows with the request rate.
 """
 
 from __future__ import annotations

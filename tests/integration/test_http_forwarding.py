@@ -4,34 +4,18 @@ removal both ways, re-framing of upstream responses, and location routing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from tests.conftest import Gunicorn
-from tests.integration.raw_http import (
-    Client,
-    RecordingUpstream,
-    echoed,
-    get,
-    pattern,
-    proxy_yaml,
-)
-
-
-@pytest.fixture
-async def recorder() -> AsyncIterator[RecordingUpstream]:
-    upstream = await RecordingUpstream().start()
-    yield upstream
-    upstream.close()
-
+from tests.integration.fake_upstreams import proxy_yaml
+from tests.integration.raw_http import Client, echoed, get, pattern
 
 # --- header rules ---
 
 
 async def test_forwarding_headers(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.get(
             "/echo",
@@ -52,7 +36,7 @@ async def test_forwarding_headers(start_proxy, gunicorn_a):
 
 
 async def test_forwarding_headers_are_set_once(start_proxy, recorder):
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(
         b"GET /x HTTP/1.1\r\nHost: t.example\r\nX-Forwarded-For: 192.0.2.1\r\n"
@@ -73,7 +57,7 @@ async def test_forwarding_headers_are_set_once(start_proxy, recorder):
 
 
 async def test_absolute_form_target_is_forwarded_in_origin_form(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     response = await client.exchange(
         b"GET http://other.example:81/echo?x=1 HTTP/1.1\r\nHost: ignored.example\r\n\r\n"
@@ -84,7 +68,7 @@ async def test_absolute_form_target_is_forwarded_in_origin_form(start_proxy, gun
 
 
 async def test_hop_by_hop_and_underscore_request_headers_removed(start_proxy, recorder):
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(
         b"GET /x HTTP/1.1\r\nHost: t\r\n"
@@ -114,7 +98,7 @@ HOP_RESPONSE = (
 
 async def test_hop_by_hop_response_headers_removed(start_proxy, recorder):
     recorder.response = HOP_RESPONSE
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(get("/"))
     assert response.status == 200
@@ -133,7 +117,7 @@ async def test_response_fields_kept_as_sent_and_ours_set_once(start_proxy, recor
         b"Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     )  # both framings: Transfer-Encoding wins (RFC 9112 6.3)
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(get("/"))
     assert (response.status, response.reason, response.body) == (201, "Made It", b"abc")
@@ -148,7 +132,7 @@ async def test_response_fields_kept_as_sent_and_ours_set_once(start_proxy, recor
 async def test_close_delimited_upstream_response_reframed(start_proxy, recorder, size):
     body = pattern(size)
     recorder.response = b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n" + body
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
     client = await Client.connect(proxy.port)
     for _ in range(2):  # the client connection survives the upstream's close
         response = await client.exchange(get("/"))
@@ -159,7 +143,7 @@ async def test_close_delimited_upstream_response_reframed(start_proxy, recorder,
 
 
 async def test_upstream_chunked_response_reframed(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     for size in (10, 300_000):
         response = await client.exchange(get(f"/stream/{size}"))
@@ -173,7 +157,7 @@ async def test_upstream_informational_response_is_not_relayed(start_proxy, recor
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
     )
-    proxy = await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(get("/"))
     assert (response.status, response.body) == (200, b"final")
@@ -182,7 +166,7 @@ async def test_upstream_informational_response_is_not_relayed(start_proxy, recor
 
 @pytest.mark.parametrize("status", [204, 304])
 async def test_bodiless_upstream_status_keeps_the_client_in_step(start_proxy, gunicorn_a, status):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     response = await client.exchange(get(f"/status/{status}"))
     assert response.status == status

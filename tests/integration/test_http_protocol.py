@@ -10,12 +10,12 @@ from __future__ import annotations
 import socket
 import time
 
+from tests.integration.fake_upstreams import proxy_yaml
 from tests.integration.raw_http import (
     Client,
     echoed,
     get,
     pattern,
-    proxy_yaml,
     sha256,
 )
 
@@ -23,7 +23,7 @@ from tests.integration.raw_http import (
 
 
 async def test_keepalive_serves_several_requests_on_one_connection(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     for n in range(3):
         response = await client.exchange(get(f"/echo?n={n}"))
@@ -36,7 +36,7 @@ async def test_keepalive_serves_several_requests_on_one_connection(start_proxy, 
 
 
 async def test_keepalive_requests_limit_closes_after_the_last(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{keepalive_requests: 2}"))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address], http="keepalive_requests: 2"))
     client = await Client.connect(proxy.port)
     first = await client.exchange(get("/"))
     assert first.status == 200 and first.get("connection") is None
@@ -47,17 +47,20 @@ async def test_keepalive_requests_limit_closes_after_the_last(start_proxy, gunic
 
 
 async def test_keepalive_timeout_closes_an_idle_connection(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{keepalive_timeout: 300ms}"))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address], http="keepalive_timeout: 300ms"))
     client = await Client.connect(proxy.port)
+    # The clock starts before the request, so before the proxy can start its idle timer
+    # (which fires up to 0.1 s late, never early): the lower bound holds however long the
+    # response took to read, and still tells the timeout from a close after the response.
+    before_request = time.monotonic()
     response = await client.exchange(get("/"))
     assert response.status == 200 and response.get("connection") is None
-    idle_since = time.monotonic()
     assert await client.eof(timeout=3) == b""
-    assert time.monotonic() - idle_since >= 0.25  # the timeout closed it, not the response
+    assert time.monotonic() - before_request >= 0.25  # the timeout closed it, not the response
 
 
 async def test_keepalive_timeout_zero_disables_keepalive(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{keepalive_timeout: 0}"))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address], http="keepalive_timeout: 0"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(get("/"))
     assert response.status == 200 and response.get("connection") == "close"
@@ -65,7 +68,7 @@ async def test_keepalive_timeout_zero_disables_keepalive(start_proxy, gunicorn_a
 
 
 async def test_half_close_after_the_request_still_gets_the_response(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     await client.send(get("/echo?half"))
     client.writer.write_eof()
@@ -77,7 +80,7 @@ async def test_half_close_after_the_request_still_gets_the_response(start_proxy,
 
 
 async def test_pipelined_requests_are_answered_in_order(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     body = b"pipelined body " * 100
     await client.send(
@@ -94,7 +97,7 @@ async def test_pipelined_requests_are_answered_in_order(start_proxy, gunicorn_a)
 
 
 async def test_many_pipelined_requests_in_one_send(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     await client.send(b"".join(get(f"/echo?n={n}") for n in range(20)))
     for n in range(20):
@@ -102,7 +105,7 @@ async def test_many_pipelined_requests_in_one_send(start_proxy, gunicorn_a):
 
 
 async def test_malformed_request_pipelined_after_good_ones(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     await client.send(
         get("/echo?a") + get("/echo?b") + b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00\r\n\r\n"
@@ -114,7 +117,7 @@ async def test_malformed_request_pipelined_after_good_ones(start_proxy, gunicorn
 
 
 async def test_pipelined_requests_then_half_close_are_all_answered(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     await client.send(b"".join(get(f"/echo?n={n}") for n in range(3)))
     client.writer.write_eof()  # as `printf ... | nc` does
@@ -124,7 +127,7 @@ async def test_pipelined_requests_then_half_close_are_all_answered(start_proxy, 
 
 
 async def test_connection_close_in_a_pipeline_ends_it(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     await client.send(get("/echo?last", extra="Connection: close\r\n") + get("/echo?never"))
     response = await client.response()
@@ -134,7 +137,7 @@ async def test_connection_close_in_a_pipeline_ends_it(start_proxy, gunicorn_a):
 
 
 async def test_request_sent_byte_by_byte(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     client.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     request = (
@@ -152,7 +155,7 @@ async def test_request_sent_byte_by_byte(start_proxy, gunicorn_a):
 
 
 async def test_http10_without_keepalive_is_close_delimited(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     size = 300_000  # above proxy_buffers_size: relayed while it streams, length unknown
     response = await client.exchange(get(f"/stream/{size}", version="1.0"))
@@ -164,7 +167,7 @@ async def test_http10_without_keepalive_is_close_delimited(start_proxy, gunicorn
 
 
 async def test_http10_small_response_then_close(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     response = await client.exchange(get("/", version="1.0"))
     assert response.status == 200 and response.body == b"hello from a\n"
@@ -174,7 +177,7 @@ async def test_http10_small_response_then_close(start_proxy, gunicorn_a):
 
 
 async def test_http10_keepalive_keeps_the_connection(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     keep = "Connection: keep-alive\r\n"
     # /bytes/N has a Content-Length; a response of unknown length would have to close.
@@ -187,7 +190,7 @@ async def test_http10_keepalive_keeps_the_connection(start_proxy, gunicorn_a):
 
 
 async def test_http10_keepalive_with_unknown_length_closes(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     request = get("/stream/300000", extra="Connection: keep-alive\r\n", version="1.0")
     response = await client.exchange(request)
@@ -197,7 +200,7 @@ async def test_http10_keepalive_with_unknown_length_closes(start_proxy, gunicorn
 
 
 async def test_http10_without_host(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     response = await client.exchange(b"GET /echo HTTP/1.0\r\n\r\n")
     assert echoed(response)["headers"]["host"] == "localhost"  # the server's default name
@@ -208,7 +211,7 @@ async def test_http10_without_host(start_proxy, gunicorn_a):
 
 
 async def test_head_has_headers_and_no_body(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     await client.send(get("/bytes/1234").replace(b"GET", b"HEAD", 1))
     response = await client.response(head=True)
@@ -220,7 +223,7 @@ async def test_head_has_headers_and_no_body(start_proxy, gunicorn_a):
 
 
 async def test_head_of_a_response_without_length(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     for _ in range(2):
         await client.send(get("/stream/5000").replace(b"GET", b"HEAD", 1))
@@ -233,7 +236,7 @@ async def test_head_of_a_response_without_length(start_proxy, gunicorn_a):
 
 
 async def test_expect_100_continue(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     body = b"0123456789" * 50
     await client.send(
@@ -249,7 +252,7 @@ async def test_expect_100_continue(start_proxy, gunicorn_a):
 
 
 async def test_expect_100_continue_with_too_large_body_gets_413_at_once(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{client_max_body_size: 1k}"))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address], http="client_max_body_size: 1k"))
     client = await Client.connect(proxy.port)
     response = await client.exchange(
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
@@ -263,7 +266,7 @@ async def test_expect_100_continue_with_too_large_body_gets_413_at_once(start_pr
 
 
 async def test_chunked_request_body_reaches_upstream_with_a_length(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address]))
     client = await Client.connect(proxy.port)
     response = await client.exchange(
         b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
@@ -282,7 +285,7 @@ async def test_chunked_request_body_reaches_upstream_with_a_length(start_proxy, 
 
 
 async def test_large_chunked_body_above_the_memory_buffer(start_proxy, gunicorn_a):
-    proxy = await start_proxy(proxy_yaml(gunicorn_a.address, http="{client_body_buffer_size: 1k}"))
+    proxy = await start_proxy(proxy_yaml([gunicorn_a.address], http="client_body_buffer_size: 1k"))
     body = pattern(200_000)
     chunks = b"".join(
         b"%x\r\n%s\r\n" % (len(body[i : i + 7000]), body[i : i + 7000])

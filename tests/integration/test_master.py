@@ -25,7 +25,7 @@ import h11
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Gunicorn, can_connect, free_port, wait_until
+from tests.conftest import ROOT, Gunicorn, can_connect, free_port, run_cli, wait_until
 
 READY = re.compile(r"worker (\d+) ready")
 
@@ -217,7 +217,8 @@ class Answer:
 
 
 def get(url: str, path: str = "/", timeout: float = 10) -> Answer:
-    """One request on a new connection (raw: an httpx client costs ~50 ms to create)."""
+    """One request on a new connection, raw: an httpx client per call would cost more to
+    create than the request it makes."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())  # no chunks
@@ -379,13 +380,6 @@ def test_usr1_reopens_the_log_files(edge: Edge) -> None:
     wait_until(lambda: sum(edge.access_pids().values()) == 1, 10, "a line in the new file")
     assert len(rotated_access.read_text().splitlines()) == 1
     assert "log files reopened" not in rotated_error.read_text()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeproxy", *args],
-        capture_output=True, text=True, timeout=30, cwd=str(ROOT),
-    )  # fmt: skip
 
 
 def test_signals_through_the_pid_file(edge: Edge) -> None:

@@ -25,6 +25,7 @@ from tests.integration.fake_upstreams import (
     temp_fds,
     temp_file_sizes,
 )
+from tests.integration.raw_http import read_response
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +41,6 @@ async def served_at_once(url: str) -> None:
         response = await asyncio.wait_for(client.get("/"), 5)
     assert response.status_code == 200
     assert response.text == "hello from single\n"
-
-
-async def read_response(reader: asyncio.StreamReader, timeout: float = 10) -> tuple[bytes, bytes]:
-    """One response from a raw connection, Content-Length or chunked: (head, body)."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-    if b"content-length" in fields:
-        body = await asyncio.wait_for(reader.readexactly(int(fields[b"content-length"])), timeout)
-        return head, body
-    assert fields[b"transfer-encoding"].strip() == b"chunked"
-    body = b""
-    for _ in range(10_000):
-        size = int(await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout), 16)
-        chunk = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
-        if size == 0:
-            return head, body
-        body += chunk[:-2]
-    raise AssertionError("too many chunks")
 
 
 async def test_half_sent_request_does_not_hold_the_worker(
@@ -79,9 +62,9 @@ async def test_half_sent_request_does_not_hold_the_worker(
         assert peer.active == 0
         # The slow client finishes: its request goes through whole.
         writer.write(b"a" * (declared - 1000))
-        head, body = await read_response(reader)
-        assert head.startswith(b"HTTP/1.1 200")
-        echo = json.loads(body)
+        response = await read_response(reader, timeout=10)
+        assert (response.version, response.status) == ("HTTP/1.1", 200)
+        echo = json.loads(response.body)
         assert echo["body_length"] == declared
         assert echo["body_sha256"] == hashlib.sha256(b"a" * declared).hexdigest()
     finally:
