@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edgeproxy.config import load_config
-from edgeproxy.config.model import Address, Config
+from edgeproxy.config.check import check_config
+from edgeproxy.config.model import Address
 from edgeproxy.errors import ConfigError
-from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import setup_error_log
 from edgeproxy.process.pidfile import remove_pid_file, write_pid_file
 from edgeproxy.process.workers import Generation, prepare_log_files
@@ -34,13 +33,6 @@ class PendingReload:
     generation: Generation
     added: list[Address]  # bound for it; closed again if the reload fails
     deadline: float  # its workers must all be serving by then
-
-
-def check_config(path: str) -> Config:
-    """Everything `edgeproxy -t` checks."""
-    config = load_config(path)
-    resolve_codec(config.http_parser)
-    return config
 
 
 def begin(master: Master) -> None:

@@ -13,16 +13,24 @@ import pytest
 import yaml
 
 from edgeproxy.config import (
+    AccessLogConfig,
     Address,
     Config,
+    ErrorLogConfig,
     HttpSettings,
     PeerConfig,
     ProxyPass,
     ReturnAction,
+    ServerConfig,
+    UpstreamConfig,
     load_config,
     parse_config,
 )
-from edgeproxy.config.servers import HTTP_KEYS
+from edgeproxy.config.loader import ACCESS_LOG, ERROR_LOG, TOP
+from edgeproxy.config.schema import Block, Key, Later, Text
+from edgeproxy.config.servers import HTTP, RETURN, SERVER
+from edgeproxy.config.upstreams import PEER
+from edgeproxy.config.upstreams import UPSTREAM as UPSTREAM_BLOCK
 from edgeproxy.errors import ConfigError
 
 # The config contract lives in the team's shared notes (../shared beside the checkout); a
@@ -219,7 +227,37 @@ def test_config_objects_are_frozen() -> None:
 
 
 def test_http_key_table_covers_every_http_setting() -> None:
-    assert set(HTTP_KEYS) == {f.name for f in dataclasses.fields(HttpSettings)}
+    assert set(HTTP.supported) == {f.name for f in dataclasses.fields(HttpSettings)}
+
+
+def _fields(model: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(model)}
+
+
+# Each block's supported keys are the fields of the model it fills: a field added without a
+# declaration (or a declaration without a field) is caught here. The rest is what the
+# loader fills in itself (`source`, `name`, `where`) or resolves (`http`).
+@pytest.mark.parametrize(
+    ("block", "model", "declared_only", "model_only"),
+    [
+        (TOP, Config, {"http"}, {"source"}),
+        (ERROR_LOG, ErrorLogConfig, set(), set()),
+        (ACCESS_LOG, AccessLogConfig, set(), set()),
+        (UPSTREAM_BLOCK, UpstreamConfig, set(), {"name"}),
+        (PEER, PeerConfig, set(), set()),
+        (SERVER, ServerConfig, set(HTTP.supported), {"http", "where"}),
+        (RETURN, ReturnAction, set(), set()),
+    ],
+)
+def test_every_block_declares_exactly_its_model_fields(
+    block: Block, model: type, declared_only: set[str], model_only: set[str]
+) -> None:
+    assert set(block.supported) - declared_only == _fields(model) - model_only
+
+
+def test_a_key_declared_twice_is_a_mistake_found_at_import() -> None:
+    with pytest.raises(ValueError, match="declared twice"):
+        Block(Key("path", Text()), Later("path", "static files come"))
 
 
 def test_same_listen_address_may_host_several_named_servers() -> None:
