@@ -18,6 +18,9 @@ from yaml.nodes import Node, ScalarNode
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
 from edgeproxy.config.nodes import Invalid, integer, string
 from edgeproxy.config.schema import (
+    METRICS,
+    SHARED_STATE,
+    WORKER_CONNECTIONS,
     ZONES,
     Block,
     Choice,
@@ -105,6 +108,7 @@ ERROR_LOG = Block(
 ACCESS_LOG = Block(
     Key("path", Text()),  # stdout | stderr | a file
     Key("format", Choice(("combined", "json", "off"))),
+    Key("flush", Duration(zero_ok=True)),  # 0 = write every line at once
 )
 
 # The file itself. Values are read in this order, so `servers` sees `http` and `upstreams`.
@@ -122,6 +126,9 @@ TOP = Block(
     Key("http", Section(HTTP, HttpSettings)),  # not in Config: each server holds its own
     Key("upstreams", read_upstreams),
     Key("servers", read_servers, required=True),
+    Later("worker_connections", WORKER_CONNECTIONS),
+    Later("metrics", METRICS),
+    Later("shared_state", SHARED_STATE),
     Later("limits", ZONES),
 )
 

@@ -22,6 +22,8 @@ from edgeproxy.config.model import (
 from edgeproxy.config.nodes import Invalid, address, items, nonempty_items, string
 from edgeproxy.config.schema import (
     ACCESS_RULES,
+    INTERNAL,
+    PROXY_PROTOCOL,
     STATIC,
     TLS,
     ZONES,
@@ -46,12 +48,15 @@ HTTP = Block(
     Key("client_header_buffer_size", Size()),
     Key("client_header_timeout", Duration()),
     Key("client_body_timeout", Duration()),
+    Key("client_body_min_rate", Size(zero_ok=True)),  # bytes per second; 0 = no minimum
     Key("send_timeout", Duration()),
     Key("keepalive_timeout", Duration(zero_ok=True)),  # 0 = no keep-alive
     Key("keepalive_requests", Integer(minimum=1)),
     Key("proxy_buffering", Flag()),
     Key("proxy_max_temp_file_size", Size(zero_ok=True)),  # 0 = never spool
     Key("proxy_buffers_size", Size()),
+    Later("types", STATIC),
+    Later("charset", STATIC),
 )
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -130,6 +135,12 @@ LOCATION = Block(
     Later("root", STATIC),
     Later("alias", STATIC),
     Later("expires", STATIC),
+    Later("index", STATIC),
+    Later("autoindex", STATIC),
+    Later("gzip_static", STATIC),
+    Later("disable_symlinks", STATIC),
+    Later("try_files", STATIC),
+    Later("internal", INTERNAL),
     Later("limit_req", ZONES),
     Later("access", ACCESS_RULES),
 )
@@ -165,6 +176,7 @@ def _listen_address(node: Node, path: str, scope: Scope) -> Address:
 # A listen entry written as a mapping (a plain string is its address).
 LISTEN = Block(
     Key("address", _listen_address, required=True),
+    Later("proxy_protocol", PROXY_PROTOCOL),
 )
 
 

@@ -9,7 +9,9 @@ from yaml.nodes import MappingNode, Node
 from edgeproxy.config.model import Address, PeerConfig, UpstreamConfig
 from edgeproxy.config.nodes import Fields, Invalid, address, nonempty_items, word
 from edgeproxy.config.schema import (
+    DOWN,
     HEALTH_CHECKS,
+    QUEUE,
     UWSGI,
     Block,
     Choice,
@@ -46,6 +48,7 @@ PEER = Block(
     Key("fail_timeout", Duration()),
     Key("backup", Flag()),
     Key("address", _peer_address, required=True),
+    Later("down", DOWN),
 )
 
 
@@ -74,6 +77,7 @@ UPSTREAM = Block(
     Key("next_upstream_tries", Integer(minimum=1)),
     Key("servers", _peers, required=True),
     Later("health_check", HEALTH_CHECKS),
+    Later("queue", QUEUE),
 )
 
 
