@@ -1,5 +1,8 @@
 """How config keys are declared: one row per key, one table (a Block) per mapping.
 
+The tables: TOP, ERROR_LOG, ACCESS_LOG in loader.py; UPSTREAM, PEER in upstreams.py; HTTP,
+SERVER, LISTEN, LOCATION, RETURN in servers.py.
+
 A block lists every key its mapping may hold, in the order the values are read:
 
     Key(name, reader)            a supported key: the reader parses and checks its value
@@ -10,7 +13,8 @@ A block lists every key its mapping may hold, in the order the values are read:
 
 Any other key is refused as unknown. A key that is absent takes the default of its field in
 model.py, which stays the one place for defaults (and their precedents). So adding a key is
-a field in model.py, a row here, and the code that uses it.
+a field in model.py, a row in its block's table, and the code that uses it (a test checks
+that each table and its model name the same keys).
 
 A reader is called as reader(node, key_path, scope) and raises Invalid for a bad value.
 `scope` maps the keys read before it, in its block and in the blocks around it, to their
@@ -37,7 +41,7 @@ Reader = Callable[[Node, str, Scope], Any]
 LATER = "not supported yet"
 
 # What a later release brings, in the words of its refusal: "not supported yet (X in a later
-# release)". One line per feature; the tables below say which keys wait for which.
+# release)". One line per feature; the tables say which keys wait for which.
 ZONES = "limit zones come"
 STATIC = "static files come"
 ACCESS_RULES = "access rules come"
