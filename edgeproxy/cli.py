@@ -8,10 +8,9 @@ import signal
 import sys
 
 from edgeproxy import __version__, build_kind
-from edgeproxy.config import load_config
+from edgeproxy.config.check import check_config
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
-from edgeproxy.http.codec import resolve_codec
 
 DEFAULT_PATHS = ("proxy.yaml", "/etc/edgeproxy/proxy.yaml")
 SIGNALS = {  # edgeproxy -s NAME, as nginx -s
@@ -59,20 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check(path: str) -> Config:
-    """Load and validate everything that can be checked without binding sockets."""
-    config = load_config(path)
-    resolve_codec(config.http_parser)
-    return config
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = args.config or default_config_path()
     if args.signal:
         return send_signal(args.signal, path)
     try:
-        config = check(path)
+        config = check_config(path)
     except ConfigError as exc:
         print(f"edgeproxy: {exc}", file=sys.stderr)
         if args.test:
@@ -101,7 +93,7 @@ def send_signal(name: str, path: str) -> int:
     from edgeproxy.process.pidfile import PidFileError, running_master
 
     try:
-        pid_file = check(path).pid_file
+        pid_file = check_config(path).pid_file
     except ConfigError as exc:
         # The master would refuse to reload an invalid config; say why here and now. The
         # other signals only need the pid file, which a broken config may still name.

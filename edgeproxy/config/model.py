@@ -41,8 +41,10 @@ class HttpSettings:
     client_header_buffer_size: int = 16 * 1024  # nginx large_client_header_buffers: 4 x 8k
     client_header_timeout: float = 10.0  # nginx: 60s; 10s starves slowloris sooner
     client_body_timeout: float = 30.0  # nginx: 60s
-    # Bytes/s a body must average once client_body_timeout has passed; 0 = no minimum.
-    client_body_min_rate: int = 500  # Apache mod_reqtimeout: MinRate=500
+    # Bytes per second a body must average once client_body_timeout has passed, or 408: a
+    # body trickled in a byte at a time otherwise holds its connection (and spool file) for
+    # as long as the client likes. Apache mod_reqtimeout: MinRate=500. 0 = no minimum.
+    client_body_min_rate: int = 500
     send_timeout: float = 30.0  # nginx: 60s
     keepalive_timeout: float = 75.0  # nginx: 75s
     keepalive_requests: int = 1000  # nginx: 1000
@@ -134,6 +136,10 @@ class ErrorLogConfig:
 class AccessLogConfig:
     path: str = "stdout"  # stdout | stderr | a file path
     format: str = "combined"  # combined | json | off
+    # Buffered lines are written at least this often (and on exit and USR1), so a worker
+    # that dies loses at most this much of its log. nginx: access_log ... flush=1s.
+    # 0 = write every line at once.
+    flush: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

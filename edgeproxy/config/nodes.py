@@ -1,8 +1,8 @@
 """Typed readers over YAML nodes, so every value is checked where its line is still known.
 
 The loader composes the file into nodes (not Python objects) and reads them with these
-helpers; each failure is an `Invalid(node, key_path, message)` that the loader turns into
-a ConfigError located at `file:line`.
+helpers (through the readers of schema.py); each failure is an `Invalid(node, key_path,
+message)` that the loader turns into a ConfigError located at `file:line`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from edgeproxy.config.units import parse_address, parse_duration, parse_size
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
-
-LATER = "not supported yet"  # keys of the contract that a later release implements
-LATER_ZONES = f"{LATER} (limit zones come in a later release)"
 
 # Stateless for scalars: used only to turn `0x10`, `1_000`, `.5` etc. into numbers as YAML does.
 _CONSTRUCT = SafeConstructor()
@@ -50,7 +47,8 @@ def describe(node: Node) -> str:
 
 
 class Fields:
-    """A YAML mapping checked for duplicate, unknown and not-yet-supported keys.
+    """A YAML mapping checked for duplicate, unknown and not-yet-supported keys (`unsupported`
+    maps each such key to its refusal).
 
     `allowed=None` accepts any key (the mapping of upstream names). Keys are read as the
     text written, so `on:` is the key "on", not the boolean YAML 1.1 would make of it.

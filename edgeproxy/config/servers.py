@@ -1,14 +1,13 @@
-"""The `servers:` list: virtual servers, their http overrides and their locations."""
+"""The `http:` defaults and the `servers:` list: virtual servers and their locations."""
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Callable, Collection
-from typing import Any, Literal
+from typing import Literal
 
-from yaml.nodes import Node
+from yaml.nodes import MappingNode, Node
 
 from edgeproxy.config.model import (
     Address,
@@ -20,138 +19,195 @@ from edgeproxy.config.model import (
     ReturnAction,
     ServerConfig,
 )
-from edgeproxy.config.nodes import (
-    LATER,
-    LATER_ZONES,
-    Fields,
-    Invalid,
-    address,
-    boolean,
-    duration,
-    integer,
-    items,
-    nonempty_items,
-    size,
-    string,
+from edgeproxy.config.nodes import Invalid, address, items, nonempty_items, string
+from edgeproxy.config.schema import (
+    ACCESS_RULES,
+    INTERNAL,
+    PROXY_PROTOCOL,
+    STATIC,
+    TLS,
+    ZONES,
+    Block,
+    Duration,
+    Flag,
+    Got,
+    Integer,
+    Key,
+    Later,
+    OneOf,
+    Scope,
+    Size,
+    Text,
+    names_in,
 )
 
-_LATER_STATIC = f"{LATER} (static files come in a later release)"
+# The `http:` block; a server may set any of these keys itself.
+HTTP = Block(
+    Key("client_max_body_size", Size()),
+    Key("client_body_buffer_size", Size()),
+    Key("client_header_buffer_size", Size()),
+    Key("client_header_timeout", Duration()),
+    Key("client_body_timeout", Duration()),
+    Key("client_body_min_rate", Size(zero_ok=True)),  # bytes per second; 0 = no minimum
+    Key("send_timeout", Duration()),
+    Key("keepalive_timeout", Duration(zero_ok=True)),  # 0 = no keep-alive
+    Key("keepalive_requests", Integer(minimum=1)),
+    Key("proxy_buffering", Flag()),
+    Key("proxy_max_temp_file_size", Size(zero_ok=True)),  # 0 = never spool
+    Key("proxy_buffers_size", Size()),
+    Later("types", STATIC),
+    Later("charset", STATIC),
+)
 
-# Each http key with its reader; a server may override any of them.
-HTTP_KEYS: dict[str, Callable[[Node, str], Any]] = {
-    "client_max_body_size": size,
-    "client_body_buffer_size": size,
-    "client_header_buffer_size": size,
-    "client_header_timeout": duration,
-    "client_body_timeout": duration,
-    "send_timeout": duration,
-    "keepalive_timeout": lambda n, p: duration(n, p, zero_ok=True),  # 0 = no keep-alive
-    "keepalive_requests": lambda n, p: integer(n, p, minimum=1),
-    "proxy_buffering": boolean,
-    "proxy_max_temp_file_size": lambda n, p: size(n, p, zero_ok=True),  # 0 = never spool
-    "proxy_buffers_size": size,
-}
-
-_SERVER_KEYS = ("listen", "server_name", "trusted_proxies", "locations", *HTTP_KEYS)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# A host name, optionally with a leading `*.` wildcard label (nginx's "*.example.com").
+_SERVER_NAME_RE = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _MATCH_KINDS: dict[str, Literal["prefix", "exact", "regex"]] = {
     "path": "prefix",
     "exact": "exact",
     "regex": "regex",
 }
-_HANDLER_KEYS = ("proxy_pass", "return")
-_LOCATION_UNSUPPORTED = {
-    "root": _LATER_STATIC,
-    "alias": _LATER_STATIC,
-    "expires": _LATER_STATIC,
-    "limit_req": LATER_ZONES,
-    "access": f"{LATER} (access rules come in a later release)",
-}
-
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# A host name, optionally with a leading `*.` wildcard label (nginx's "*.example.com").
-_SERVER_NAME_RE = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_HANDLERS = ("proxy_pass", "return")
 
 
-def http_settings(f: Fields, base: HttpSettings) -> HttpSettings:
-    """`base` with the http keys present in `f` replaced (f may hold other keys too)."""
-    overrides = {
-        key: read(node, f.sub(key))
-        for key, node in f.values.items()
-        if (read := HTTP_KEYS.get(key)) is not None
-    }
-    return dataclasses.replace(base, **overrides) if overrides else base
+# --- locations ------------------------------------------------------------------------
 
 
-def servers(node: Node, http: HttpSettings, upstreams: Collection[str]) -> tuple[ServerConfig, ...]:
-    # (listen address, server name or "" for the default) -> the server that claimed it
-    claimed: dict[tuple[Address, str], str] = {}
-    return tuple(
-        _server(n, p, http, upstreams, claimed) for n, p in nonempty_items(node, "servers")
+def _route(node: Node, path: str, scope: Scope) -> str:
+    pattern = string(node, path)
+    if not pattern.startswith("/"):
+        raise Invalid(node, path, f"must start with /, got {pattern!r}")
+    return pattern
+
+
+def _route_regex(node: Node, path: str, scope: Scope) -> re.Pattern[str]:
+    pattern = string(node, path)
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise Invalid(node, path, f"bad regex {pattern!r}: {e}") from None
+
+
+def _proxy_pass(node: Node, path: str, scope: Scope) -> ProxyPass:
+    upstream = string(node, path)
+    if upstream not in names_in(scope, "upstreams"):
+        raise Invalid(node, path, f"no upstream named {upstream!r}")
+    return ProxyPass(upstream)
+
+
+def _body(node: Node, path: str, scope: Scope) -> bytes:
+    return string(node, path).encode()
+
+
+# `return: {status, body, location}`
+RETURN = Block(
+    Key("status", Integer(minimum=200, maximum=599), required=True),
+    Key("body", _body),
+    Key("location", Text()),
+)
+
+
+def _return(node: Node, path: str, scope: Scope) -> ReturnAction:
+    got = RETURN.read(node, path, scope)
+    action = ReturnAction(**got.values)
+    if action.location is None and action.status in _REDIRECTS:
+        raise Invalid(node, got.sub("location"), f"required with status {action.status}")
+    return action
+
+
+# One routing rule: one match, one handler.
+LOCATION = Block(
+    Key("path", _route),
+    Key("exact", _route),
+    Key("regex", _route_regex),
+    OneOf(
+        tuple(_MATCH_KINDS),
+        missing="needs one of path (prefix), exact, regex",
+        extra="only one of path, exact, regex; {} is given",
+    ),
+    Key("proxy_pass", _proxy_pass),
+    Key("return", _return),
+    OneOf(
+        _HANDLERS,
+        missing="needs a handler: proxy_pass or return",
+        extra="only one handler; {} is given",
+    ),
+    Later("root", STATIC),
+    Later("alias", STATIC),
+    Later("expires", STATIC),
+    Later("index", STATIC),
+    Later("autoindex", STATIC),
+    Later("gzip_static", STATIC),
+    Later("disable_symlinks", STATIC),
+    Later("try_files", STATIC),
+    Later("internal", INTERNAL),
+    Later("limit_req", ZONES),
+    Later("access", ACCESS_RULES),
+)
+
+
+def _locations(node: Node, path: str, scope: Scope) -> tuple[Location, ...]:
+    return tuple(_location(LOCATION.read(n, p, scope)) for n, p in nonempty_items(node, path))
+
+
+def _location(got: Got) -> Location:
+    match_key = next(key for key in _MATCH_KINDS if key in got.values)
+    pattern = got.values[match_key]
+    regex = None
+    if isinstance(pattern, re.Pattern):
+        regex, pattern = pattern, pattern.pattern
+    handler: HandlerSpec = next(got.values[key] for key in _HANDLERS if key in got.values)
+    return Location(
+        match=_MATCH_KINDS[match_key],
+        pattern=pattern,
+        where=got.path,
+        handler=handler,
+        regex=regex,
     )
 
 
-def _server(
-    node: Node,
-    path: str,
-    http: HttpSettings,
-    upstreams: Collection[str],
-    claimed: dict[tuple[Address, str], str],
-) -> ServerConfig:
-    f = Fields(
-        node,
-        path,
-        _SERVER_KEYS,
-        {"tls": f"{LATER} (TLS comes in a later release)", "limit_conn": LATER_ZONES},
-    )
-    listen = _listen(f.required("listen"), f.sub("listen"))
-    names: dict[str, tuple[Node, str]] = {}  # name -> its node and path, for errors
-    if (n := f.get("server_name")) is not None:
-        for item, p in items(n, f.sub("server_name"), single_ok=True):
-            name = _server_name(item, p)
-            if name != "_":  # "_" only says "default server", as in nginx
-                names.setdefault(name, (item, p))
-    # Two servers answering the same name on the same address: nginx warns, we refuse.
-    entries = names or {"": (f.values["listen"], f.sub("listen"))}  # no name: the default
-    for addr in listen:
-        for name, (item, p) in entries.items():
-            if (other := claimed.setdefault((addr, name), path)) != path:
-                what = f"{name!r} on {addr}" if name else f"a second default server on {addr}"
-                raise Invalid(item, p, f"{what} is already served by {other}")
-    trusted: list[IPNetwork] = []
-    if (n := f.get("trusted_proxies")) is not None:
-        trusted = [
-            _network(item, p) for item, p in items(n, f.sub("trusted_proxies"), single_ok=True)
-        ]
-    server_http = http_settings(f, http)
-    locations = tuple(
-        _location(n, p, upstreams)
-        for n, p in nonempty_items(f.required("locations"), f.sub("locations"))
-    )
-    return ServerConfig(
-        listen=listen,
-        locations=locations,
-        http=server_http,
-        server_name=tuple(names),
-        trusted_proxies=tuple(trusted),
-        where=path,
-    )
+# --- servers ---------------------------------------------------------------------------
 
 
-def _listen(node: Node, path: str) -> tuple[Address, ...]:
+def _listen_address(node: Node, path: str, scope: Scope) -> Address:
+    return address(node, path, listen=True)
+
+
+# A listen entry written as a mapping (a plain string is its address).
+LISTEN = Block(
+    Key("address", _listen_address, required=True),
+    Later("proxy_protocol", PROXY_PROTOCOL),
+)
+
+
+def _listen(node: Node, path: str, scope: Scope) -> tuple[Address, ...]:
     listen: list[Address] = []
     for item, p in nonempty_items(node, path, single_ok=True):
-        addr = address(item, p, listen=True)
+        if isinstance(item, MappingNode):
+            addr: Address = LISTEN.read(item, p, scope).values["address"]
+        else:
+            addr = _listen_address(item, p, scope)
         if addr in listen:  # would fail later, at bind, with a less helpful message
             raise Invalid(item, p, f"{addr} is listed twice")
         listen.append(addr)
     return tuple(listen)
 
 
-def _server_name(node: Node, path: str) -> str:
-    name = string(node, path).lower()
-    if name != "_" and not _SERVER_NAME_RE.fullmatch(name):
-        raise Invalid(node, path, f"bad server name {name!r}: expected a host name or *.domain")
-    return name
+def _server_names(node: Node, path: str, scope: Scope) -> dict[str, tuple[Node, str]]:
+    """Each name (lowercased) with where it was written, for the errors about collisions."""
+    names: dict[str, tuple[Node, str]] = {}
+    for item, p in items(node, path, single_ok=True):
+        name = string(item, p).lower()
+        if name != "_" and not _SERVER_NAME_RE.fullmatch(name):
+            what = f"bad server name {name!r}: expected a host name or *.domain"
+            raise Invalid(item, p, what)
+        if name != "_":  # "_" only says "default server", as in nginx
+            names.setdefault(name, (item, p))
+    return names
+
+
+def _networks(node: Node, path: str, scope: Scope) -> tuple[IPNetwork, ...]:
+    return tuple(_network(item, p) for item, p in items(node, path, single_ok=True))
 
 
 def _network(node: Node, path: str) -> IPNetwork:
@@ -162,51 +218,44 @@ def _network(node: Node, path: str) -> IPNetwork:
         raise Invalid(node, path, f"expected an IP address or CIDR network, got {text!r}") from None
 
 
-def _location(node: Node, path: str, upstreams: Collection[str]) -> Location:
-    f = Fields(node, path, (*_MATCH_KINDS, *_HANDLER_KEYS), _LOCATION_UNSUPPORTED)
-    matches = [key for key in f.values if key in _MATCH_KINDS]
-    handlers = [key for key in f.values if key in _HANDLER_KEYS]
-    if not matches:
-        raise Invalid(node, path, "needs one of path (prefix), exact, regex")
-    if len(matches) > 1:
-        raise f.key_error(matches[1], f"only one of path, exact, regex; {matches[0]} is given")
-    if not handlers:
-        raise Invalid(node, path, "needs a handler: proxy_pass or return")
-    if len(handlers) > 1:
-        raise f.key_error(handlers[1], f"only one handler; {handlers[0]} is given")
-    match_key = matches[0]
-    pattern = string(f.values[match_key], f.sub(match_key))
-    regex = None
-    if match_key == "regex":
-        try:
-            regex = re.compile(pattern)
-        except re.error as e:
-            what = f"bad regex {pattern!r}: {e}"
-            raise Invalid(f.values[match_key], f.sub(match_key), what) from None
-    elif not pattern.startswith("/"):
-        raise Invalid(f.values[match_key], f.sub(match_key), f"must start with /, got {pattern!r}")
-    handler: HandlerSpec
-    if (n := f.get("proxy_pass")) is not None:
-        upstream = string(n, f.sub("proxy_pass"))
-        if upstream not in upstreams:
-            raise Invalid(n, f.sub("proxy_pass"), f"no upstream named {upstream!r}")
-        handler = ProxyPass(upstream)
-    else:
-        handler = _return(f.values["return"], f.sub("return"))
-    return Location(
-        match=_MATCH_KINDS[match_key],
-        pattern=pattern,
-        where=path,
-        handler=handler,
-        regex=regex,
+# A virtual server: `servers: - {...}`.
+SERVER = Block(
+    Key("listen", _listen, required=True),
+    Key("server_name", _server_names),
+    Key("trusted_proxies", _networks),
+    HTTP,  # any http key, overriding the `http:` block for this server
+    Key("locations", _locations, required=True),
+    Later("tls", TLS),
+    Later("limit_conn", ZONES),
+)
+
+
+def read_servers(node: Node, path: str, scope: Scope) -> tuple[ServerConfig, ...]:
+    # (listen address, server name or "" for the default) -> the server that claimed it
+    claimed: dict[tuple[Address, str], str] = {}
+    return tuple(
+        _server(SERVER.read(n, p, scope), scope, claimed) for n, p in nonempty_items(node, path)
     )
 
 
-def _return(node: Node, path: str) -> ReturnAction:
-    f = Fields(node, path, ("status", "body", "location"))
-    status = integer(f.required("status"), f.sub("status"), minimum=200, maximum=599)
-    body = string(n, f.sub("body")).encode() if (n := f.get("body")) is not None else b""
-    location = string(n, f.sub("location")) if (n := f.get("location")) is not None else None
-    if location is None and status in _REDIRECTS:
-        raise Invalid(node, f.sub("location"), f"required with status {status}")
-    return ReturnAction(status=status, body=body, location=location)
+def _server(got: Got, scope: Scope, claimed: dict[tuple[Address, str], str]) -> ServerConfig:
+    listen: tuple[Address, ...] = got.values["listen"]
+    names: dict[str, tuple[Node, str]] = got.values.get("server_name", {})
+    # Two servers answering the same name on the same address: nginx warns, we refuse.
+    entries = names or {"": (got.node_of("listen"), got.sub("listen"))}  # no name: the default
+    for addr in listen:
+        for name, (item, p) in entries.items():
+            if (other := claimed.setdefault((addr, name), got.path)) != got.path:
+                what = f"{name!r} on {addr}" if name else f"a second default server on {addr}"
+                raise Invalid(item, p, f"{what} is already served by {other}")
+    inherited = scope.get("http")
+    http = inherited if isinstance(inherited, HttpSettings) else HttpSettings()
+    overrides = {key: got.values[key] for key in HTTP.supported if key in got.values}
+    return ServerConfig(
+        listen=listen,
+        locations=got.values["locations"],
+        http=dataclasses.replace(http, **overrides) if overrides else http,
+        server_name=tuple(names),
+        trusted_proxies=got.values.get("trusted_proxies", ()),
+        where=got.path,
+    )

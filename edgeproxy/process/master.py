@@ -21,8 +21,7 @@ from edgeproxy import build_kind
 from edgeproxy.config.loader import MAX_WORKERS
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
-from edgeproxy.logging import reopen_error_log
-from edgeproxy.process import reload
+from edgeproxy.logging import reopen_error_log, setup_error_log
 from edgeproxy.process.pidfile import (
     PidFileError,
     is_edgeproxy,
@@ -30,6 +29,7 @@ from edgeproxy.process.pidfile import (
     remove_pid_file,
     write_pid_file,
 )
+from edgeproxy.process.reload import Reloader
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.sockets import ListenSet
 from edgeproxy.process.workers import (
@@ -65,11 +65,8 @@ class MasterError(Exception):
 
 class Master:
     def __init__(self, config: Config, config_path: str) -> None:
-        self.config_path = config_path
         self.pid = os.getpid()
         self.current = Generation(1, config)
-        self.pending: reload.PendingReload | None = None
-        self.reload_again = False
         self.target = config.workers
         self.workers: dict[int, WorkerProc] = {}
         self.shared = SharedState()  # before any fork: every worker maps the same memory
@@ -80,6 +77,7 @@ class Master:
         self.stopping = ""  # "graceful" or "fast" once told to stop
         self.error: str | None = None
         self.pid_file: str | None = None
+        self.reload = Reloader(self, config_path)
         self._wake = (-1, -1)
 
     # --- start and run ---
@@ -156,27 +154,22 @@ class Master:
         self._reap()
         now = time.monotonic()
         self._check(now)
-        if self.pending is not None:
-            reload.progress(self, now)
+        self.reload.progress(now)
         if not self.stopping:
             self._maintain(now)
 
     # --- signal handlers (called from the loop, never from a signal handler) ---
 
     def handle_hup(self) -> None:
-        if self.stopping:
-            return
-        if self.pending is not None:
-            self.reload_again = True  # after the one in progress, with the newest file
-            return
-        reload.begin(self)
+        if not self.stopping:
+            self.reload.request()
 
     def handle_quit(self) -> None:
         if self.stopping:
             return
         log.info("graceful shutdown: letting requests in flight finish")
         self.stopping = "graceful"
-        self.pending = None
+        self.reload.cancel()
         for worker in self.workers.values():
             self.retire(worker)
         self.listeners.close_all()
@@ -258,7 +251,7 @@ class Master:
         if self.stopping != "fast":
             log.info("%s", why)
         self.stopping = "fast"
-        self.pending = None
+        self.reload.cancel()
         deadline = time.monotonic() + FAST_STOP_TIMEOUT
         for worker in self.workers.values():
             worker.retiring = True
@@ -276,9 +269,40 @@ class Master:
     def live_configs(self) -> list[Config]:
         configs = [w.generation.config for w in self.workers.values()]
         configs.append(self.current.config)
-        if self.pending is not None:
-            configs.append(self.pending.generation.config)
+        if (starting := self.reload.config()) is not None:
+            configs.append(starting)
         return configs
+
+    def switch_to(self, generation: Generation) -> int:
+        """Serve with `generation` (its reload succeeded): retire the older workers, close
+        the addresses it no longer lists, follow its error log and pid file. Returns the
+        number of workers now retiring."""
+        old, new = self.current.config, generation.config
+        self.current = generation
+        self.target = new.workers  # as nginx: a reload resets TTIN/TTOU to `workers`
+        retiring = 0
+        for worker in self.workers.values():
+            if worker.generation is not generation and not worker.retiring:
+                self.retire(worker)
+                retiring += 1
+        keep = set(listen_addresses(new))
+        self.listeners.close([a for a in self.listeners.addresses if a not in keep])
+        if new.error_log != old.error_log:
+            setup_error_log(new.error_log)
+        if new.pid_file != self.pid_file:
+            self._move_pid_file(new.pid_file)
+        return retiring
+
+    def _move_pid_file(self, path: str | None) -> None:
+        try:
+            if path:
+                write_pid_file(path, self.pid)
+        except OSError as exc:
+            log.error("cannot write pid_file %s: %s", path, exc)
+            return
+        if self.pid_file:
+            remove_pid_file(self.pid_file, self.pid)
+        self.pid_file = path
 
     def _signal(self, worker: WorkerProc, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -302,9 +326,9 @@ class Master:
             log.info("worker %d stopped (%s)", worker.pid, how)
             self.shared.peers.retain(self.live_configs())  # a generation may be gone now
             return
-        if self.pending is not None and worker.generation is self.pending.generation:
+        if self.reload.starting(worker):
             if not worker.ready:
-                reload.abort(self, f"a new worker failed to start ({how})")
+                self.reload.abort(f"a new worker failed to start ({how})")
                 return
         elif not worker.ready:
             delay = self.boot.failed()
@@ -329,7 +353,7 @@ class Master:
                 worker.ready = True
                 log.info("worker %d ready (generation %d, slot %d)", worker.pid,
                          worker.generation.number, worker.slot)  # fmt: skip
-                if self.pending is None or worker.generation is not self.pending.generation:
+                if not self.reload.starting(worker):
                     self.boot.booted()
             if worker.killed:
                 continue

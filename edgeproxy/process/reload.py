@@ -5,28 +5,55 @@ addresses are bound and every one of its workers is serving; any failure on the 
 logged and leaves the old workers as they were. The old workers are told to stop only once
 the new ones accept, and they share each TCP address's per-slot sockets with them, so no
 connection goes unanswered in between.
+
+The Reloader owns the state of a reload (the generation being started, a HUP that came
+meanwhile); it reaches the master only through the Fleet protocol below, and hands it the
+new generation once that generation serves.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from edgeproxy.config import load_config
+from edgeproxy.config.check import check_config
 from edgeproxy.config.model import Address, Config
 from edgeproxy.errors import ConfigError
-from edgeproxy.http.codec import resolve_codec
-from edgeproxy.logging import setup_error_log
-from edgeproxy.process.pidfile import remove_pid_file, write_pid_file
-from edgeproxy.process.workers import Generation, prepare_log_files
+from edgeproxy.process.shared import SharedState
+from edgeproxy.process.sockets import ListenSet
+from edgeproxy.process.workers import Generation, WorkerProc, prepare_log_files
 from edgeproxy.server.listeners import listen_addresses
 
-if TYPE_CHECKING:
-    from edgeproxy.process.master import Master
-
 log = logging.getLogger("edgeproxy.master")
+
+
+class Fleet(Protocol):
+    """What a reload needs of the master."""
+
+    @property
+    def current(self) -> Generation: ...
+
+    @property
+    def workers(self) -> Mapping[int, WorkerProc]: ...
+
+    @property
+    def listeners(self) -> ListenSet: ...
+
+    @property
+    def shared(self) -> SharedState: ...
+
+    def spawn(self, generation: Generation, slot: int) -> WorkerProc | None: ...
+
+    def retire(self, worker: WorkerProc) -> None: ...
+
+    def live_configs(self) -> list[Config]: ...
+
+    def switch_to(self, generation: Generation) -> int:
+        """Serve with `generation` from now on; the number of old workers now retiring."""
+        ...
 
 
 @dataclass(eq=False)
@@ -36,92 +63,88 @@ class PendingReload:
     deadline: float  # its workers must all be serving by then
 
 
-def check_config(path: str) -> Config:
-    """Everything `edgeproxy -t` checks."""
-    config = load_config(path)
-    resolve_codec(config.http_parser)
-    return config
+class Reloader:
+    """One reload at a time; a HUP during one is served after it, with the newest file."""
 
+    def __init__(self, fleet: Fleet, config_path: str) -> None:
+        self.fleet = fleet
+        self.config_path = config_path
+        self.pending: PendingReload | None = None
+        self.again = False  # a HUP came during this reload: the file may have changed again
 
-def begin(master: Master) -> None:
-    log.info("reloading %s", master.config_path)
-    try:
-        config = check_config(master.config_path)
-        prepare_log_files(config)
-        master.listeners.resize(max(master.listeners.slots, config.workers))
-        added = master.listeners.open(listen_addresses(config))
-    except ConfigError as exc:
-        log.error("reload failed, still running the previous configuration: %s", exc)
-        return
-    master.shared.peers.assign(config)  # known peers keep their rows, and their state
-    generation = Generation(master.current.number + 1, config)
-    deadline = time.monotonic() + config.worker_heartbeat_timeout
-    master.pending = PendingReload(generation, added, deadline)
-    for slot in range(config.workers):
-        if master.spawn(generation, slot) is None:
-            abort(master, "cannot start its workers")
+    def request(self) -> None:
+        """A HUP: reload now, or after the reload in progress."""
+        if self.pending is not None:
+            self.again = True
+        else:
+            self._begin()
+
+    def cancel(self) -> None:
+        """Forget the reload in progress (the master is stopping every worker anyway)."""
+        self.pending = None
+        self.again = False
+
+    def starting(self, worker: WorkerProc) -> bool:
+        """Whether `worker` belongs to the generation this reload is starting."""
+        return self.pending is not None and worker.generation is self.pending.generation
+
+    def config(self) -> Config | None:
+        """The config being started, if any (its peers must keep their shared rows)."""
+        return self.pending.generation.config if self.pending is not None else None
+
+    def progress(self, now: float) -> None:
+        """Promote the pending generation once all its workers serve; give up at the deadline."""
+        pending = self.pending
+        if pending is None:
             return
+        mine = [w for w in self.fleet.workers.values() if w.generation is pending.generation]
+        if len(mine) >= pending.generation.config.workers and all(w.ready for w in mine):
+            self._promote(pending)
+        elif now > pending.deadline:
+            self.abort("its workers did not start in time")
 
+    def abort(self, reason: str) -> None:
+        pending = self.pending
+        assert pending is not None
+        self.pending = None
+        log.error("reload failed, still running the previous configuration: %s", reason)
+        fleet = self.fleet
+        for worker in fleet.workers.values():
+            if worker.generation is pending.generation:
+                fleet.retire(worker)
+        fleet.listeners.close(pending.added)
+        fleet.shared.peers.retain(fleet.live_configs())
+        self._next()
 
-def progress(master: Master, now: float) -> None:
-    """Promote the pending generation once all its workers serve; give up at the deadline."""
-    pending = master.pending
-    assert pending is not None
-    mine = [w for w in master.workers.values() if w.generation is pending.generation]
-    if len(mine) >= pending.generation.config.workers and all(w.ready for w in mine):
-        _promote(master, pending)
-    elif now > pending.deadline:
-        abort(master, "its workers did not start in time")
+    def _begin(self) -> None:
+        fleet = self.fleet
+        log.info("reloading %s", self.config_path)
+        try:
+            config = check_config(self.config_path)
+            prepare_log_files(config)
+            fleet.listeners.resize(max(fleet.listeners.slots, config.workers))
+            added = fleet.listeners.open(listen_addresses(config))
+        except ConfigError as exc:
+            log.error("reload failed, still running the previous configuration: %s", exc)
+            return
+        fleet.shared.peers.assign(config)  # known peers keep their rows, and their state
+        generation = Generation(fleet.current.number + 1, config)
+        deadline = time.monotonic() + config.worker_heartbeat_timeout
+        self.pending = PendingReload(generation, added, deadline)
+        for slot in range(config.workers):
+            if fleet.spawn(generation, slot) is None:
+                self.abort("cannot start its workers")
+                return
 
+    def _promote(self, pending: PendingReload) -> None:
+        self.pending = None
+        retiring = self.fleet.switch_to(pending.generation)
+        log.info("reloaded: generation %d serving with %d workers; %d old workers finishing",
+                 pending.generation.number, pending.generation.config.workers,
+                 retiring)  # fmt: skip
+        self._next()
 
-def abort(master: Master, reason: str) -> None:
-    pending = master.pending
-    assert pending is not None
-    master.pending = None
-    log.error("reload failed, still running the previous configuration: %s", reason)
-    for worker in master.workers.values():
-        if worker.generation is pending.generation:
-            master.retire(worker)
-    master.listeners.close(pending.added)
-    master.shared.peers.retain(master.live_configs())
-    _next(master)
-
-
-def _promote(master: Master, pending: PendingReload) -> None:
-    old = master.current.config
-    new = pending.generation.config
-    master.current = pending.generation
-    master.pending = None
-    master.target = new.workers  # as nginx: a reload resets TTIN/TTOU to `workers`
-    retiring = 0
-    for worker in master.workers.values():
-        if worker.generation is not master.current and not worker.retiring:
-            master.retire(worker)
-            retiring += 1
-    keep = set(listen_addresses(new))
-    master.listeners.close([a for a in master.listeners.addresses if a not in keep])
-    if new.error_log != old.error_log:
-        setup_error_log(new.error_log)
-    if new.pid_file != master.pid_file:
-        _move_pid_file(master, new.pid_file)
-    log.info("reloaded: generation %d serving with %d workers; %d old workers finishing",
-             master.current.number, new.workers, retiring)  # fmt: skip
-    _next(master)
-
-
-def _move_pid_file(master: Master, path: str | None) -> None:
-    try:
-        if path:
-            write_pid_file(path, master.pid)
-    except OSError as exc:
-        log.error("cannot write pid_file %s: %s", path, exc)
-        return
-    if master.pid_file:
-        remove_pid_file(master.pid_file, master.pid)
-    master.pid_file = path
-
-
-def _next(master: Master) -> None:
-    if master.reload_again:  # a HUP came during this reload: the file may have changed again
-        master.reload_again = False
-        begin(master)
+    def _next(self) -> None:
+        if self.again:
+            self.again = False
+            self._begin()

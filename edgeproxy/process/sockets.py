@@ -2,8 +2,8 @@
 
 Each TCP address gets one SO_REUSEPORT socket per worker slot, and worker N accepts only
 on socket N: the kernel hashes each new connection to one socket of the group, which
-spreads them evenly (measured with 2 uvloop workers under wrk: 50/50, where one shared
-socket gave up to 70/30, the busiest worker winning most wake-ups). The master keeps every
+spreads them evenly, where one shared socket lets the busiest worker win most wake-ups
+(and so take more than its share of the connections). The master keeps every
 socket open, so connections queued on a slot while its worker is replaced or reloaded
 wait for the next worker of that slot instead of being reset. A unix socket cannot be
 shared that way; its one socket is inherited by every worker.

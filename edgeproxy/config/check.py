@@ -1,0 +1,15 @@
+"""The one config check: what `edgeproxy -t` runs, and what a reload runs before it changes
+anything. Everything that can be checked without binding a socket or forking."""
+
+from __future__ import annotations
+
+from edgeproxy.config.loader import load_config
+from edgeproxy.config.model import Config
+from edgeproxy.http.codec import resolve_codec
+
+
+def check_config(path: str) -> Config:
+    """The validated config at `path`, or a ConfigError saying where and what is wrong."""
+    config = load_config(path)
+    resolve_codec(config.http_parser)  # the codec named is installed
+    return config

@@ -1,0 +1,91 @@
+"""The `upstreams:` mapping: named pools of peers."""
+
+from __future__ import annotations
+
+import re
+
+from yaml.nodes import MappingNode, Node
+
+from edgeproxy.config.model import Address, PeerConfig, UpstreamConfig
+from edgeproxy.config.nodes import Fields, Invalid, address, nonempty_items, word
+from edgeproxy.config.schema import (
+    DOWN,
+    HEALTH_CHECKS,
+    QUEUE,
+    UWSGI,
+    Block,
+    Choice,
+    Duration,
+    Flag,
+    Integer,
+    Key,
+    Later,
+    Scope,
+)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_NEXT_UPSTREAM = ("error", "timeout", "http_502", "http_503", "http_504", "non_idempotent", "off")
+
+
+def _peer_address(node: Node, path: str, scope: Scope) -> Address:
+    return address(node, path, listen=False)
+
+
+def _next_upstream(node: Node, path: str, scope: Scope) -> frozenset[str]:
+    words = [word(n, p, _NEXT_UPSTREAM) for n, p in nonempty_items(node, path, single_ok=True)]
+    if "off" in words:
+        if len(words) > 1:
+            raise Invalid(node, path, "off cannot be combined with other conditions")
+        return frozenset()  # off: never retry; stored as "no condition", not as a word
+    return frozenset(words)
+
+
+# One backend of a pool, when written as a mapping (a plain "host:port" is its address).
+PEER = Block(
+    Key("weight", Integer(minimum=1)),
+    Key("max_fails", Integer(minimum=0)),
+    Key("max_conns", Integer(minimum=0)),  # 0 = unlimited
+    Key("fail_timeout", Duration()),
+    Key("backup", Flag()),
+    Key("address", _peer_address, required=True),
+    Later("down", DOWN),
+)
+
+
+def _peers(node: Node, path: str, scope: Scope) -> tuple[PeerConfig, ...]:
+    peers = tuple(_peer(n, p, scope) for n, p in nonempty_items(node, path))
+    if all(peer.backup for peer in peers):
+        raise Invalid(node, path, "every server is a backup; one must not be")
+    return peers
+
+
+def _peer(node: Node, path: str, scope: Scope) -> PeerConfig:
+    if not isinstance(node, MappingNode):  # a plain "host:port" item
+        return PeerConfig(address(node, path, listen=False))
+    return PeerConfig(**PEER.read(node, path, scope).values)
+
+
+# One pool: `upstreams: NAME: {...}`.
+UPSTREAM = Block(
+    Key("balance", Choice(("round_robin", "least_conn", "ip_hash", "random_two"))),
+    Key("protocol", Choice(("http", "uwsgi"), later={"uwsgi": UWSGI})),
+    Key("keepalive", Integer(minimum=0)),
+    Key("keepalive_timeout", Duration(zero_ok=True)),
+    Key("connect_timeout", Duration()),
+    Key("read_timeout", Duration()),
+    Key("next_upstream", _next_upstream),
+    Key("next_upstream_tries", Integer(minimum=1)),
+    Key("servers", _peers, required=True),
+    Later("health_check", HEALTH_CHECKS),
+    Later("queue", QUEUE),
+)
+
+
+def read_upstreams(node: Node, path: str, scope: Scope) -> dict[str, UpstreamConfig]:
+    f = Fields(node, path, None)  # any name is a key
+    result = {}
+    for name, value in f.values.items():
+        if not _NAME_RE.fullmatch(name):
+            raise f.key_error(name, "upstream names may use only letters, digits, '_', '.', '-'")
+        result[name] = UpstreamConfig(name=name, **UPSTREAM.read(value, f.sub(name), scope).values)
+    return result
