@@ -8,7 +8,7 @@ import signal
 import sys
 
 from edgeproxy import __version__, build_kind
-from edgeproxy.config.check import check_config
+from edgeproxy.check import check_config
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgeproxy.config.check import check_config
+from edgeproxy.check import check_config
 from edgeproxy.config.model import Address, Config
 from edgeproxy.errors import ConfigError
 from edgeproxy.process.shared import SharedState

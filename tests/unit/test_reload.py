@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeproxy.check import check_config
 from edgeproxy.config import Address, Config
-from edgeproxy.config.check import check_config
 from edgeproxy.process.reload import Reloader
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.sockets import ListenSet

@@ -3,8 +3,7 @@ anything. Everything that can be checked without binding a socket or forking."""
 
 from __future__ import annotations
 
-from edgeproxy.config.loader import load_config
-from edgeproxy.config.model import Config
+from edgeproxy.config import Config, load_config
 from edgeproxy.http.codec import resolve_codec
 
 
