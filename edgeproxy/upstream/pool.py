@@ -141,8 +141,8 @@ class UpstreamPool:
 
         address = peer.address
         # A loop timer that cancels the task, rather than asyncio.timeout(): that is
-        # interpreted Python, about 3.5% of the worker's CPU behind gunicorn (py-spy),
-        # which makes the proxy connect once per request.
+        # interpreted Python run on every connect, and behind gunicorn (which closes each
+        # connection) the proxy connects once per request.
         deadline = _ConnectDeadline(task)
         timer = loop.call_later(self.config.connect_timeout, deadline.expire)
         try:
