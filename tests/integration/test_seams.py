@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from edgeproxy.config import Config, HttpSettings, Location, ServerConfig, parse_config
-from edgeproxy.http.codec import HeadCodec
+from edgeproxy.http.codec import HeadCodec, ResponseParser
 from edgeproxy.http.events import RequestHead
 from edgeproxy.server import routes
 from edgeproxy.server.listeners import bind
@@ -144,8 +144,13 @@ class OneConnectionPerIp:
         self.released += 1
 
 
-class TaggingProtocol(Http1Protocol):
+class TaggingProtocol:
     """An upstream protocol of our own: HTTP/1.1 plus a field that says it was used."""
+
+    name = "tagging"
+
+    def __init__(self, codec: HeadCodec) -> None:
+        self.http1 = Http1Protocol(codec)
 
     def encode_request_head(
         self,
@@ -156,10 +161,13 @@ class TaggingProtocol(Http1Protocol):
         body_size: int,
         keepalive: bool,
     ) -> bytes:
-        encoded = super().encode_request_head(
+        encoded = self.http1.encode_request_head(
             head, default_host, peer_ip, client_ip, body_size, keepalive
         )
         return encoded[:-2] + b"x-protocol: tagging\r\n\r\n"
+
+    def response_parser(self) -> ResponseParser:
+        return self.http1.response_parser()
 
 
 def with_file_location(config: Config, spec: FileSpec) -> Config:
