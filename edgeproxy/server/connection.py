@@ -108,8 +108,8 @@ class DownstreamConnection(asyncio.Protocol):
             timer.start(self.settings.client_header_timeout)
         elif state == BODY:
             timer.start(self.settings.client_body_timeout)
-            if self.settings.client_body_min_rate:
-                self.body_started = self.loop.time()
+            # The body's start, plus client_body_timeout, as the timer's deadline counts it.
+            self.body_started = timer.deadline
         elif state == BUSY:
             timer.suspend()  # send_timeout runs only while the client takes nothing
         elif state == IDLE:
@@ -265,15 +265,16 @@ class DownstreamConnection(asyncio.Protocol):
         if body.size + len(data) > settings.client_max_body_size:
             raise ClientError(413, "body too large")
         body.write(data)
-        if settings.client_body_min_rate:
-            # mod_reqtimeout's MinRate: once client_body_timeout has passed, the body must
-            # have come at this average rate (a stalled body is caught by the timer).
-            elapsed = self.loop.time() - self.body_started
-            if (
-                elapsed > settings.client_body_timeout
-                and body.size < settings.client_body_min_rate * elapsed
-            ):
-                raise ClientError(408, "request body too slow")
+        # mod_reqtimeout's MinRate: once client_body_timeout has passed, the body must have
+        # come at this average rate (a stalled body is caught by the timer). The timer was
+        # just touched to now + client_body_timeout: the difference of the two deadlines
+        # is the time since the body began, with no clock read.
+        elapsed = self.timer.deadline - self.body_started
+        if (
+            elapsed > settings.client_body_timeout
+            and body.size < settings.client_body_min_rate * elapsed
+        ):
+            raise ClientError(408, "request body too slow")
 
     # --- answering ---
 
