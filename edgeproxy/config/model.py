@@ -132,6 +132,7 @@ class ErrorLogConfig:
 class AccessLogConfig:
     path: str = "stdout"  # stdout | stderr | a file path
     format: str = "combined"  # combined | json | off
+    flush: float = 1.0  # nginx access_log flush=; 0 = write each line at once
 
 
 @dataclass(frozen=True, slots=True)
