@@ -150,7 +150,12 @@ class LazyTimer:
     def start(self, timeout: float) -> None:
         """Expire `timeout` seconds from now."""
         self.deadline = deadline = self._loop.time() + timeout
-        self._file_by(deadline)
+        slot = self.slot
+        if slot >= 0:
+            if slot * RESOLUTION <= deadline:
+                return  # filed earlier than needed: re-filed lazily when its bucket is swept
+            self._wheel.remove(self)
+        self._wheel.add(self)
 
     def touch(self, timeout: float) -> None:
         """Move an armed deadline to `timeout` seconds from now, after progress; no effect
@@ -159,8 +164,11 @@ class LazyTimer:
         if deadline >= self.deadline:
             self.deadline = deadline  # later (a stopped timer is not filed: no effect either)
         elif self.deadline < SUSPENDED and self.slot >= 0:
-            self.deadline = deadline  # earlier, which callers rarely ask for: re-file
-            self._file_by(deadline)
+            # Earlier, which callers rarely ask for: armed, so the same as a new start.
+            self.deadline = deadline
+            if self.slot * RESOLUTION > deadline:
+                self._wheel.remove(self)
+                self._wheel.add(self)
 
     def stop(self) -> None:
         if self.slot >= 0:
@@ -180,15 +188,6 @@ class LazyTimer:
         freed by the cyclic garbage collector."""
         self.stop()
         self._on_expiry = _nothing
-
-    def _file_by(self, deadline: float) -> None:
-        """Make sure a sweep looks at this timer by `deadline`."""
-        slot = self.slot
-        if slot >= 0:
-            if slot * RESOLUTION <= deadline:
-                return  # filed earlier than needed: re-filed lazily when its bucket is swept
-            self._wheel.remove(self)
-        self._wheel.add(self)
 
 
 def _nothing() -> None:
