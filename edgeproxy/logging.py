@@ -1,8 +1,13 @@
 """The access log (batched, written off the event loop) and the error log.
 
 Access-log lines are formatted per request (cheaply: the timestamp is cached per second),
-collected in a list, and handed as one block to a writer thread every FLUSH_INTERVAL or
-every FLUSH_LINES lines, so a slow disk or a full pipe never stalls the event loop.
+collected in a list, and handed as one block to a writer thread `access_log.flush` seconds
+after the first of them, or as soon as FLUSH_LINES lines wait, so a slow disk or a full
+pipe never stalls the event loop. A line thus waits in memory at most `flush` seconds
+(while the loop runs): that is what a killed worker can lose. With `flush: 0` nothing
+waits: each line is written by the event loop as its request ends (a target that cannot
+take it at once, such as a full pipe, is handed to the writer thread from then on).
+Closing the log (graceful exit) and reopening it (USR1) write the waiting lines first.
 
 Both logs can be reopened (USR1, after logrotate moved the files): the access log's writer
 thread switches to the new file between two blocks, so no line is lost or split.
@@ -24,8 +29,7 @@ from typing import Protocol
 from edgeproxy.config.model import AccessLogConfig, ErrorLogConfig
 from edgeproxy.http.events import RequestHead
 
-FLUSH_INTERVAL = 0.2  # seconds a line may wait before it is written
-FLUSH_LINES = 512
+FLUSH_LINES = 512  # lines that make a block without waiting for the flush interval
 
 
 def _open_target(path: str) -> int:
@@ -84,29 +88,34 @@ class AccessLog:
         }
         self._format = formats.get(config.format, self._combined)
         self._times = _TimeCache()
+        self._interval = max(config.flush, 0.0)  # seconds a line may wait; 0: no waiting
         self._lines: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         # bytes: a block to write; int: a freshly opened file to switch to; None: stop.
         self._queue: queue.SimpleQueue[bytes | int | None] = queue.SimpleQueue()
         self._fd = _open_target(config.path) if self.enabled else -1
         self._pid = os.getpid()  # built in the worker process, after the fork
-        self._thread: threading.Thread | None = None
-        if self.enabled:
-            self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
-            self._thread.start()
+        self._thread: threading.Thread | None = None  # once started, it owns self._fd
+        if self.enabled and self._interval > 0:
+            self._start_writer()
 
     def log(self, request: Request, status: int, body_bytes: int) -> None:
         if not self.enabled:
             return
         now = time.time()
-        self._lines.append(self._format(request, status, body_bytes, now))
+        line = self._format(request, status, body_bytes, now)
+        if not self._interval:
+            self._write_at_once(line.encode("utf-8", "backslashreplace"))
+            return
+        self._lines.append(line)
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
         elif self._flush_handle is None:
             loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
+            self._flush_handle = loop.call_later(self._interval, self.flush)
 
     def flush(self) -> None:
+        """Hand the waiting lines to the writer thread."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -121,20 +130,50 @@ class AccessLog:
 
     def reopen(self) -> None:
         """Write what follows to a newly opened file at the configured path (logrotate)."""
-        if not self.is_file or self._thread is None:
+        if not self.is_file:
             return
         self.flush()  # lines logged so far still go to the old file
-        self._queue.put(_open_target(self.config.path))
+        fd = _open_target(self.config.path)
+        if self._thread is not None:
+            self._queue.put(fd)  # switched between two blocks
+        else:
+            old, self._fd = self._fd, fd
+            os.close(old)
 
     def close(self) -> None:
-        """Flush and wait for the writer thread to finish."""
+        """Write the waiting lines, wait for the writer thread to finish, take no more."""
         self.flush()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=5)
             self._thread = None
-            if self.is_file:
-                os.close(self._fd)
+        if self.is_file:
+            os.close(self._fd)
+        self._fd = -1  # never write to a closed descriptor: its number may be reused
+        self.enabled = False
+
+    def _start_writer(self) -> None:
+        self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
+        self._thread.start()
+
+    def _write_at_once(self, block: bytes) -> None:
+        """`flush: 0`: write on the event loop, unless the target cannot take it now."""
+        if self._thread is not None:
+            self._queue.put(block)  # the writer thread took over: keep the lines in order
+            return
+        view = memoryview(block)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                # A full pipe: the event loop must not wait on it. The writer thread takes
+                # the rest of this line, and every later one, in order.
+                self._start_writer()
+                self._queue.put(bytes(view))
+                return
+            except OSError:
+                return  # nowhere to report a broken log target; drop the line
+            view = view[written:]
 
     def _write_loop(self) -> None:
         while (block := self._queue.get()) is not None:

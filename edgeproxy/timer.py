@@ -6,6 +6,12 @@ costs more than the I/O itself, so timers are kept in buckets of RESOLUTION seco
 single loop callback sweeps. Moving a deadline later is a float store (the bucket re-files
 the timer when it comes due); moving it earlier or stopping is a set operation. A timeout
 fires at most RESOLUTION late, never early.
+
+What keeps that promise is one invariant of the wheel: whenever a bucket is filed, the
+loop callback is due no later than the earliest bucket's slot. Outside a sweep, `add`
+keeps it by moving the callback earlier when needed. During a sweep, expiries and re-filed
+timers may file, move or stop any timer, so `add` only files, and the sweep schedules the
+next callback for the earliest bucket left once it is done.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ from collections.abc import Callable
 
 RESOLUTION = 0.1  # seconds; timeouts here are whole seconds in practice, tests use >= 250ms
 SUSPENDED = 1e12  # a deadline that never comes (and still fits a slot number)
+# A sweep counts a slot as come when the loop runs it this close before the slot's time:
+# `slot * RESOLUTION` and `now / RESOLUTION` round differently, and asyncio runs a callback
+# up to its clock resolution early. Without it such a sweep would find its own bucket not
+# yet due and call itself again at once until the clock moved on. A timer whose deadline
+# falls in this gap is re-filed one slot on, so it can be late by RESOLUTION plus this.
+SLOT_TOLERANCE = 1e-7  # seconds
 
 
 class TimerWheel:
@@ -28,10 +40,9 @@ class TimerWheel:
         self._next_slot = 0  # every slot below this has been swept
         self._handle: asyncio.TimerHandle | None = None
         self._handle_slot = 0
+        self._sweeping = False
 
     def add(self, timer: LazyTimer) -> None:
-        if not self._buckets and self._handle is None:
-            self._next_slot = math.floor(self._loop.time() / RESOLUTION)
         slot = max(math.ceil(timer.deadline / RESOLUTION), self._next_slot)
         timer.slot = slot
         bucket = self._buckets.get(slot)
@@ -39,6 +50,8 @@ class TimerWheel:
             self._buckets[slot] = {timer}
         else:
             bucket.add(timer)
+        if self._sweeping:
+            return  # the running sweep schedules the next one when it is done
         if self._handle is None or slot < self._handle_slot:
             self._schedule(slot)
 
@@ -49,6 +62,8 @@ class TimerWheel:
             if not bucket:
                 del self._buckets[timer.slot]
         timer.slot = -1
+        # The callback stays where it is: a sweep that finds nothing due costs less than
+        # cancelling and rescheduling on every stop.
 
     def _schedule(self, slot: int) -> None:
         if self._handle is not None:
@@ -59,27 +74,40 @@ class TimerWheel:
     def _sweep(self) -> None:
         self._handle = None
         now = self._loop.time()
-        current = math.floor(now / RESOLUTION)
+        current = math.floor((now + SLOT_TOLERANCE) / RESOLUTION)
         self._next_slot = current + 1  # timers filed from here on land in later slots
         buckets = self._buckets
-        for slot in sorted(s for s in buckets if s <= current):
-            for timer in buckets.pop(slot):
-                if timer.slot != slot:
-                    continue  # stopped or re-filed by an earlier expiry in this sweep
-                timer.slot = -1
-                if timer.deadline >= SUSPENDED:
-                    continue  # suspended: the next start() files it afresh
-                if timer.deadline > now:
-                    self.add(timer)  # moved later since it was filed: file it again
-                else:
-                    timer.expire()
-        # A method, not `self._handle is None`: the type checker still takes `_handle` for
-        # the None stored above, but re-filing may have scheduled a sweep since.
-        if buckets and not self._sweep_scheduled():
-            self._schedule(min(buckets))
+        due = sorted([slot for slot in buckets if slot <= current])
+        self._sweeping = True
+        try:
+            for slot in due:
+                bucket = buckets.pop(slot, None)
+                if bucket is None:
+                    continue  # emptied by an expiry earlier in this sweep
+                for timer in bucket:
+                    if timer.slot != slot:
+                        continue  # stopped or re-filed by an expiry earlier in this sweep
+                    timer.slot = -1
+                    if timer.deadline >= SUSPENDED:
+                        continue  # suspended: the next start() files it afresh
+                    if timer.deadline > now:
+                        self.add(timer)  # moved later since it was filed: file it again
+                    else:
+                        self._expire(timer)
+        finally:
+            self._sweeping = False
+            if buckets:
+                self._schedule(min(buckets))
 
-    def _sweep_scheduled(self) -> bool:
-        return self._handle is not None
+    def _expire(self, timer: LazyTimer) -> None:
+        try:
+            timer.expire()
+        except Exception as exc:
+            # Report it as the loop reports a failed callback, and go on: the other timers
+            # in this bucket have been taken off the wheel and must still fire.
+            self._loop.call_exception_handler(
+                {"message": "timeout callback failed", "exception": exc}
+            )
 
 
 _WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = (
@@ -104,7 +132,11 @@ def wheel_for(loop: asyncio.AbstractEventLoop) -> TimerWheel:
 
 
 class LazyTimer:
-    """One deadline with a callback; re-arm, extend or stop it as often as needed."""
+    """One deadline with a callback; re-arm, extend or stop it as often as needed.
+
+    Armed by `start`; disarmed by `stop`, `suspend`, `close` or by firing. Once armed, it
+    fires once, no earlier than its deadline and at most RESOLUTION after it.
+    """
 
     __slots__ = ("__weakref__", "_loop", "_on_expiry", "_wheel", "deadline", "slot")
 
@@ -113,7 +145,7 @@ class LazyTimer:
         self._wheel = wheel_for(loop)
         self._on_expiry = on_expiry
         self.deadline = 0.0
-        self.slot = -1  # the wheel bucket holding this timer; -1 = not armed
+        self.slot = -1  # the wheel bucket holding this timer; -1 = not filed
 
     def start(self, timeout: float) -> None:
         """Expire `timeout` seconds from now."""
@@ -126,8 +158,17 @@ class LazyTimer:
         self._wheel.add(self)
 
     def touch(self, timeout: float) -> None:
-        """Push an armed deadline out after progress (no effect on a stopped timer)."""
-        self.deadline = self._loop.time() + timeout
+        """Move an armed deadline to `timeout` seconds from now, after progress; no effect
+        on a stopped or suspended timer."""
+        deadline = self._loop.time() + timeout
+        if deadline >= self.deadline:
+            self.deadline = deadline  # later (a stopped timer is not filed: no effect either)
+        elif self.deadline < SUSPENDED and self.slot >= 0:
+            # Earlier, which callers rarely ask for: armed, so the same as a new start.
+            self.deadline = deadline
+            if self.slot * RESOLUTION > deadline:
+                self._wheel.remove(self)
+                self._wheel.add(self)
 
     def stop(self) -> None:
         if self.slot >= 0:

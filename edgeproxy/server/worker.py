@@ -110,6 +110,9 @@ class Worker:
             now = self.loop.time()
         for conn in list(self.connections):
             conn.abort()
+        # One loop turn: the aborted connections' connection_lost runs, and logs their
+        # requests (499), before the access log closes.
+        await asyncio.sleep(0)
         for pool in self.pools.values():
             pool.close()
         self.access_log.close()
