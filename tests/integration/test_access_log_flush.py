@@ -16,7 +16,8 @@ import pytest
 from edgeproxy.config import parse_config
 from edgeproxy.server.listeners import bind
 from edgeproxy.server.worker import Worker
-from tests.integration.raw_http import Client, RecordingUpstream, get, proxy_yaml
+from tests.integration.fake_upstreams import proxy_yaml
+from tests.integration.raw_http import Client, RecordingUpstream, get
 
 LONG = 3600.0
 
@@ -29,7 +30,7 @@ async def upstream() -> AsyncIterator[RecordingUpstream]:
 
 
 async def start_worker(tmp_path: Path, upstream: RecordingUpstream) -> tuple[Worker, int]:
-    config = parse_config(proxy_yaml(upstream.address).replace("{temp}", str(tmp_path)), "t")
+    config = parse_config(proxy_yaml([upstream.address]).replace("{temp}", str(tmp_path)), "t")
     access_log = dataclasses.replace(
         config.access_log, path=str(tmp_path / "access.log"), format="combined", flush=LONG
     )

@@ -12,7 +12,8 @@ import asyncio
 
 from edgeproxy.timer import RESOLUTION
 from tests.conftest import Proxy
-from tests.integration.raw_http import Client, RecordingUpstream, get, proxy_yaml
+from tests.integration.fake_upstreams import proxy_yaml
+from tests.integration.raw_http import Client, RecordingUpstream, get
 
 HEADER_TIMEOUT = 2.0
 # The 408 may come one wheel step after the deadline, plus the loop's own delays.
@@ -26,9 +27,9 @@ async def test_a_header_timeout_fires_on_time_beside_an_idle_keepalive_connectio
     try:
         proxy: Proxy = await start_proxy(
             proxy_yaml(
-                upstream.address,
-                http=f"{{client_header_timeout: {HEADER_TIMEOUT}s, keepalive_timeout: 60s}}",
-                upstream_extra=", keepalive: 0",
+                [upstream.address],
+                http=f"client_header_timeout: {HEADER_TIMEOUT}s\nkeepalive_timeout: 60s",
+                upstream="keepalive: 0",
             )
         )
         loop = asyncio.get_running_loop()
