@@ -1,42 +1,166 @@
-"""Optional compiled build: with EDGEPROXY_COMPILE=1, the modules every request runs through
-are compiled to C extensions with mypyc (from the type hints they already carry).
+"""The compiled build: the modules every request runs through are compiled to C extensions
+with mypyc, from the type hints they already carry. Compiled is the default wherever it can
+be built, so that nobody installing edgeproxy has to know about mypyc:
 
-    EDGEPROXY_COMPILE=1 pip install .        # production install, compiled
-    make test                                  # runs the suite pure, then compiled
+    pip install .                        # compiled when a C compiler and Python's headers
+                                         # work, else pure Python with a one-line warning
+    EDGEPROXY_COMPILE=0 pip install .    # pure Python
+    EDGEPROXY_COMPILE=1 pip install .    # compiled, or fail (CI, packagers)
+    pip install -e .                     # always pure: the work tree never holds built modules
 
-Everything else (config, CLI, master) stays pure Python: it runs once, not per request.
-Project metadata lives in pyproject.toml; this file only adds the extension modules.
+Only the modules in COMPILED are compiled (black's build is the model): what is not on the
+request path (config, CLI, master, worker start-up) runs once and stays Python. Every module
+of the request-path packages is in COMPILED or in NOT_COMPILED with its reason, so a new
+module forces a decision (tests/packaging/test_compiled_modules.py). Project metadata and
+the build requirements live in pyproject.toml; this file only adds the extension modules.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
-# The per-request path: the wire, serving, upstreams, and the timer wheel they share.
-COMPILED_PACKAGES = ("edgeproxy/http", "edgeproxy/server", "edgeproxy/upstream")
-COMPILED_MODULES = ("edgeproxy/timer.py",)
+# The request path, file by file. Keep it sorted.
+COMPILED = (
+    "edgeproxy/http/date.py",
+    "edgeproxy/http/events.py",
+    "edgeproxy/http/framing.py",
+    "edgeproxy/http/h11_codec.py",
+    "edgeproxy/http/headers.py",
+    "edgeproxy/http/httptools_codec.py",
+    "edgeproxy/http/httptools_response.py",
+    "edgeproxy/http/reader.py",
+    "edgeproxy/http/response_reader.py",
+    "edgeproxy/http/status.py",
+    "edgeproxy/server/body.py",
+    "edgeproxy/server/client_ip.py",
+    "edgeproxy/server/connection.py",
+    "edgeproxy/server/handlers.py",
+    "edgeproxy/server/proxy.py",
+    "edgeproxy/server/request.py",
+    "edgeproxy/server/response.py",
+    "edgeproxy/server/router.py",
+    "edgeproxy/timer.py",
+    "edgeproxy/upstream/balancers.py",
+    "edgeproxy/upstream/connection.py",
+    "edgeproxy/upstream/peer.py",
+    "edgeproxy/upstream/pool.py",
+)
+
+# Modules of the same packages that stay Python, and why. Empty __init__.py files need no
+# entry.
+NOT_COMPILED = {
+    "edgeproxy/http/codec.py": "interfaces, one exception class and the codec table, "
+    "read once per config: nothing here runs per request",
+    "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
+    "edgeproxy/server/worker.py": "starts and stops a worker; per connection it only calls "
+    "the compiled connection class",
+}
+
+# The setup.py commands that build extension modules. pip also runs setup.py for metadata
+# (egg_info, dist_info); those, sdist and editable installs (editable_wheel: the .py files
+# of the work tree must be what runs) do not compile.
+BUILD_COMMANDS = frozenset({"build", "build_ext", "bdist_wheel", "install"})
 
 
-def compiled_modules() -> list[str]:
-    root = Path(__file__).resolve().parent
-    return sorted(
-        [
-            str(path.relative_to(root))
-            for package in COMPILED_PACKAGES
-            for path in (root / package).glob("*.py")
-            if path.name != "__init__.py"
-        ]
-        + list(COMPILED_MODULES)
+def say(message: str) -> None:
+    # pip shows a build's output only with `pip install -v` (or when the build fails).
+    print(f"edgeproxy: {message}", file=sys.stderr, flush=True)
+
+
+def builds_extensions(argv: Sequence[str]) -> bool:
+    return not BUILD_COMMANDS.isdisjoint(argv)
+
+
+def can_compile_extensions() -> bool:
+    """A C compiler works and Python's headers are there: compile a file that needs both."""
+    # setuptools' own distutils (importing setuptools put it in place), as build_ext uses.
+    from distutils.ccompiler import new_compiler
+    from distutils.errors import CCompilerError, DistutilsError
+    from distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)  # the compiler Python was built with, or $CC
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp, "probe.c")
+        source.write_text("#include <Python.h>\nint edgeproxy_probe(void) { return 0; }\n")
+        try:
+            compiler.compile(
+                [str(source)], output_dir=tmp, include_dirs=[sysconfig.get_paths()["include"]]
+            )
+        except (CCompilerError, DistutilsError, OSError):
+            return False
+    return True
+
+
+def want_compiled(setting: str | None, building: bool) -> bool:
+    """EDGEPROXY_COMPILE: "0" pure, "1" compiled or fail, unset compiled when possible."""
+    if setting not in (None, "", "0", "1"):
+        raise SystemExit(f"edgeproxy: EDGEPROXY_COMPILE must be 0 or 1, not {setting!r}")
+    if not building:
+        return False
+    if setting == "0":
+        say("EDGEPROXY_COMPILE=0: building the pure-Python package")
+        return False
+    if can_compile_extensions():
+        say("compiling the request path with mypyc (EDGEPROXY_COMPILE=0 skips it)")
+        return True
+    if setting == "1":
+        raise SystemExit(
+            "edgeproxy: EDGEPROXY_COMPILE=1, but no working C compiler or no Python headers"
+            " (Python.h)"
+        )
+    say(
+        "warning: no working C compiler or no Python headers (Python.h), so this is the "
+        "slower pure-Python build; install gcc and python3-dev, then reinstall"
     )
+    return False
+
+
+class FreshBuildExt(build_ext):
+    """build_ext that first drops extension modules an earlier build left in build/.
+
+    pip builds a local directory in place, in its build/: a module taken off COMPILED
+    would otherwise keep its old compiled copy there, and that copy would be installed
+    and imported instead of the .py file."""
+
+    def run(self) -> None:
+        build_lib = Path(self.build_lib)
+        current = {build_lib / self.get_ext_filename(ext.name) for ext in self.extensions}
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        for path in build_lib.rglob(f"*{suffix}"):
+            if path not in current:
+                path.unlink()
+        super().run()
+
+
+def opt_level(setting: str | None) -> str:
+    """The C compiler's optimisation level, 3 unless EDGEPROXY_MYPYC_OPT_LEVEL says: 0 builds
+    several times faster, for tests of the packaging itself (tests/packaging)."""
+    if setting in (None, ""):
+        return "3"
+    if setting not in ("0", "1", "2", "3"):
+        raise SystemExit(f"edgeproxy: EDGEPROXY_MYPYC_OPT_LEVEL must be 0-3, not {setting!r}")
+    return setting
+
+
+def extension_modules() -> list[Extension]:
+    from mypyc.build import mypycify
+
+    level = opt_level(os.environ.get("EDGEPROXY_MYPYC_OPT_LEVEL"))
+    return list(mypycify(list(COMPILED), opt_level=level))
 
 
 if __name__ == "__main__":
-    ext_modules = []
-    if os.environ.get("EDGEPROXY_COMPILE") == "1":
-        from mypyc.build import mypycify
-
-        ext_modules = mypycify(compiled_modules(), opt_level="3")
-    setup(ext_modules=ext_modules)
+    compiled = want_compiled(os.environ.get("EDGEPROXY_COMPILE"), builds_extensions(sys.argv[1:]))
+    setup(
+        ext_modules=extension_modules() if compiled else [],
+        cmdclass={"build_ext": FreshBuildExt},
+    )

@@ -1,0 +1,22 @@
+"""Which build runs, and the start-up warning when it is the slower pure-Python one."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edgeproxy import PURE_BUILD_WARNING, build_kind, warn_if_pure_build
+
+
+def test_a_pure_build_warns_once_at_start_and_a_compiled_one_does_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="edgeproxy"):
+        warn_if_pure_build()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if build_kind() == "compiled":  # make test-compiled
+        assert warnings == []
+    else:
+        assert warnings == [PURE_BUILD_WARNING]
+        assert "\n" not in PURE_BUILD_WARNING
