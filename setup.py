@@ -40,16 +40,20 @@ COMPILED = (
     "edgeproxy/http/response_reader.py",
     "edgeproxy/http/status.py",
     "edgeproxy/server/body.py",
+    "edgeproxy/server/body_writers.py",
     "edgeproxy/server/client_ip.py",
     "edgeproxy/server/connection.py",
-    "edgeproxy/server/handlers.py",
+    "edgeproxy/server/phases.py",
     "edgeproxy/server/proxy.py",
     "edgeproxy/server/request.py",
     "edgeproxy/server/response.py",
+    "edgeproxy/server/return_handler.py",
     "edgeproxy/server/router.py",
+    "edgeproxy/server/services.py",
     "edgeproxy/timer.py",
     "edgeproxy/upstream/balancers.py",
     "edgeproxy/upstream/connection.py",
+    "edgeproxy/upstream/http1.py",
     "edgeproxy/upstream/peer.py",
     "edgeproxy/upstream/pool.py",
 )
@@ -62,6 +66,10 @@ NOT_COMPILED = {
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
     "edgeproxy/server/worker.py": "starts and stops a worker; per connection it only calls "
     "the compiled connection class",
+    "edgeproxy/server/routes.py": "the handler and phase tables, and the builder that reads "
+    "them once per config",
+    "edgeproxy/upstream/protocol.py": "an interface only",
+    "edgeproxy/upstream/protocols.py": "the protocol table, read once per pool",
 }
 
 # The setup.py commands that build extension modules. pip also runs setup.py for metadata

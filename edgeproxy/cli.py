@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from edgeproxy import __version__, build_kind
+from edgeproxy import __version__, build_kind, warn_if_pure_build
 from edgeproxy.check import check_config
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
@@ -123,6 +123,7 @@ def serve(config: Config, path: str) -> int:
     from edgeproxy.process.master import Master, MasterError
 
     setup_error_log(config.error_log)
+    warn_if_pure_build()
     master = Master(config, path)
     try:
         master.start()
