@@ -5,8 +5,8 @@ from __future__ import annotations
 import h11
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import MalformedResponse, ResponseParser
 from edgeproxy.http.events import RequestHead, ResponseHead
+from edgeproxy.http.interface import MalformedResponse, ResponseParser
 from edgeproxy.http.response_reader import ResponseReader
 
 # A throwaway request that moves a client-role h11 connection to the state where it

@@ -15,10 +15,10 @@ from __future__ import annotations
 import httptools
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import ResponseParser
 from edgeproxy.http.events import Headers, RequestHead
 from edgeproxy.http.headers import lowercase_name
 from edgeproxy.http.httptools_response import HttptoolsResponseParser, lenient
+from edgeproxy.http.interface import ResponseParser
 
 _VERSIONS = {b"1.1": b"1.1", b"1.0": b"1.0"}  # one shared object per usual version
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import HeadCodec
 from edgeproxy.http.events import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -30,6 +29,7 @@ from edgeproxy.http.framing import (
     FramingError,
     LengthDecoder,
 )
+from edgeproxy.http.interface import HeadCodec
 
 NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
