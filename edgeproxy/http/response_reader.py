@@ -21,14 +21,8 @@ from edgeproxy.http.framing import (
     UntilCloseDecoder,
 )
 from edgeproxy.http.interface import HeadCodec, MalformedResponse
-from edgeproxy.http.reader import (
-    BODY,
-    HEAD,
-    NO_BODY,
-    HeadScanner,
-    comma_tokens,
-    single_length,
-)
+from edgeproxy.http.reader import BODY, HEAD, NO_BODY, HeadScanner
+from edgeproxy.http.rules import comma_tokens, single_length
 
 MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
 
