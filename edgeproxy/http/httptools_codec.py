@@ -1,8 +1,11 @@
 """The fast codec: llhttp (via httptools, as uvicorn uses it) parses heads in C.
 
-llhttp's own opinions on framing fields are switched off (its "leniencies") so that the
-shared rules in edgeproxy.http.reader decide them identically for every codec; its strict
-grammar checks (tokens, request line, header characters) stay on.
+llhttp's own opinions on framing fields and versions are switched off (its "leniencies") so
+that the shared rules in edgeproxy.http.rules decide them identically for every codec; its
+strict grammar checks (tokens, request line, header characters) stay on, and what it lets
+through that h11 refuses (several spaces in the request line, stray bytes before it) is
+refused here. llhttp knows a fixed list of methods: a head with any other method is handed
+to the h11 codec, so that every method the shared rules accept is forwarded.
 
 Request heads arrive one complete head at a time (the reader cuts them, which keeps
 pipelining and the size limits in one place), so one llhttp parser serves every
@@ -15,16 +18,33 @@ from __future__ import annotations
 import httptools
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.codec import ResponseParser
 from edgeproxy.http.events import Headers, RequestHead
+from edgeproxy.http.h11_codec import H11Codec
 from edgeproxy.http.headers import lowercase_name
 from edgeproxy.http.httptools_response import HttptoolsResponseParser, lenient
+from edgeproxy.http.interface import ResponseParser
+from edgeproxy.http.rules import BAD_REQUEST, check_raw_head
 
 _VERSIONS = {b"1.1": b"1.1", b"1.0": b"1.0"}  # one shared object per usual version
 
 
 def _new_request_parser(callbacks: object) -> httptools.HttpRequestParser:
-    return lenient(httptools.HttpRequestParser(callbacks))
+    parser = lenient(httptools.HttpRequestParser(callbacks))
+    # Any "HTTP/d.d" is left to the shared rules (HTTP/1.8 is read as 1.1, HTTP/9.1 is 505).
+    parser.set_dangerous_leniencies(lenient_version=True)
+    return parser
+
+
+def _other_method(head: bytes) -> RequestHead:
+    """A head llhttp refused for its method alone: parsed by h11, which takes any token
+    (the shared rules then decide), after the raw checks llhttp would have made."""
+    problem = check_raw_head(head)
+    if problem:
+        raise ClientError(BAD_REQUEST, problem)
+    return _H11.parse_request_head(head)
+
+
+_H11 = H11Codec()
 
 
 class HttptoolsCodec:
@@ -53,24 +73,28 @@ class HttptoolsCodec:
             self._parser = _new_request_parser(self)
         except httptools.HttpParserError as exc:
             self._parser = _new_request_parser(self)
-            raise ClientError(400, f"malformed request head: {exc}") from None
+            # PRI is llhttp's HTTP/2 preface: any other use of it is another method.
+            if isinstance(exc, httptools.HttpParserInvalidMethodError) or head[:4] == b"PRI ":
+                return _other_method(head)
+            raise ClientError(BAD_REQUEST, f"malformed request head: {exc}") from None
         if not self._message_done:
             # llhttp now waits for a body (or is past an upgrade): the next head needs a
             # fresh parser. The body itself is framed by the shared reader.
             self._parser = _new_request_parser(self)
         if not self._head_done:
             raise ClientError(400, "incomplete request head")
-        # llhttp checked the request line: it ends in "HTTP/d.d" unless it has no version
-        # (HTTP/0.9). Slicing it out is cheaper than llhttp's get_http_version().
+        # llhttp checked each part of the request line, but allows several spaces between
+        # them, bytes before it, and no version at all (HTTP/0.9): only
+        # "METHOD SP target SP HTTP/d.d" has exactly this length (RFC 9112 3).
+        method = parser.get_method()
+        url = self._url
         line_end = head.find(b"\r\n")
-        # (No negative start: the compiled build's slicing does not wrap one around.)
-        protocol = head[line_end - 8 : line_end] if line_end >= 8 else b""
-        if protocol[:5] != b"HTTP/":
-            raise ClientError(400, "request line without an HTTP version")
-        version = protocol[5:]
-        return RequestHead(
-            parser.get_method(), self._url, _VERSIONS.get(version, version), self._headers
-        )
+        if line_end != len(method) + len(url) + 10 or head[line_end - 9 : line_end - 4] != (
+            b" HTTP"
+        ):
+            raise ClientError(BAD_REQUEST, "malformed request line")
+        version = head[line_end - 3 : line_end]
+        return RequestHead(method, url, _VERSIONS.get(version, version), self._headers)
 
     def response_parser(self) -> ResponseParser:
         return HttptoolsResponseParser()

@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import httptools
 
-from edgeproxy.http.codec import MalformedResponse
 from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import lowercase_name
+from edgeproxy.http.interface import MalformedResponse
 from edgeproxy.http.response_reader import (
     MAX_RESPONSE_HEAD,
     NO_BODY_FRAMING,
@@ -44,7 +44,7 @@ def _new_parser(callbacks: object) -> httptools.HttpResponseParser:
 
 
 class HttptoolsResponseParser:
-    """The ResponseParser interface (edgeproxy.http.codec) on llhttp."""
+    """The ResponseParser interface (edgeproxy.http.interface) on llhttp."""
 
     __slots__ = (
         "_extra",

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
-from edgeproxy.http.codec import HeadCodec, MalformedResponse
 from edgeproxy.http.events import (
     END_OF_MESSAGE,
     NEED_DATA,
@@ -21,14 +20,9 @@ from edgeproxy.http.framing import (
     LengthDecoder,
     UntilCloseDecoder,
 )
-from edgeproxy.http.reader import (
-    BODY,
-    HEAD,
-    NO_BODY,
-    HeadScanner,
-    comma_tokens,
-    single_length,
-)
+from edgeproxy.http.interface import HeadCodec, MalformedResponse
+from edgeproxy.http.reader import BODY, HEAD, NO_BODY, HeadScanner
+from edgeproxy.http.rules import comma_tokens, single_length
 
 MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
 
@@ -94,7 +88,7 @@ def response_framing(head: ResponseHead, head_only: bool) -> int:
 class ResponseReader(HeadScanner):
     """Upstream responses on a head-at-a-time codec (h11): hardening and framing.
 
-    The ResponseParser interface (edgeproxy.http.codec): `feed` bytes, then read `head`,
+    The ResponseParser interface (edgeproxy.http.interface): `feed` bytes, then read `head`,
     take the `body` pieces, and check `complete`. Raises MalformedResponse.
     Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
     """

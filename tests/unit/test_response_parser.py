@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from edgeproxy.http.codec import CODECS, MalformedResponse, ResponseParser
-
-CODEC_NAMES = sorted(CODECS)
-
-
-@pytest.fixture(params=CODEC_NAMES)
-def parser(request: pytest.FixtureRequest) -> ResponseParser:
-    return CODECS[request.param]().response_parser()
+from tests.unit.codec_helpers import pieces
 
 
-def pieces(data: bytes, whole: bool) -> Iterator[bytes]:
-    if whole:
-        yield data
-    else:
-        for i in range(len(data)):
-            yield data[i : i + 1]
+@pytest.fixture
+def parser(http_parser: str) -> ResponseParser:
+    """The response parser of the codec under test (tests/conftest.py: one run per codec)."""
+    return CODECS[http_parser]().response_parser()
 
 
 def read(parser: ResponseParser, data: bytes, whole: bool, method: bytes = b"GET") -> bytes:
     """Feed `data` as the response to `method`; the body bytes taken out along the way."""
     parser.reset(method)
     body = b""
-    for piece in pieces(data, whole):
+    for piece in pieces(data, "whole" if whole else "bytes"):
         parser.feed(piece)
         body += b"".join(parser.body)
         parser.body = []
