@@ -38,6 +38,7 @@ COMPILED = (
     "edgeproxy/http/httptools_response.py",
     "edgeproxy/http/reader.py",
     "edgeproxy/http/response_reader.py",
+    "edgeproxy/http/rules.py",
     "edgeproxy/http/status.py",
     "edgeproxy/server/body.py",
     "edgeproxy/server/body_writers.py",
@@ -63,6 +64,8 @@ COMPILED = (
 NOT_COMPILED = {
     "edgeproxy/http/codec.py": "interfaces, one exception class and the codec table, "
     "read once per config: nothing here runs per request",
+    "edgeproxy/http/interface.py": "the codec interfaces and MalformedResponse: no code runs "
+    "per request",
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
     "edgeproxy/server/worker.py": "starts and stops a worker; per connection it only calls "
     "the compiled connection class",

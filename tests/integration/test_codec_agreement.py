@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import Proxy
-from tests.integration.raw_http import Client, RecordingUpstream, get, proxy_yaml
+from tests.integration.fake_upstreams import proxy_yaml
+from tests.integration.raw_http import Client, RecordingUpstream, get
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ async def recorder() -> AsyncIterator[RecordingUpstream]:
 
 @pytest.fixture
 async def proxy(start_proxy, recorder: RecordingUpstream) -> Proxy:
-    return await start_proxy(proxy_yaml(recorder.address, upstream_extra=", keepalive: 0"))
+    return await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
 
 
 async def answered(proxy: Proxy, request: bytes) -> int:
