@@ -20,15 +20,16 @@ import asyncio
 import math
 import weakref
 from collections.abc import Callable
+from typing import Final
 
-RESOLUTION = 0.1  # seconds; timeouts here are whole seconds in practice, tests use >= 250ms
-SUSPENDED = 1e12  # a deadline that never comes (and still fits a slot number)
+RESOLUTION: Final = 0.1  # seconds; timeouts here are whole seconds in practice, tests use >= 250ms
+SUSPENDED: Final = 1e12  # a deadline that never comes (and still fits a slot number)
 # A sweep counts a slot as come when the loop runs it this close before the slot's time:
 # `slot * RESOLUTION` and `now / RESOLUTION` round differently, and asyncio runs a callback
 # up to its clock resolution early. Without it such a sweep would find its own bucket not
 # yet due and call itself again at once until the clock moved on. A timer whose deadline
 # falls in this gap is re-filed one slot on, so it can be late by RESOLUTION plus this.
-SLOT_TOLERANCE = 1e-7  # seconds
+SLOT_TOLERANCE: Final = 1e-7  # seconds
 
 
 class TimerWheel:

@@ -16,7 +16,8 @@ Its states, and the only method that changes them (`_enter`, with the timer of e
 
     HEADER -> BODY -> BUSY (or HEADER -> BUSY without a body); BUSY -> IDLE or HEADER
     (pipelined bytes) when the response is done and the connection stays open; IDLE ->
-    HEADER on the next byte; HEADER/BODY -> LINGER on a refused request or a timeout.
+    HEADER when a head begins but does not arrive whole (a whole one goes on at once, with
+    no timer to move); HEADER/BODY -> LINGER on a refused request or a timeout.
 
 There is no task per request: the reading loop (`_read`) runs in data_received, and a
 handler that answers later calls `handler_done`, which reads on.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import cast
+from typing import Final, cast
 
 from edgeproxy.config.model import HttpSettings
 from edgeproxy.errors import ClientError
@@ -42,10 +43,18 @@ from edgeproxy.timer import LazyTimer
 
 log = logging.getLogger("edgeproxy.server")
 
-HEADER, BODY, BUSY, IDLE, LINGER, CLOSED = range(6)  # in this order: see data_received
-LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: 5s
-_UNPARSED = RequestHead(b"", b"", b"", [])
-_NO_BODY = RequestBody(0, "")  # shared by every bodiless request; nothing ever writes to it
+# The states, in this order (see data_received). Final: compiled code inlines them
+# instead of looking each one up in the module's dict.
+HEADER: Final = 0
+BODY: Final = 1
+BUSY: Final = 2
+IDLE: Final = 3
+LINGER: Final = 4
+CLOSED: Final = 5
+LINGER_TIMEOUT: Final = 5.0  # nginx lingering_timeout: 5s
+_UNPARSED: Final = RequestHead(b"", b"", b"", [])
+# Shared by every bodiless request; nothing ever writes to it.
+_NO_BODY: Final = RequestBody(0, "")
 
 
 class _PhaseRefusal(ClientError):
@@ -143,9 +152,7 @@ class DownstreamConnection(asyncio.Protocol):
                 self.transport.pause_reading()
                 self.read_paused = True
             return
-        if state == IDLE:
-            self._enter(HEADER)
-        elif state == BODY:
+        if state == BODY:
             self.timer.touch(self.settings.client_body_timeout)
         self._read()
 
@@ -199,11 +206,16 @@ class DownstreamConnection(asyncio.Protocol):
         """Take what the reader holds: heads, bodies, complete requests, until we must wait."""
         reader = self.reader
         try:
-            while self.state == HEADER or self.state == BODY:
+            while True:
+                state = self.state
+                if state != HEADER and state != BODY and state != IDLE:
+                    return  # BUSY until the handler is done; LINGER, CLOSED for good
                 event = reader.next_event()
                 if event is NEED_DATA:
                     if self.peer_eof:  # half-closed in the middle of a request: it never ends
                         self.transport.close()
+                    elif state == IDLE and not reader.idle:
+                        self._enter(HEADER)  # a head has begun: now the whole of it is timed
                     return
                 if type(event) is bytes:
                     self._on_body(event)

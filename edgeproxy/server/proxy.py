@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from typing import Final
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
@@ -23,8 +24,8 @@ from edgeproxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("edgeproxy.proxy")
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-RETRY_STATUS = {502: "http_502", 503: "http_503", 504: "http_504"}
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+RETRY_STATUS: Final = {502: "http_502", 503: "http_503", 504: "http_504"}
 
 
 class ProxyHandler:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from edgeproxy.http.date import DATE
 from edgeproxy.http.events import Headers, RequestHead
 from edgeproxy.http.status import error_page, status_line_for
 from edgeproxy.server.body_writers import CHUNKED, LENGTH, NO_BODY, WRITERS, BodyWriter
 
-_SERVER = b"Server: edgeproxy\r\nDate: "
-_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_HTML = (b"content-type", b"text/html")
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# The writers of WRITERS, looked up once.
-_LENGTH_WRITER = WRITERS[LENGTH]
-_CHUNKED_WRITER = WRITERS[CHUNKED]
-_NO_BODY_WRITER = WRITERS[NO_BODY]
+_SERVER: Final = b"Server: edgeproxy\r\nDate: "
+_CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
+_CLOSE: Final = b"Connection: close\r\n"
+_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
+_HTML: Final = (b"content-type", b"text/html")
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The writers of WRITERS, looked up once (Final: no dict lookup per use when compiled).
+_LENGTH_WRITER: Final = WRITERS[LENGTH]
+_CHUNKED_WRITER: Final = WRITERS[CHUNKED]
+_NO_BODY_WRITER: Final = WRITERS[NO_BODY]
 
 
 class Answer:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from edgeproxy.config.model import ReturnAction
 from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
 
-_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
 
 
 class AnswerHandler:

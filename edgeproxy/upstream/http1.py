@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from edgeproxy.http.codec import HeadCodec, ResponseParser
 from edgeproxy.http.events import RequestHead
 from edgeproxy.http.headers import PLAIN_CONNECTION, REQUEST_REPLACED, end_to_end
 
 # Methods whose requests carry a body by definition: always send Content-Length, even 0.
-BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+BODY_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 class Http1Protocol:
