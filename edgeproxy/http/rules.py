@@ -16,7 +16,7 @@ both codecs to each):
     a version that is not "HTTP/" DIGIT "." DIGIT      400    RFC 9112 2.3 (HTTP/1.32)
     Content-Length not exactly one number ("5, 5")     400    RFC 9110 8.6, RFC 9112 6.3
     both Content-Length and Transfer-Encoding          400    RFC 9112 6.1
-    Transfer-Encoding naming no coding ("", ",")       400    RFC 9112 6.1 (as llhttp)
+    a Transfer-Encoding field naming no coding         400    RFC 9112 6.1 (as llhttp)
     Transfer-Encoding in an HTTP/1.0 request           400    RFC 9112 6.1
     a chunk-size line over MAX_CHUNK_LINE              400    RFC 9112 7.1.1 ("4xx")
     HTTP/1.x with x > 1                         read as 1.1   RFC 9110 2.5
@@ -179,7 +179,7 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
         if version == b"1.0":
             raise _refuse("Transfer-Encoding in an HTTP/1.0 request")
         tokens = comma_tokens(codings)
-        if not tokens:
+        if not tokens or b"" in codings:
             raise _refuse("Transfer-Encoding without a coding")
         if tokens != [b"chunked"] and not status:
             status = UNSUPPORTED_CODING
