@@ -7,7 +7,13 @@ request smuggling lives, so anything unusual is an error rather than a guess.
 
 from __future__ import annotations
 
+from typing import Final
+
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+# Single bytes are looked for as ints (see edgeproxy.http.rules): no TypeError per search.
+_LF: Final = 0x0A
+_CR: Final = 0x0D
+_COLON: Final = 0x3A
 MAX_CHUNK_LINE = 4096  # chunk-size line incl. extensions; nginx refuses far less generous
 MAX_CHUNK_SIZE_DIGITS = 16  # 2**64; larger is an overflow attempt
 
@@ -117,12 +123,12 @@ class ChunkedDecoder(BodyDecoder):
         if end < 0:
             if len(buf) > limit:
                 raise FramingError("chunk line too long")
-            if b"\n" in buf:
+            if _LF in buf:
                 raise FramingError("bare LF in chunked framing")
             return None
         line = bytes(buf[:end])
         del buf[: end + 2]
-        if b"\n" in line or b"\r" in line:
+        if _LF in line or _CR in line:
             raise FramingError("bare CR or LF in chunked framing")
         return line
 
@@ -150,6 +156,6 @@ class ChunkedDecoder(BodyDecoder):
             raise FramingError("trailer section too large")
         if not line:
             self.done = True
-        elif line[:1] in (b" ", b"\t") or b":" not in line:
+        elif line[:1] in (b" ", b"\t") or _COLON not in line:
             raise FramingError("malformed trailer field")
         return True

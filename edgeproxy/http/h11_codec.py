@@ -27,7 +27,8 @@ _HIDDEN_NAME = b"x"  # what h11 sees instead of a framing field's name
 def _hide_framing_fields(head: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
     """`head` with the framing fields renamed, and (field index, real name) for each."""
     lowered = head.lower()
-    if b"\ncontent-length:" not in lowered and b"\ntransfer-encoding:" not in lowered:
+    # (find, not `in`: a bytes needle in `in` costs a TypeError raised and cleared first)
+    if lowered.find(b"\ncontent-length:") < 0 and lowered.find(b"\ntransfer-encoding:") < 0:
         return head, []
     lines = head.split(b"\r\n")
     hidden: list[tuple[int, bytes]] = []

@@ -15,6 +15,8 @@ is replaced only after a head that announces a body, an upgrade or an error.
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 
 from edgeproxy.errors import ClientError
@@ -26,6 +28,7 @@ from edgeproxy.http.interface import ResponseParser
 from edgeproxy.http.rules import BAD_REQUEST, check_raw_head
 
 _VERSIONS = {b"1.1": b"1.1", b"1.0": b"1.0"}  # one shared object per usual version
+_H: Final = 0x48  # "H", as in "HTTP/1.1"
 
 
 def _new_request_parser(callbacks: object) -> httptools.HttpRequestParser:
@@ -84,14 +87,13 @@ class HttptoolsCodec:
         if not self._head_done:
             raise ClientError(400, "incomplete request head")
         # llhttp checked each part of the request line, but allows several spaces between
-        # them, bytes before it, and no version at all (HTTP/0.9): only
-        # "METHOD SP target SP HTTP/d.d" has exactly this length (RFC 9112 3).
+        # them, bytes before it, and no version at all (HTTP/0.9): only "METHOD SP target
+        # SP HTTP/d.d" has this length with an H where the version starts (RFC 9112 3;
+        # llhttp's other protocols, RTSP/d.d and ICE/d.d, do not).
         method = parser.get_method()
         url = self._url
         line_end = head.find(b"\r\n")
-        if line_end != len(method) + len(url) + 10 or head[line_end - 9 : line_end - 4] != (
-            b" HTTP"
-        ):
+        if line_end != len(method) + len(url) + 10 or head[line_end - 8] != _H:
             raise ClientError(BAD_REQUEST, "malformed request line")
         version = head[line_end - 3 : line_end]
         return RequestHead(method, url, _VERSIONS.get(version, version), self._headers)

@@ -16,22 +16,26 @@ both codecs to each):
     a version that is not "HTTP/" DIGIT "." DIGIT      400    RFC 9112 2.3 (HTTP/1.32)
     Content-Length not exactly one number ("5, 5")     400    RFC 9110 8.6, RFC 9112 6.3
     both Content-Length and Transfer-Encoding          400    RFC 9112 6.1
-    Transfer-Encoding naming no coding ("", ",")       400    RFC 9112 6.1 (as llhttp)
+    a Transfer-Encoding field naming no coding         400    RFC 9112 6.1 (as llhttp)
     Transfer-Encoding in an HTTP/1.0 request           400    RFC 9112 6.1
     a chunk-size line over MAX_CHUNK_LINE              400    RFC 9112 7.1.1 ("4xx")
     HTTP/1.x with x > 1                         read as 1.1   RFC 9110 2.5
-    a major version other than 1 (HTTP/2.0, 9.1)       505    RFC 9110 2.5, 15.6.6
     CONNECT to a target other than host:port           400    RFC 9112 3.2.3
-    CONNECT                                            405    RFC 9110 9.3.6 (no tunnels)
+    a major version other than 1 (HTTP/2.0, 9.1)       505    RFC 9110 2.5, 15.6.6
     Transfer-Encoding other than one "chunked"
       (identity, gzip, xchunked, stacked, twice)       501    RFC 9112 6.1 (as nginx)
+    CONNECT                                            405    RFC 9110 9.3.6 (no tunnels)
     Expect other than 100-continue (or repeated)       417    RFC 9110 10.1.1
+
+Where a request has several faults with statuses other than 400, the first in this table
+is answered.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Final
 
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import RequestHead
@@ -41,6 +45,11 @@ CONNECT_REFUSED = 405
 UNSUPPORTED_CODING = 501
 UNSUPPORTED_VERSION = 505
 EXPECTATION_FAILED = 417
+_REASONS = {
+    UNSUPPORTED_VERSION: "unsupported HTTP version",
+    CONNECT_REFUSED: "CONNECT is not supported",
+    UNSUPPORTED_CODING: "unsupported Transfer-Encoding",
+}
 
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
 # CONNECT's authority-form target (RFC 9112 3.2.3): host and a port, nothing else.
@@ -53,6 +62,11 @@ _COMMON_METHODS = frozenset(
     {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"TRACE"}
 )
 _VERSION_RE = re.compile(rb"^[0-9]\.[0-9]$")
+# Single bytes are looked for as ints: `b"_" in name` first tries to read b"_" as an
+# integer, and building and clearing that TypeError costs more than the search.
+_UNDERSCORE: Final = 0x5F  # "_"
+_HASH: Final = 0x23  # "#"
+_AT: Final = 0x40  # "@"
 
 # The request fields the shared rules look at (none has an underscore: see the filter).
 _HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = range(5)
@@ -72,7 +86,7 @@ def check_raw_head(head: bytes | bytearray) -> str | None:
         return "bare LF in message head"
     if head.count(b"\r") != crlf:
         return "bare CR in message head"
-    if b"\r\n " in head or b"\r\n\t" in head:
+    if head.find(b"\r\n ") >= 0 or head.find(b"\r\n\t") >= 0:
         return "obsolete line folding in message head"
     if _CONTROL_RE.search(head):
         return "control character in message head"
@@ -127,7 +141,7 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
     for name, value in head.headers:
         field = _RULE_FIELDS.get(name)  # one lookup rather than five comparisons
         if field is None:
-            if b"_" in name:
+            if _UNDERSCORE in name:
                 underscores = True
         elif field == _HOST:
             hosts.append(value)
@@ -141,31 +155,34 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
             expect.append(value)
     if underscores:
         # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.
-        head.headers = [item for item in head.headers if b"_" not in item[0]]
+        head.headers = [item for item in head.headers if _UNDERSCORE not in item[0]]
 
-    # --- every rule answered 400 (see the module docstring for why they come first) ---
+    # --- every rule answered 400 (see the module docstring for why they come first);
+    # the first fault with another status is kept in `status` and answered after them ---
+    status = 0
     version = head.version
     http11 = version == b"1.1"
-    known_version = http11 or version == b"1.0"
-    if not known_version:
+    if not http11 and version != b"1.0":
         if not _VERSION_RE.match(version):
             raise _refuse("malformed HTTP version")
         if version[:2] == b"1.":  # RFC 9110 2.5: a higher minor version is read as ours
             head.version = version = b"1.1"
-            http11 = known_version = True
+            http11 = True
+        else:
+            status = UNSUPPORTED_VERSION
     method = head.method
     if method not in _COMMON_METHODS and not _METHOD_RE.match(method):
         raise _refuse("invalid method")
-    codings_known = True
     if codings:
         if lengths:
             raise _refuse("both Content-Length and Transfer-Encoding")
         if version == b"1.0":
             raise _refuse("Transfer-Encoding in an HTTP/1.0 request")
         tokens = comma_tokens(codings)
-        if not tokens:
+        if not tokens or b"" in codings:
             raise _refuse("Transfer-Encoding without a coding")
-        codings_known = tokens == [b"chunked"]
+        if tokens != [b"chunked"] and not status:
+            status = UNSUPPORTED_CODING
         head.chunked = True
     elif lengths:
         length = single_length(lengths)
@@ -173,14 +190,17 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
             raise _refuse("invalid Content-Length")
         head.content_length = length
     target = head.target
-    if b"#" in target:
+    if _HASH in target:
         raise _refuse("fragment in the request target")
-    connect = method == b"CONNECT"
-    if connect:
-        if not _AUTHORITY_RE.match(target):  # a well-formed CONNECT gets its 405 below
+    if target[:1] != b"/":
+        if method != b"CONNECT":
+            _to_origin_form(head)
+        elif not _AUTHORITY_RE.match(target):
             raise _refuse("CONNECT without a host:port target")
-    elif target[:1] != b"/":
-        _to_origin_form(head)
+        elif not status:
+            status = CONNECT_REFUSED
+    elif method == b"CONNECT":
+        raise _refuse("CONNECT without a host:port target")
     if len(hosts) > 1:
         raise _refuse("more than one Host")
     if hosts and not head.host:
@@ -194,14 +214,13 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
         known_host = host
 
     # --- the rules with a status of their own ---
-    if not known_version:
-        raise ClientError(UNSUPPORTED_VERSION, "unsupported HTTP version")
-    if connect:
-        raise ClientError(CONNECT_REFUSED, "CONNECT is not supported")
-    if not codings_known:
-        raise ClientError(UNSUPPORTED_CODING, "unsupported Transfer-Encoding")
-    tokens = comma_tokens(connection) if connection else []
-    head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
+    if status:
+        raise ClientError(status, _REASONS[status])
+    if connection:
+        tokens = comma_tokens(connection)
+        head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
+    else:
+        head.keep_alive = http11
     if expect:
         if comma_tokens(expect) != [b"100-continue"]:
             raise ClientError(EXPECTATION_FAILED, "unsupported Expect")
@@ -217,7 +236,7 @@ def _to_origin_form(head: RequestHead) -> None:
         rest = target.split(b"://", 1)[1]
         slash = rest.find(b"/")
         authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
-        if not authority or b"@" in authority:
+        if not authority or _AT in authority:
             raise _refuse("invalid absolute-form target")
         head.host = authority
         head.target = path

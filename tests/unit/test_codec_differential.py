@@ -194,17 +194,26 @@ def outcomes(reads: list[bytes]) -> dict[str, Outcome]:
     return {name: read_stream(CODECS[name](), reads, MAX_HEAD) for name in sorted(CODECS)}
 
 
-def save_found(data: bytes) -> Path:
+_saved: list[Path] = []  # what this run saved so far
+
+
+def save_found(data: bytes) -> None:
+    """Keep a disagreement as a regression case. Hypothesis shrinks a failure through many
+    failing calls and replays the smallest last: each save replaces this run's previous one."""
+    while _saved:
+        _saved.pop().unlink(missing_ok=True)
     FOUND.mkdir(exist_ok=True)
     path = FOUND / f"found-{hashlib.sha1(data).hexdigest()[:12]}.http"
-    path.write_bytes(data)
-    return path
+    if not path.exists():  # never remove a case kept by an earlier run
+        path.write_bytes(data)
+        _saved.append(path)
 
 
 if LONG_RUN:
     SETTINGS = settings(
         max_examples=LONG_RUN,
         deadline=None,
+        database=None,  # what a run finds is kept in FOUND instead
         suppress_health_check=list(HealthCheck),
     )
 else:
