@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from typing import Final
 
 
 class DateCache:
@@ -21,4 +22,4 @@ class DateCache:
         return self._value
 
 
-DATE = DateCache()
+DATE: Final = DateCache()

@@ -7,6 +7,8 @@ same way whichever codec parsed the head.
 
 from __future__ import annotations
 
+from typing import Final
+
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -86,5 +88,5 @@ class NeedData:
         return "NEED_DATA"
 
 
-END_OF_MESSAGE = EndOfMessage()
-NEED_DATA = NeedData()
+END_OF_MESSAGE: Final = EndOfMessage()
+NEED_DATA: Final = NeedData()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Final
 
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 # Single bytes are looked for as ints (see edgeproxy.http.rules): no TypeError per search.
 _LF: Final = 0x0A
 _CR: Final = 0x0D
 _COLON: Final = 0x3A
-MAX_CHUNK_LINE = 4096  # chunk-size line incl. extensions; nginx refuses far less generous
-MAX_CHUNK_SIZE_DIGITS = 16  # 2**64; larger is an overflow attempt
+MAX_CHUNK_LINE: Final = 4096  # chunk-size line incl. extensions; nginx refuses far less generous
+MAX_CHUNK_SIZE_DIGITS: Final = 16  # 2**64; larger is an overflow attempt
 
 
 class FramingError(Exception):

@@ -8,6 +8,8 @@ for llhttp. What llhttp refuses and h11 takes (a target that is not ASCII) is re
 
 from __future__ import annotations
 
+from typing import Final
+
 import h11
 
 from edgeproxy.errors import ClientError
@@ -18,10 +20,10 @@ from edgeproxy.http.rules import BAD_REQUEST
 
 # A throwaway request that moves a client-role h11 connection to the state where it
 # accepts a response. Our reader frames the body; h11 only needs to see the head.
-_PRIMING_REQUEST = h11.Request(method="GET", target="/", headers=[("Host", "upstream")])
+_PRIMING_REQUEST: Final = h11.Request(method="GET", target="/", headers=[("Host", "upstream")])
 
-_FRAMING_FIELDS = (b"content-length", b"transfer-encoding")
-_HIDDEN_NAME = b"x"  # what h11 sees instead of a framing field's name
+_FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
+_HIDDEN_NAME: Final = b"x"  # what h11 sees instead of a framing field's name
 
 
 def _hide_framing_fields(head: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from edgeproxy.http.events import Headers
 
 # RFC 9110 7.6.1 plus the non-standard ones that still circulate.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -18,7 +20,7 @@ HOP_BY_HOP = frozenset(
 )
 
 # Request fields replaced by the proxy (set fresh below) or by our own framing.
-REQUEST_REPLACED = HOP_BY_HOP | {
+REQUEST_REPLACED: Final = HOP_BY_HOP | {
     b"host",
     b"content-length",
     b"expect",
@@ -29,13 +31,13 @@ REQUEST_REPLACED = HOP_BY_HOP | {
 }
 
 # Response fields we set ourselves: framing, and Date/Server as nginx's proxy_hide_header does.
-RESPONSE_REPLACED = HOP_BY_HOP | {b"content-length", b"date", b"server"}
+RESPONSE_REPLACED: Final = HOP_BY_HOP | {b"content-length", b"date", b"server"}
 
 
 # Field names as clients and servers usually spell them, mapped to one shared lowercase
 # object: a lookup instead of a lower() and a new bytes object per field, and the shared
 # name's hash is computed once for every later set and dict lookup.
-_COMMON_NAMES = (
+_COMMON_NAMES: Final = (
     b"accept", b"accept-encoding", b"accept-language", b"accept-ranges", b"age",
     b"authorization", b"cache-control", b"connection", b"content-encoding",
     b"content-length", b"content-type", b"cookie", b"date", b"etag", b"expect", b"expires",
@@ -45,7 +47,7 @@ _COMMON_NAMES = (
     b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
     b"x-requested-with",
 )  # fmt: skip
-_LOWERCASE: dict[bytes, bytes] = {}
+_LOWERCASE: Final[dict[bytes, bytes]] = {}
 for _name in _COMMON_NAMES:
     _LOWERCASE[_name] = _name
     _LOWERCASE[b"-".join(part.capitalize() for part in _name.split(b"-"))] = _name
@@ -68,7 +70,7 @@ def connection_named(headers: Headers) -> frozenset[bytes]:
 
 
 # Connection values that name no other field: the usual ones need no second pass.
-PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 
 def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:

@@ -27,7 +27,7 @@ from edgeproxy.http.httptools_response import HttptoolsResponseParser, lenient
 from edgeproxy.http.interface import ResponseParser
 from edgeproxy.http.rules import BAD_REQUEST, check_raw_head
 
-_VERSIONS = {b"1.1": b"1.1", b"1.0": b"1.0"}  # one shared object per usual version
+_VERSIONS: Final = {b"1.1": b"1.1", b"1.0": b"1.0"}  # one shared object per usual version
 _H: Final = 0x48  # "H", as in "HTTP/1.1"
 
 
@@ -47,7 +47,7 @@ def _other_method(head: bytes) -> RequestHead:
     return _H11.parse_request_head(head)
 
 
-_H11 = H11Codec()
+_H11: Final = H11Codec()
 
 
 class HttptoolsCodec:

@@ -11,7 +11,7 @@ Upstream responses have their reader in edgeproxy.http.response_reader, on the s
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import (
@@ -30,7 +30,7 @@ from edgeproxy.http.framing import (
 from edgeproxy.http.interface import HeadCodec
 from edgeproxy.http.rules import BAD_REQUEST, apply_request_rules, check_raw_head
 
-NO_BODY = LengthDecoder(0)  # shared: a zero-length decoder never changes state
+NO_BODY: Final = LengthDecoder(0)  # shared: a zero-length decoder never changes state
 
 HEAD, BODY, DONE = 0, 1, 2  # reader states
 

@@ -4,7 +4,7 @@ by RFC 9112 6.3 (length, chunked, or until the upstream closes). Raises Malforme
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from edgeproxy.http.events import (
     END_OF_MESSAGE,
@@ -24,15 +24,19 @@ from edgeproxy.http.interface import HeadCodec, MalformedResponse
 from edgeproxy.http.reader import BODY, HEAD, NO_BODY, HeadScanner
 from edgeproxy.http.rules import comma_tokens, single_length
 
-MAX_RESPONSE_HEAD = 64 * 1024  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
+MAX_RESPONSE_HEAD: Final = (
+    64 * 1024
+)  # nginx proxy_buffer_size is 4k|8k; Python apps set big cookies
 
 ResponseEvent = ResponseHead | bytes | EndOfMessage | NeedData
 
 # How a response body is delimited (RFC 9112 6.3), decided once for every codec.
 NO_BODY_FRAMING, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
 
-_CONTENT_LENGTH, _CONNECTION, _TRANSFER_ENCODING = range(3)
-_FRAMING_FIELDS = {
+_CONTENT_LENGTH: Final = 0
+_CONNECTION: Final = 1
+_TRANSFER_ENCODING: Final = 2
+_FRAMING_FIELDS: Final = {
     b"content-length": _CONTENT_LENGTH,
     b"connection": _CONNECTION,
     b"transfer-encoding": _TRANSFER_ENCODING,

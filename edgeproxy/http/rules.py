@@ -40,28 +40,32 @@ from typing import Final
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import RequestHead
 
-BAD_REQUEST = 400
-CONNECT_REFUSED = 405
-UNSUPPORTED_CODING = 501
-UNSUPPORTED_VERSION = 505
-EXPECTATION_FAILED = 417
-_REASONS = {
+BAD_REQUEST: Final = 400
+CONNECT_REFUSED: Final = 405
+UNSUPPORTED_CODING: Final = 501
+UNSUPPORTED_VERSION: Final = 505
+EXPECTATION_FAILED: Final = 417
+_REASONS: Final = {
     UNSUPPORTED_VERSION: "unsupported HTTP version",
     CONNECT_REFUSED: "CONNECT is not supported",
     UNSUPPORTED_CODING: "unsupported Transfer-Encoding",
 }
 
-_HOST_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$")
+_HOST_RE: Final = re.compile(
+    rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$"
+)
 # CONNECT's authority-form target (RFC 9112 3.2.3): host and a port, nothing else.
-_AUTHORITY_RE = re.compile(rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+_AUTHORITY_RE: Final = re.compile(
+    rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"
+)
 # Controls other than CR, LF and HTAB; llhttp refuses them, h11 lets some through.
-_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_RE: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Methods are case-sensitive upper-case tokens in practice; nginx refuses anything else.
-_METHOD_RE = re.compile(rb"^[A-Z][A-Z0-9_-]*$")
-_COMMON_METHODS = frozenset(
+_METHOD_RE: Final = re.compile(rb"^[A-Z][A-Z0-9_-]*$")
+_COMMON_METHODS: Final = frozenset(
     {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"TRACE"}
 )
-_VERSION_RE = re.compile(rb"^[0-9]\.[0-9]$")
+_VERSION_RE: Final = re.compile(rb"^[0-9]\.[0-9]$")
 # Single bytes are looked for as ints: `b"_" in name` first tries to read b"_" as an
 # integer, and building and clearing that TypeError costs more than the search.
 _UNDERSCORE: Final = 0x5F  # "_"
@@ -70,7 +74,7 @@ _AT: Final = 0x40  # "@"
 
 # The request fields the shared rules look at (none has an underscore: see the filter).
 _HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = range(5)
-_RULE_FIELDS = {
+_RULE_FIELDS: Final = {
     b"host": _HOST,
     b"connection": _CONNECTION,
     b"content-length": _CONTENT_LENGTH,
@@ -94,7 +98,7 @@ def check_raw_head(head: bytes | bytearray) -> str | None:
 
 
 # The usual one-token values, already split and lowercased: no work for them per message.
-_SINGLE_TOKENS: dict[bytes, list[bytes]] = {
+_SINGLE_TOKENS: Final[dict[bytes, list[bytes]]] = {
     value: [value.lower()]
     for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"chunked", b"100-continue")
 }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
-REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode() for s in HTTPStatus}
 REASONS[499] = b"Client Closed Request"  # nginx's own code, used only in the access log
 
 
@@ -12,7 +13,7 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown"))
 
 
-STATUS_LINES: dict[int, bytes] = {code: status_line(code) for code in REASONS}
+STATUS_LINES: Final[dict[int, bytes]] = {code: status_line(code) for code in REASONS}
 
 
 def status_line_for(status: int, reason: bytes) -> bytes:
@@ -35,7 +36,7 @@ def _error_page(status: int) -> bytes:
     )
 
 
-ERROR_PAGES: dict[int, bytes] = {code: _error_page(code) for code in REASONS if code >= 400}
+ERROR_PAGES: Final[dict[int, bytes]] = {code: _error_page(code) for code in REASONS if code >= 400}
 
 
 def error_page(status: int) -> bytes:

@@ -11,12 +11,12 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
-READ_CHUNK = 64 * 1024
+READ_CHUNK: Final = 64 * 1024
 # Smaller pieces are copied together, so that a body sent a few bytes at a time costs its
 # size in memory, not an object per piece.
-SMALL_PIECE = 4096
+SMALL_PIECE: Final = 4096
 
 
 def _temp_file(directory: str, prefix: str) -> BinaryIO:

@@ -9,7 +9,7 @@ location matches gets the server's 404 route.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from edgeproxy.config.model import Location, ServerConfig
@@ -18,8 +18,8 @@ from edgeproxy.server.request import ConnectionPhase, Route
 # Recent answers kept per table. Clients repeat their Host and mostly a few paths; a
 # table that fills up is emptied, and long keys are never kept, so memory stays bounded
 # (at most CACHE_SIZE x CACHED_KEY_MAX bytes of keys) whatever the traffic.
-CACHE_SIZE = 1024
-CACHED_KEY_MAX = 256
+CACHE_SIZE: Final = 1024
+CACHED_KEY_MAX: Final = 256
 Answer = TypeVar("Answer")
 MakeRoute = Callable[[ServerConfig, "Location | None"], Route]
 

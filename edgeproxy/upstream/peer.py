@@ -10,13 +10,16 @@ gets a private row.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from edgeproxy.config.model import Address, PeerConfig
 
 # The fields of a health row (float64 each): failures counted, when the count started,
 # and until when the peer is left out.
-FAILS, FIRST_FAIL_AT, FAILED_UNTIL = range(3)
-HEALTH_FIELDS = 3
+FAILS: Final = 0
+FIRST_FAIL_AT: Final = 1
+FAILED_UNTIL: Final = 2
+HEALTH_FIELDS: Final = 3
 # (upstream name, peer address) -> that peer's shared health row, or None for a private one.
 HealthLookup = Callable[[str, Address], "memoryview[float] | None"]
 

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Container
-from typing import Protocol
+from typing import Final, Protocol
 
 from edgeproxy.config.model import UpstreamConfig
 from edgeproxy.errors import UpstreamError
@@ -20,13 +20,15 @@ from edgeproxy.upstream.protocols import make_protocol
 
 log = logging.getLogger("edgeproxy.upstream")
 
-SWEEP_INTERVAL = 1.0  # how often idle keep-alive connections past keepalive_timeout are closed
+SWEEP_INTERVAL: Final = (
+    1.0  # how often idle keep-alive connections past keepalive_timeout are closed
+)
 # Idle connections above `keepalive` (left by a burst that needed more at once) are closed
 # only once they stay unused this long: the next burst, usually a moment away, reuses them
 # instead of paying a connect each (HAProxy's pool-purge-delay, in short).
-SURPLUS_GRACE = 1.0
+SURPLUS_GRACE: Final = 1.0
 # ... but never more than this many times `keepalive` idle at once, whatever the burst.
-SURPLUS_FACTOR = 8
+SURPLUS_FACTOR: Final = 8
 
 
 class ConnectionWaiter(Protocol):
