@@ -67,6 +67,9 @@ NOT_COMPILED = {
     "edgeproxy/http/interface.py": "the codec interfaces and MalformedResponse: no code runs "
     "per request",
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
+    "edgeproxy/server/limit_phases.py": "runs per request only where a zone or access rule is "
+    "configured, and its cost is the shared zone's lock (two fcntl calls) and the pure-Python "
+    "edgeproxy.limits it calls, not this module's own few lines",
     "edgeproxy/server/worker.py": "starts and stops a worker; per connection it only calls "
     "the compiled connection class",
     "edgeproxy/server/routes.py": "the handler and phase tables, and the builder that reads "

@@ -9,6 +9,7 @@ from typing import Literal
 
 from yaml.nodes import MappingNode, Node
 
+from edgeproxy.config.limits import read_access, zone_reader
 from edgeproxy.config.model import (
     Address,
     HandlerSpec,
@@ -21,12 +22,10 @@ from edgeproxy.config.model import (
 )
 from edgeproxy.config.nodes import Invalid, address, items, nonempty_items, string
 from edgeproxy.config.schema import (
-    ACCESS_RULES,
     INTERNAL,
     PROXY_PROTOCOL,
     STATIC,
     TLS,
-    ZONES,
     Block,
     Duration,
     Flag,
@@ -141,8 +140,8 @@ LOCATION = Block(
     Later("disable_symlinks", STATIC),
     Later("try_files", STATIC),
     Later("internal", INTERNAL),
-    Later("limit_req", ZONES),
-    Later("access", ACCESS_RULES),
+    Key("limit_req", zone_reader("rate", "a request-rate zone")),
+    Key("access", read_access),
 )
 
 
@@ -163,6 +162,8 @@ def _location(got: Got) -> Location:
         where=got.path,
         handler=handler,
         regex=regex,
+        access=got.values.get("access"),
+        limit_req=got.values.get("limit_req"),
     )
 
 
@@ -225,8 +226,10 @@ SERVER = Block(
     Key("trusted_proxies", _networks),
     HTTP,  # any http key, overriding the `http:` block for this server
     Key("locations", _locations, required=True),
+    Key("access", read_access),
+    Key("limit_req", zone_reader("rate", "a request-rate zone")),
+    Key("limit_conn", zone_reader("connections", "a connection zone")),
     Later("tls", TLS),
-    Later("limit_conn", ZONES),
 )
 
 
@@ -257,5 +260,8 @@ def _server(got: Got, scope: Scope, claimed: dict[tuple[Address, str], str]) -> 
         http=dataclasses.replace(http, **overrides) if overrides else http,
         server_name=tuple(names),
         trusted_proxies=got.values.get("trusted_proxies", ()),
+        access=got.values.get("access", ()),
+        limit_req=got.values.get("limit_req"),
+        limit_conn=got.values.get("limit_conn"),
         where=got.path,
     )

@@ -600,11 +600,11 @@ def test_error_carries_where_and_what_separately() -> None:
 
 # Keys of the contract that a later release implements: refused at the line of the key.
 STATIC = "not supported yet (static files come in a later release)"
-ZONES = "not supported yet (limit zones come in a later release)"
 NOT_YET = [
     (
-        "limits:\n  per_ip: {key: client_ip, rate: 10r/s}\n" + SERVERS,
-        "t.yaml:1: limits: not supported yet (limit zones come in a later release)",
+        "limits:\n  per_ip: {key: client_ip, rate: 10r/s, shared: true}\n" + SERVERS,
+        "t.yaml:2: limits.per_ip.shared: "
+        "not supported yet (limits shared across instances come in a later release)",
     ),
     (
         "upstreams:\n  app:\n    servers: ['a:1']\n    health_check: {path: /healthz}\n" + SERVERS,
@@ -621,10 +621,6 @@ NOT_YET = [
         "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
     (
-        server("    limit_conn: per_ip_conns\n"),
-        "t.yaml:6: servers[0].limit_conn: not supported yet (limit zones come in a later release)",
-    ),
-    (
         location("path: /static/\nroot: /srv/app"),
         f"t.yaml:8: servers[0].locations[0].root: {STATIC}",
     ),
@@ -635,15 +631,6 @@ NOT_YET = [
     (
         location("path: /\nproxy_pass: app\nexpires: 7d"),
         f"t.yaml:9: servers[0].locations[0].expires: {STATIC}",
-    ),
-    (
-        location("path: /\nproxy_pass: app\nlimit_req: per_ip_rate"),
-        f"t.yaml:9: servers[0].locations[0].limit_req: {ZONES}",
-    ),
-    (
-        location("path: /\nproxy_pass: app\naccess: [allow all]"),
-        "t.yaml:9: servers[0].locations[0].access: "
-        "not supported yet (access rules come in a later release)",
     ),
 ]
 
@@ -786,14 +773,14 @@ def test_full_example_is_refused_at_the_first_not_yet_supported_key() -> None:
 
 LATER_LOCATION_KEYS = (
     *("root", "alias", "expires", "index", "autoindex", "gzip_static", "disable_symlinks"),
-    *("try_files", "internal", "limit_req", "access"),
+    *("try_files", "internal"),
 )
 
 
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
     no handler once its `root` is gone, and any peer marked `down`, which is never used)."""
-    for key in ("limits", "worker_connections", "metrics", "shared_state"):
+    for key in ("worker_connections", "metrics", "shared_state"):
         doc.pop(key)
     for key in ("types", "charset"):
         doc["http"].pop(key)
@@ -802,7 +789,6 @@ def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
         upstream.pop("queue")
         upstream["servers"] = [p for p in upstream["servers"] if "down" not in p]
     for srv in doc["servers"]:
-        srv.pop("limit_conn", None)
         srv.pop("tls", None)
         for entry in srv["listen"]:
             if isinstance(entry, dict):
