@@ -66,7 +66,12 @@ NOT_COMPILED = {
     "read once per config: nothing here runs per request",
     "edgeproxy/http/interface.py": "the codec interfaces and MalformedResponse: no code runs "
     "per request",
+    "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
+    "addresses with proxy_protocol",
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
+    "edgeproxy/server/proxy_protocol_front.py": "reads one header per connection on "
+    "proxy_protocol addresses, then hands the transport over; its transport wrapper "
+    "delegates with __getattr__, which stays simplest as a Python class",
     "edgeproxy/server/limit_phases.py": "runs per request only where a zone or access rule is "
     "configured, and its cost is the shared zone's lock (two fcntl calls) and the pure-Python "
     "edgeproxy.limits it calls, not this module's own few lines",

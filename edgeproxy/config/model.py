@@ -159,6 +159,9 @@ class ServerConfig:
     access: tuple[AccessRule, ...] = ()  # a location's own rules replace these (as nginx)
     limit_req: ZoneConfig | None = None  # a location's own limit_req replaces it
     limit_conn: ZoneConfig | None = None
+    proxy_protocol: tuple[
+        Address, ...
+    ] = ()  # listen addresses whose connections open with a PROXY header
     where: str = ""  # "servers[0]"
 
 

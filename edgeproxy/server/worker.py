@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import uvloop
@@ -20,6 +20,7 @@ from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import AccessLog, reopen_error_log
 from edgeproxy.server.connection import DownstreamConnection
+from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
 from edgeproxy.server.routes import RouteBuilder
 from edgeproxy.server.services import ServedConnection, WorkerServices
@@ -78,12 +79,16 @@ class Worker:
         return self.services.connections
 
     async def start(self, sockets: Mapping[Address, socket.socket]) -> None:
+        proxied = {a for server in self.config.servers for a in server.proxy_protocol}
         for address, sock in sockets.items():  # the server owns `sock` and closes it
             router = self.routers[address]
 
-            def factory(router: Router = router) -> DownstreamConnection:
+            def connection(router: Router = router) -> DownstreamConnection:
                 return DownstreamConnection(self.services, router)
 
+            factory: Callable[[], asyncio.Protocol] = connection
+            if address in proxied:
+                factory = proxy_protocol_factory(connection, router, self.loop)
             if address.kind == "unix":
                 server = await self.loop.create_unix_server(factory, sock=sock)
             else:

@@ -8,10 +8,13 @@ early); upper bounds on what passes allow for the rate's refill over the test's 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import math
 import os
 import signal
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -54,8 +57,9 @@ def request(port: int, source: str, path: str, headers: str = "", timeout: float
 @pytest.fixture
 def limited(tmp_path: Path, gunicorn_a: Gunicorn) -> Iterator[Edge]:
     edge = Edge(tmp_path, free_port(), gunicorn_a.address)
-    conn_port = free_port()
-    edge.extra_ports.append(conn_port)  # a second server, with the connection limit
+    conn_port, proxied_port = free_port(), free_port()
+    # A second server with the connection limit, a third behind a PROXY-protocol balancer.
+    edge.extra_ports += [conn_port, proxied_port]
     edge.start(
         workers=2,
         top=ZONES,
@@ -63,7 +67,12 @@ def limited(tmp_path: Path, gunicorn_a: Gunicorn) -> Iterator[Edge]:
         servers=f"""    trusted_proxies: [10.0.0.0/8]
   - listen: ["127.0.0.1:{conn_port}"]
     limit_conn: conns
-    locations: [{{exact: /healthz, return: {{status: 200}}}}]""",
+    locations: [{{exact: /healthz, return: {{status: 200}}}}]
+  - listen: [{{address: "127.0.0.1:{proxied_port}", proxy_protocol: true}}]
+    limit_conn: conns
+    locations:
+{LOCATIONS}
+      - {{path: /, proxy_pass: app}}""",
     )
     yield edge
     edge.stop()
@@ -155,3 +164,44 @@ def test_the_connection_limit_holds_across_workers_and_slots_come_back(limited: 
     finally:
         for sock in held:
             sock.close()
+
+
+def _behind_balancer(port: int, header: bytes, path: str) -> tuple[int, bytes]:
+    """A request after a PROXY header; (status, body), or (0, b"") when closed unanswered."""
+    with socket.create_connection(("127.0.0.1", port), 10) as sock:
+        sock.sendall(header + f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    if not data:
+        return 0, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _v2(client: str) -> bytes:
+    addresses = ipaddress.IPv4Address(client).packed + bytes(4) + struct.pack("!HH", 4321, 80)
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack("!H", len(addresses)) + addresses
+
+
+def test_a_proxy_protocol_header_names_the_client_for_limits_rules_and_the_upstream(
+    limited: Edge,
+) -> None:
+    port = limited.extra_ports[1]
+    v1 = b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n"
+    status, body = _behind_balancer(port, v1, "/echo")
+    assert status == 200
+    headers = json.loads(body)["headers"]
+    assert headers["x-real-ip"] == "198.51.100.9"
+    assert headers["x-forwarded-for"] == "198.51.100.9"
+    # Access rules see the client of the header, v1 and v2 alike (the balancer is 127.0.0.1).
+    assert _behind_balancer(port, v1, "/private/echo")[0] == 403
+    assert _behind_balancer(port, _v2("127.0.0.9"), "/private/echo")[0] == 200
+    assert _behind_balancer(port, _v2("127.0.0.7"), "/private/echo")[0] == 403
+    # Rate limits too: one client of the balancer is limited, another is not.
+    statuses = [_behind_balancer(port, _v2("192.0.2.50"), "/fast/echo")[0] for _ in range(8)]
+    assert statuses[:3] == [200] * 3 and 429 in statuses
+    assert _behind_balancer(port, _v2("192.0.2.51"), "/fast/echo")[0] == 200
+    # Without a valid header the connection is closed unanswered.
+    assert _behind_balancer(port, b"", "/echo") == (0, b"")
+    assert _behind_balancer(port, b"PROXY TCP4 nonsense\r\n", "/echo") == (0, b"")

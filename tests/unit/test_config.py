@@ -251,7 +251,8 @@ def _fields(model: type) -> set[str]:
 
 # Each block's supported keys are the fields of the model it fills: a field added without a
 # declaration (or a declaration without a field) is caught here. The rest is what the
-# loader fills in itself (`source`, `name`, `where`) or resolves (`http`).
+# loader fills in itself (`source`, `name`, `where`) or resolves (`http`; a server's
+# `proxy_protocol` addresses, from its `listen` entries).
 @pytest.mark.parametrize(
     ("block", "model", "declared_only", "model_only"),
     [
@@ -260,7 +261,7 @@ def _fields(model: type) -> set[str]:
         (ACCESS_LOG, AccessLogConfig, set(), set()),
         (UPSTREAM_BLOCK, UpstreamConfig, set(), {"name"}),
         (PEER, PeerConfig, set(), set()),
-        (SERVER, ServerConfig, set(HTTP.supported), {"http", "where"}),
+        (SERVER, ServerConfig, set(HTTP.supported), {"http", "where", "proxy_protocol"}),
         (RETURN, ReturnAction, set(), set()),
     ],
 )
@@ -668,12 +669,6 @@ NOT_YET += [
         + SERVERS,
         "t.yaml:4: upstreams.app.queue: not supported yet (request queues come in a later release)",
     ),
-    (
-        UPSTREAM + "servers:\n  - listen:\n      - '*:80'\n"
-        "      - {address: '*:81', proxy_protocol: true}\n",
-        "t.yaml:7: servers[0].listen[1].proxy_protocol: "
-        "not supported yet (PROXY protocol comes in a later release)",
-    ),
     *(
         (
             location(f"path: /\nproxy_pass: app\n{key}: {value}"),
@@ -790,9 +785,6 @@ def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
         upstream["servers"] = [p for p in upstream["servers"] if "down" not in p]
     for srv in doc["servers"]:
         srv.pop("tls", None)
-        for entry in srv["listen"]:
-            if isinstance(entry, dict):
-                entry.pop("proxy_protocol")
         for loc in srv["locations"]:
             for key in LATER_LOCATION_KEYS:
                 loc.pop(key, None)
@@ -828,3 +820,11 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
         ("prefix", "/"),
     ]
     assert tls_less.listen == (Address("tcp", "0.0.0.0", 8443),)
+    assert main.proxy_protocol == (Address("tcp", "0.0.0.0", 8081),)
+    rate, conns = config.limits["per_ip_rate"], config.limits["per_ip_conns"]
+    assert (rate.kind, rate.rate, rate.burst, rate.nodelay) == ("rate", 10.0, 20, True)
+    assert (conns.kind, conns.connections, conns.reject_status) == ("connections", 20, 503)
+    assert main.limit_conn is conns
+    root = main.locations[-1]
+    assert root.limit_req is rate
+    assert root.access is not None and [rule.allow for rule in root.access] == [False, True, True]
