@@ -68,6 +68,8 @@ NOT_COMPILED = {
     "per request",
     "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
     "addresses with proxy_protocol",
+    "edgeproxy/server/accept_gate.py": "per connection only one len() check in a closure; "
+    "the rest runs when worker_connections is reached",
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
     "edgeproxy/server/proxy_protocol_front.py": "reads one header per connection on "
     "proxy_protocol addresses, then hands the transport over; its transport wrapper "

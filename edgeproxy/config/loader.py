@@ -21,10 +21,10 @@ from edgeproxy.config.nodes import Invalid, integer, string
 from edgeproxy.config.schema import (
     METRICS,
     SHARED_STATE,
-    WORKER_CONNECTIONS,
     Block,
     Choice,
     Duration,
+    Integer,
     Key,
     Later,
     Scope,
@@ -127,7 +127,7 @@ TOP = Block(
     Key("upstreams", read_upstreams),
     Key("limits", read_zones),  # before `servers`, whose limit_req / limit_conn name zones
     Key("servers", read_servers, required=True),
-    Later("worker_connections", WORKER_CONNECTIONS),
+    Key("worker_connections", Integer(minimum=1)),
     Later("metrics", METRICS),
     Later("shared_state", SHARED_STATE),
 )

@@ -201,3 +201,6 @@ class Config:
     user: str | None = None  # workers switch to this user after the master has bound ports
     group: str | None = None  # default: the user's primary group
     limits: Mapping[str, ZoneConfig] = field(default_factory=dict)  # zones by name
+    # Client connections per worker; past it the worker stops accepting until one ends.
+    # nginx: worker_connections 512 (its example config: 1024); the contract's: 10000.
+    worker_connections: int = 10000

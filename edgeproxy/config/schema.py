@@ -49,7 +49,6 @@ UWSGI = "uwsgi protocol comes"
 QUEUE = "request queues come"
 DOWN = "servers marked down come"
 INTERNAL = "internal redirects come"
-WORKER_CONNECTIONS = "worker connection limits come"
 METRICS = "metrics come"
 SHARED_STATE = "limits shared across instances come"
 

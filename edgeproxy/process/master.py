@@ -23,6 +23,7 @@ from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
 from edgeproxy.limits.zones import store as zone_store
 from edgeproxy.logging import reopen_error_log, setup_error_log
+from edgeproxy.process.fd_limit import raise_fd_limit
 from edgeproxy.process.pidfile import (
     PidFileError,
     is_edgeproxy,
@@ -99,6 +100,7 @@ class Master:
         self.listeners.open(listen_addresses(config))
         self.shared.peers.assign(config)
         zone_store().prepare(config.limits.values())  # mapped before the fork, as the peers
+        raise_fd_limit(config)  # inherited by the workers
         if config.pid_file:
             try:
                 write_pid_file(config.pid_file, self.pid)

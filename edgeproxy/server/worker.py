@@ -19,6 +19,7 @@ import uvloop
 from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import AccessLog, reopen_error_log
+from edgeproxy.server.accept_gate import AcceptGate
 from edgeproxy.server.connection import DownstreamConnection
 from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
@@ -72,7 +73,7 @@ class Worker:
         self.access_log = AccessLog(config.access_log)
         self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
         self.routers = build_routers(config, RouteBuilder(self.services))
-        self._servers: list[asyncio.Server] = []
+        self.gate = AcceptGate(self.loop, self.services.connections, config.worker_connections)
 
     @property
     def connections(self) -> set[ServedConnection]:
@@ -80,7 +81,7 @@ class Worker:
 
     async def start(self, sockets: Mapping[Address, socket.socket]) -> None:
         proxied = {a for server in self.config.servers for a in server.proxy_protocol}
-        for address, sock in sockets.items():  # the server owns `sock` and closes it
+        for address, sock in sockets.items():  # the gate owns `sock` and closes it
             router = self.routers[address]
 
             def connection(router: Router = router) -> DownstreamConnection:
@@ -89,11 +90,7 @@ class Worker:
             factory: Callable[[], asyncio.Protocol] = connection
             if address in proxied:
                 factory = proxy_protocol_factory(connection, router, self.loop)
-            if address.kind == "unix":
-                server = await self.loop.create_unix_server(factory, sock=sock)
-            else:
-                server = await self.loop.create_server(factory, sock=sock)
-            self._servers.append(server)
+            await self.gate.listen(sock, factory, address.kind == "unix")
 
     async def stop(self, timeout: float = GRACEFUL_TIMEOUT) -> None:
         """Stop accepting, let requests in flight finish (up to `timeout`), then close all.
@@ -102,8 +99,7 @@ class Worker:
         `Connection: close`; idle keep-alive connections are closed after IDLE_GRACE.
         """
         self.services.stopping = True
-        for server in self._servers:
-            server.close()
+        self.gate.close()
         now = self.loop.time()
         deadline = now + timeout
         grace_end = now + min(IDLE_GRACE, timeout)

@@ -205,3 +205,29 @@ def test_a_proxy_protocol_header_names_the_client_for_limits_rules_and_the_upstr
     # Without a valid header the connection is closed unanswered.
     assert _behind_balancer(port, b"", "/echo") == (0, b"")
     assert _behind_balancer(port, b"PROXY TCP4 nonsense\r\n", "/echo") == (0, b"")
+
+
+def test_past_worker_connections_the_worker_stops_accepting_until_one_ends(
+    tmp_path: Path, gunicorn_a: Gunicorn
+) -> None:
+    edge = Edge(tmp_path, free_port(), gunicorn_a.address)
+    edge.start(workers=1, top="worker_connections: 3")
+    held: list[socket.socket] = []
+    try:
+        held = [_open(edge.port, "127.0.0.1") for _ in range(3)]
+        edge.wait_log(r"worker_connections \(3\) reached")
+        waiting = socket.create_connection(("127.0.0.1", edge.port), 10)  # the kernel queues it
+        held.append(waiting)
+        waiting.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        waiting.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # not accepted, so not answered
+            waiting.recv(100)
+        assert not accepted(edge.port, waiting)
+        held.pop(0).close()  # room again: the queued connection is taken and answered
+        waiting.settimeout(10)
+        assert waiting.recv(100).startswith(b"HTTP/1.1 200")
+        assert "accepting connections again" in edge.errors()
+    finally:
+        for sock in held:
+            sock.close()
+        edge.stop()

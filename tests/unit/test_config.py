@@ -639,11 +639,6 @@ NOT_YET = [
 # The keys the contract gained with limits, static files, pools, PROXY protocol and metrics.
 NOT_YET += [
     (
-        "worker_connections: 10000\n" + SERVERS,
-        "t.yaml:1: worker_connections: "
-        "not supported yet (worker connection limits come in a later release)",
-    ),
-    (
         "metrics: {listen: '127.0.0.1:9145', path: /metrics}\n" + SERVERS,
         "t.yaml:1: metrics: not supported yet (metrics come in a later release)",
     ),
@@ -757,12 +752,11 @@ def test_contract_copy_matches_the_shared_contract() -> None:
 
 def test_full_example_is_refused_at_the_first_not_yet_supported_key() -> None:
     lines = EXAMPLE.read_text().splitlines()
-    line = next(i for i, text in enumerate(lines, 1) if text.startswith("worker_connections:"))
+    line = next(i for i, text in enumerate(lines, 1) if text.startswith("metrics:"))
     with pytest.raises(ConfigError) as info:
         load_config(str(EXAMPLE))
     assert str(info.value) == (
-        f"{EXAMPLE}:{line}: worker_connections: "
-        "not supported yet (worker connection limits come in a later release)"
+        f"{EXAMPLE}:{line}: metrics: not supported yet (metrics come in a later release)"
     )
 
 
@@ -775,7 +769,7 @@ LATER_LOCATION_KEYS = (
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
     no handler once its `root` is gone, and any peer marked `down`, which is never used)."""
-    for key in ("worker_connections", "metrics", "shared_state"):
+    for key in ("metrics", "shared_state"):
         doc.pop(key)
     for key in ("types", "charset"):
         doc["http"].pop(key)
@@ -801,6 +795,7 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     assert config.workers == (os.cpu_count() or 1)
     assert config.pid_file == "edgeproxy.pid"
     assert config.access_log.flush == 1.0
+    assert config.worker_connections == 10000
     app = config.upstreams["app"]
     assert app.balance == "least_conn"
     assert [p.address for p in app.servers] == [

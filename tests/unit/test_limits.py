@@ -8,6 +8,8 @@ import fcntl
 import ipaddress
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -212,3 +214,21 @@ def test_a_dry_run_connection_zone_counts_but_never_refuses() -> None:
         ZoneConfig(name="c", kind="connections", connections=1, dry_run=True)
     )
     assert [zone.acquire("192.0.2.1", 0) for _ in range(3)] == [0, 1, 2]
+
+
+def test_the_master_raises_the_open_files_limit_for_worker_connections() -> None:
+    # In a child process: the limit of this one stays as it is.
+    script = """
+import resource
+from edgeproxy.config.model import Config
+from edgeproxy.process.fd_limit import raise_fd_limit
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+raise_fd_limit(Config(source="t", upstreams={}, servers=(), worker_connections=1000))
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    soft, hard = int(out[0]), int(out[1])
+    assert soft == (2 * 1000 + 256 if hard == -1 or hard >= 2256 else hard)
