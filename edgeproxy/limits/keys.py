@@ -32,7 +32,8 @@ def key_function(spec: str) -> KeyOf:
 
 
 def _client_ip(client_ip: str, headers: Headers) -> str | None:
-    return client_ip or None
+    # A unix-socket client has no address (nginx's key is then empty: not limited).
+    return None if not client_ip or client_ip.startswith("unix:") else client_ip
 
 
 def _header(name: bytes) -> KeyOf:
@@ -48,7 +49,7 @@ def _prefix(v4: int, v6: int) -> KeyOf:
         try:
             ip = ipaddress.ip_address(client_ip)
         except ValueError:
-            return client_ip or None  # not an IP (a unix-socket client): counted as itself
+            return None  # not an IP (a unix-socket client): not limited
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         prefix = v4 if ip.version == 4 else v6

@@ -1,7 +1,7 @@
 """A worker's listening sockets, and `worker_connections`: past that many open client
 connections the worker stops accepting until one ends, as nginx does, instead of running
-out of file descriptors. Connections wait meanwhile in the kernel's listen queue (and go
-to the other workers' sockets: each worker has its own SO_REUSEPORT socket).
+out of file descriptors. Connections the kernel gives this worker's socket (each worker
+has its own SO_REUSEPORT socket) wait meanwhile in its listen queue.
 
 The event loop cannot pause a server, only close it, and closing it closes its socket.
 So each server gets a duplicate of the listening socket: closing the server leaves the

@@ -75,9 +75,10 @@ class RateLimitPhase:
                 return None
             return Delay(outcome.wait_ms / 1000)
         retry = max(1, math.ceil(outcome.wait_ms / 1000))
+        log.info("client %s: limiting requests%s, excess %.3f by zone %r", request.client_ip,
+                 ", dry run" if self.dry_run else "", outcome.excess / 1000,
+                 self.zone.config.name)  # fmt: skip
         if self.dry_run:
-            log.info("client %s: would refuse (dry run), excess %.3f by zone %r",
-                     request.client_ip, outcome.excess / 1000, self.zone.config.name)  # fmt: skip
             return None
         return Answer(
             self.status,

@@ -112,6 +112,8 @@ def test_keys_of_a_client_its_network_and_a_header() -> None:
     assert api("192.0.2.7", [(b"x-api-key", b"k1")]) == "k1"
     assert api("192.0.2.7", []) is None  # no key: not limited, as nginx
     assert address_key("client_ip/24")("198.51.100.200") == "198.51.100.0/24"
+    assert key_function("client_ip")("unix:", []) is None  # no address: not limited
+    assert key_function("client_ip/24")("unix:", []) is None
 
 
 def _rules(*text: str) -> AccessRules:
