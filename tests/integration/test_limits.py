@@ -30,9 +30,11 @@ ZONES = """limits:
   fast: {key: client_ip, rate: 2r/s, burst: 2, nodelay: true}
   slow: {rate: 5r/s, burst: 10}
   conns: {connections: 2}
+  minute: {rate: 1r/m, nodelay: true}
 """
 LOCATIONS = """      - {path: /fast/, proxy_pass: app, limit_req: fast}
       - {path: /slow/, proxy_pass: app, limit_req: slow}
+      - {path: /minute/, proxy_pass: app, limit_req: minute}
       - {path: /private/, proxy_pass: app, access: [deny 127.0.0.7, allow 127.0.0.0/8, deny all]}"""
 
 
@@ -231,3 +233,14 @@ def test_past_worker_connections_the_worker_stops_accepting_until_one_ends(
         for sock in held:
             sock.close()
         edge.stop()
+
+
+def test_a_reload_keeps_the_zones_state(limited: Edge) -> None:
+    assert request(limited.port, "127.0.0.9", "/minute/echo").status == 200
+    assert request(limited.port, "127.0.0.9", "/minute/echo").status == 429
+    old = limited.workers()
+    limited.signal(signal.SIGHUP)
+    limited.wait_workers(2, exclude=old)
+    # A fresh zone would let the next request in; the kept one still counts the first.
+    assert request(limited.port, "127.0.0.9", "/minute/echo").status == 429
+    assert request(limited.port, "127.0.0.10", "/minute/echo").status == 200
