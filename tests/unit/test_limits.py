@@ -234,3 +234,34 @@ print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
     ).stdout.split()
     soft, hard = int(out[0]), int(out[1])
     assert soft == (2 * 1000 + 256 if hard == -1 or hard >= 2256 else hard)
+
+
+def test_processes_updating_one_key_at_once_lose_no_update() -> None:
+    # Four processes (as four workers) race on one key, all started at once: the lock lets
+    # exactly 1 + burst through, as one process would; lost updates would let more in.
+    zone = ZoneStore().rate(rate_zone(rate=1 / 60, burst=1500, nodelay=True))
+    go_read, go_write = os.pipe()
+    children = []
+    for _ in range(4):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.read(go_read, 1)
+                passed = sum(zone.take("192.0.2.1", 1000).kind == PASS for _ in range(1000))
+                os.write(write_end, b"%d" % passed)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        children.append((pid, read_end))
+    os.write(go_write, b"xxxx")  # one byte each: they start together
+    total = 0
+    for pid, read_end in children:
+        with os.fdopen(read_end, "rb") as pipe:
+            total += int(pipe.read())
+        assert os.waitpid(pid, 0)[1] == 0
+    os.close(go_read)
+    os.close(go_write)
+    assert total == 1501
