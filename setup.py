@@ -66,7 +66,17 @@ NOT_COMPILED = {
     "read once per config: nothing here runs per request",
     "edgeproxy/http/interface.py": "the codec interfaces and MalformedResponse: no code runs "
     "per request",
+    "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
+    "addresses with proxy_protocol",
+    "edgeproxy/server/accept_gate.py": "per connection only one len() check in a closure; "
+    "the rest runs when worker_connections is reached",
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",
+    "edgeproxy/server/proxy_protocol_front.py": "reads one header per connection on "
+    "proxy_protocol addresses, then hands the transport over; its transport wrapper "
+    "delegates with __getattr__, which stays simplest as a Python class",
+    "edgeproxy/server/limit_phases.py": "runs per request only where a zone or access rule is "
+    "configured, and its cost is the shared zone's lock (two fcntl calls) and the pure-Python "
+    "edgeproxy.limits it calls, not this module's own few lines",
     "edgeproxy/server/worker.py": "starts and stops a worker; per connection it only calls "
     "the compiled connection class",
     "edgeproxy/server/routes.py": "the handler and phase tables, and the builder that reads "

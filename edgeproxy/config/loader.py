@@ -15,16 +15,16 @@ from collections.abc import Callable
 import yaml
 from yaml.nodes import Node, ScalarNode
 
+from edgeproxy.config.limits import read_zones
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
 from edgeproxy.config.nodes import Invalid, integer, string
 from edgeproxy.config.schema import (
     METRICS,
     SHARED_STATE,
-    WORKER_CONNECTIONS,
-    ZONES,
     Block,
     Choice,
     Duration,
+    Integer,
     Key,
     Later,
     Scope,
@@ -125,11 +125,11 @@ TOP = Block(
     Key("group", _account("group", grp.getgrnam)),
     Key("http", Section(HTTP, HttpSettings)),  # not in Config: each server holds its own
     Key("upstreams", read_upstreams),
+    Key("limits", read_zones),  # before `servers`, whose limit_req / limit_conn name zones
     Key("servers", read_servers, required=True),
-    Later("worker_connections", WORKER_CONNECTIONS),
+    Key("worker_connections", Integer(minimum=1)),
     Later("metrics", METRICS),
     Later("shared_state", SHARED_STATE),
-    Later("limits", ZONES),
 )
 
 

@@ -104,6 +104,37 @@ HandlerSpec = ProxyPass | ReturnAction
 
 
 @dataclass(frozen=True, slots=True)
+class AccessRule:
+    """One `access:` rule: `allow NETWORK`, `deny NETWORK`, `allow all`, `deny all`."""
+
+    allow: bool
+    network: IPNetwork | None  # None = all (unix-socket clients included)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    """A named limit of `limits:`, shared by every worker (nginx's limit_req_zone /
+    limit_conn_zone); `kind` is "rate" (the `rate` key) or "connections"."""
+
+    name: str
+    kind: Literal["rate", "connections"]
+    key: str = "client_ip"  # client_ip | client_ip/N[/M] | header:NAME
+    rate: float = 0.0  # requests per second
+    rate_window: int = 1  # the unit it was written in (1 = r/s, 60 = r/m), for RateLimit-Policy
+    burst: int = 0  # nginx: 0
+    delay: int = 0  # nginx delay=N: the first N excess requests are not delayed
+    nodelay: bool = False  # nginx nodelay: no excess request within the burst is delayed
+    connections: int = 0
+    status: int = 0  # 0 = the kind's default: 429 for rate (RFC 6585), 503 for connections
+    dry_run: bool = False  # log what would be limited; limit nothing
+    size: int = 10 * 1024 * 1024  # nginx's usual zone size: 10m
+
+    @property
+    def reject_status(self) -> int:
+        return self.status or (429 if self.kind == "rate" else 503)
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
     """A routing rule: one match and one handler."""
 
@@ -112,6 +143,8 @@ class Location:
     where: str  # the key path in the config, e.g. "servers[0].locations[2]", for logs
     handler: HandlerSpec
     regex: re.Pattern[str] | None = None  # compiled when match == "regex"
+    access: tuple[AccessRule, ...] | None = None  # None: the server's rules
+    limit_req: ZoneConfig | None = None  # None: the server's
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +156,12 @@ class ServerConfig:
     http: HttpSettings
     server_name: tuple[str, ...] = ()  # lowercased; empty (or only "_") = default server
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    access: tuple[AccessRule, ...] = ()  # a location's own rules replace these (as nginx)
+    limit_req: ZoneConfig | None = None  # a location's own limit_req replaces it
+    limit_conn: ZoneConfig | None = None
+    proxy_protocol: tuple[
+        Address, ...
+    ] = ()  # listen addresses whose connections open with a PROXY header
     where: str = ""  # "servers[0]"
 
 
@@ -161,3 +200,7 @@ class Config:
     worker_heartbeat_timeout: float = 10.0
     user: str | None = None  # workers switch to this user after the master has bound ports
     group: str | None = None  # default: the user's primary group
+    limits: Mapping[str, ZoneConfig] = field(default_factory=dict)  # zones by name
+    # Client connections per worker; past it the worker stops accepting until one ends.
+    # nginx: worker_connections 512 (its example config: 1024); the contract's: 10000.
+    worker_connections: int = 10000

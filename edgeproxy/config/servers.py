@@ -9,6 +9,7 @@ from typing import Literal
 
 from yaml.nodes import MappingNode, Node
 
+from edgeproxy.config.limits import read_access, zone_reader
 from edgeproxy.config.model import (
     Address,
     HandlerSpec,
@@ -21,12 +22,9 @@ from edgeproxy.config.model import (
 )
 from edgeproxy.config.nodes import Invalid, address, items, nonempty_items, string
 from edgeproxy.config.schema import (
-    ACCESS_RULES,
     INTERNAL,
-    PROXY_PROTOCOL,
     STATIC,
     TLS,
-    ZONES,
     Block,
     Duration,
     Flag,
@@ -141,8 +139,8 @@ LOCATION = Block(
     Later("disable_symlinks", STATIC),
     Later("try_files", STATIC),
     Later("internal", INTERNAL),
-    Later("limit_req", ZONES),
-    Later("access", ACCESS_RULES),
+    Key("limit_req", zone_reader("rate", "a request-rate zone")),
+    Key("access", read_access),
 )
 
 
@@ -163,6 +161,8 @@ def _location(got: Got) -> Location:
         where=got.path,
         handler=handler,
         regex=regex,
+        access=got.values.get("access"),
+        limit_req=got.values.get("limit_req"),
     )
 
 
@@ -176,21 +176,26 @@ def _listen_address(node: Node, path: str, scope: Scope) -> Address:
 # A listen entry written as a mapping (a plain string is its address).
 LISTEN = Block(
     Key("address", _listen_address, required=True),
-    Later("proxy_protocol", PROXY_PROTOCOL),
+    Key("proxy_protocol", Flag()),  # a PROXY protocol v1/v2 header opens each connection
 )
 
 
-def _listen(node: Node, path: str, scope: Scope) -> tuple[Address, ...]:
-    listen: list[Address] = []
+def _listen(node: Node, path: str, scope: Scope) -> dict[Address, tuple[Node, str, bool]]:
+    """Each address, where it is written, and whether it expects a PROXY header."""
+    listen: dict[Address, tuple[Node, str, bool]] = {}
     for item, p in nonempty_items(node, path, single_ok=True):
         if isinstance(item, MappingNode):
-            addr: Address = LISTEN.read(item, p, scope).values["address"]
+            values = LISTEN.read(item, p, scope).values
+            addr: Address = values["address"]
+            proxy_protocol = bool(values.get("proxy_protocol", False))
         else:
-            addr = _listen_address(item, p, scope)
+            addr, proxy_protocol = _listen_address(item, p, scope), False
         if addr in listen:  # would fail later, at bind, with a less helpful message
             raise Invalid(item, p, f"{addr} is listed twice")
-        listen.append(addr)
-    return tuple(listen)
+        if proxy_protocol and addr.kind == "unix":
+            raise Invalid(item, p, "proxy_protocol is for TCP addresses")
+        listen[addr] = (item, p, proxy_protocol)
+    return listen
 
 
 def _server_names(node: Node, path: str, scope: Scope) -> dict[str, tuple[Node, str]]:
@@ -225,21 +230,31 @@ SERVER = Block(
     Key("trusted_proxies", _networks),
     HTTP,  # any http key, overriding the `http:` block for this server
     Key("locations", _locations, required=True),
+    Key("access", read_access),
+    Key("limit_req", zone_reader("rate", "a request-rate zone")),
+    Key("limit_conn", zone_reader("connections", "a connection zone")),
     Later("tls", TLS),
-    Later("limit_conn", ZONES),
 )
 
 
 def read_servers(node: Node, path: str, scope: Scope) -> tuple[ServerConfig, ...]:
     # (listen address, server name or "" for the default) -> the server that claimed it
     claimed: dict[tuple[Address, str], str] = {}
-    return tuple(
-        _server(SERVER.read(n, p, scope), scope, claimed) for n, p in nonempty_items(node, path)
-    )
+    # Whether each address expects a PROXY header: every server on it must agree.
+    proxied: dict[Address, bool] = {}
+    servers = []
+    for n, p in nonempty_items(node, path):
+        got = SERVER.read(n, p, scope)
+        for addr, (item, where, proxy_protocol) in got.values["listen"].items():
+            if proxied.setdefault(addr, proxy_protocol) != proxy_protocol:
+                raise Invalid(item, where, f"proxy_protocol differs from another server on {addr}")
+        servers.append(_server(got, scope, claimed))
+    return tuple(servers)
 
 
 def _server(got: Got, scope: Scope, claimed: dict[tuple[Address, str], str]) -> ServerConfig:
-    listen: tuple[Address, ...] = got.values["listen"]
+    listen_entries: dict[Address, tuple[Node, str, bool]] = got.values["listen"]
+    listen = tuple(listen_entries)
     names: dict[str, tuple[Node, str]] = got.values.get("server_name", {})
     # Two servers answering the same name on the same address: nginx warns, we refuse.
     entries = names or {"": (got.node_of("listen"), got.sub("listen"))}  # no name: the default
@@ -257,5 +272,9 @@ def _server(got: Got, scope: Scope, claimed: dict[tuple[Address, str], str]) -> 
         http=dataclasses.replace(http, **overrides) if overrides else http,
         server_name=tuple(names),
         trusted_proxies=got.values.get("trusted_proxies", ()),
+        access=got.values.get("access", ()),
+        limit_req=got.values.get("limit_req"),
+        limit_conn=got.values.get("limit_conn"),
+        proxy_protocol=tuple(a for a, (_, _, pp) in listen_entries.items() if pp),
         where=got.path,
     )

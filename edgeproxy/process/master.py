@@ -21,7 +21,9 @@ from edgeproxy import build_kind
 from edgeproxy.config.loader import MAX_WORKERS
 from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
+from edgeproxy.limits.zones import store as zone_store
 from edgeproxy.logging import reopen_error_log, setup_error_log
+from edgeproxy.process.fd_limit import raise_fd_limit
 from edgeproxy.process.pidfile import (
     PidFileError,
     is_edgeproxy,
@@ -97,6 +99,8 @@ class Master:
         prepare_log_files(config)
         self.listeners.open(listen_addresses(config))
         self.shared.peers.assign(config)
+        zone_store().prepare(config.limits.values())  # mapped before the fork, as the peers
+        raise_fd_limit(config)  # inherited by the workers
         if config.pid_file:
             try:
                 write_pid_file(config.pid_file, self.pid)
@@ -319,6 +323,7 @@ class Master:
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self.shared.workers.release(worker.row)
+                zone_store().reclaim(pid)  # the connection slots it held, however it died
                 self._exited(worker, describe_status(status))
 
     def _exited(self, worker: WorkerProc, how: str) -> None:

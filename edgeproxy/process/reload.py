@@ -22,6 +22,8 @@ from typing import Protocol
 from edgeproxy.check import check_config
 from edgeproxy.config.model import Address, Config
 from edgeproxy.errors import ConfigError
+from edgeproxy.limits.zones import store as zone_store
+from edgeproxy.process.fd_limit import raise_fd_limit
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.sockets import ListenSet
 from edgeproxy.process.workers import Generation, WorkerProc, prepare_log_files
@@ -128,6 +130,8 @@ class Reloader:
             log.error("reload failed, still running the previous configuration: %s", exc)
             return
         fleet.shared.peers.assign(config)  # known peers keep their rows, and their state
+        zone_store().prepare(config.limits.values())  # known zones keep theirs too
+        raise_fd_limit(config)
         generation = Generation(fleet.current.number + 1, config)
         deadline = time.monotonic() + config.worker_heartbeat_timeout
         self.pending = PendingReload(generation, added, deadline)

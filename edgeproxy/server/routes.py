@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgeproxy.config.model import Location, ProxyPass, ReturnAction, ServerConfig
+from edgeproxy.limits.zones import store
+from edgeproxy.server.limit_phases import AccessPhase, ConnectionLimitPhase, RateLimitPhase
 from edgeproxy.server.phases import ClientAddressPhase
 from edgeproxy.server.proxy import ProxyHandler
 from edgeproxy.server.request import ConnectionPhase, Handler, RequestPhase, Route
@@ -46,10 +48,27 @@ def _client_address(server: ServerConfig, location: Location | None) -> RequestP
     return ClientAddressPhase(server.trusted_proxies) if server.trusted_proxies else None
 
 
-# In the order they run: who the client is first, then what it may do (access rules and
-# rate limits come next, and use the client address).
-REQUEST_PHASES: list[RequestPhaseFactory] = [_client_address]
-CONNECTION_PHASES: list[ConnectionPhaseFactory] = []
+def _access(server: ServerConfig, location: Location | None) -> RequestPhase | None:
+    rules = location.access if location is not None and location.access is not None else None
+    if rules is None:
+        rules = server.access
+    return AccessPhase(rules) if rules else None
+
+
+def _limit_req(server: ServerConfig, location: Location | None) -> RequestPhase | None:
+    zone = location.limit_req if location is not None and location.limit_req else server.limit_req
+    return RateLimitPhase(store().rate(zone)) if zone is not None else None
+
+
+def _limit_conn(servers: Sequence[ServerConfig]) -> ConnectionPhase | None:
+    # Checked at accept, before a Host names a server: the first zone the address's servers name.
+    zone = next((server.limit_conn for server in servers if server.limit_conn), None)
+    return ConnectionLimitPhase(store().connections(zone)) if zone is not None else None
+
+
+# In the order they run: who the client is first, then what it may do.
+REQUEST_PHASES: list[RequestPhaseFactory] = [_client_address, _access, _limit_req]
+CONNECTION_PHASES: list[ConnectionPhaseFactory] = [_limit_conn]
 
 _NOT_FOUND = AnswerHandler(Answer(404))
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import uvloop
@@ -19,7 +19,9 @@ import uvloop
 from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import AccessLog, reopen_error_log
+from edgeproxy.server.accept_gate import AcceptGate
 from edgeproxy.server.connection import DownstreamConnection
+from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
 from edgeproxy.server.routes import RouteBuilder
 from edgeproxy.server.services import ServedConnection, WorkerServices
@@ -71,24 +73,24 @@ class Worker:
         self.access_log = AccessLog(config.access_log)
         self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
         self.routers = build_routers(config, RouteBuilder(self.services))
-        self._servers: list[asyncio.Server] = []
+        self.gate = AcceptGate(self.loop, self.services.connections, config.worker_connections)
 
     @property
     def connections(self) -> set[ServedConnection]:
         return self.services.connections
 
     async def start(self, sockets: Mapping[Address, socket.socket]) -> None:
-        for address, sock in sockets.items():  # the server owns `sock` and closes it
+        proxied = {a for server in self.config.servers for a in server.proxy_protocol}
+        for address, sock in sockets.items():  # the gate owns `sock` and closes it
             router = self.routers[address]
 
-            def factory(router: Router = router) -> DownstreamConnection:
+            def connection(router: Router = router) -> DownstreamConnection:
                 return DownstreamConnection(self.services, router)
 
-            if address.kind == "unix":
-                server = await self.loop.create_unix_server(factory, sock=sock)
-            else:
-                server = await self.loop.create_server(factory, sock=sock)
-            self._servers.append(server)
+            factory: Callable[[], asyncio.Protocol] = connection
+            if address in proxied:
+                factory = proxy_protocol_factory(connection, router, self.loop)
+            await self.gate.listen(sock, factory, address.kind == "unix")
 
     async def stop(self, timeout: float = GRACEFUL_TIMEOUT) -> None:
         """Stop accepting, let requests in flight finish (up to `timeout`), then close all.
@@ -97,8 +99,7 @@ class Worker:
         `Connection: close`; idle keep-alive connections are closed after IDLE_GRACE.
         """
         self.services.stopping = True
-        for server in self._servers:
-            server.close()
+        self.gate.close()
         now = self.loop.time()
         deadline = now + timeout
         grace_end = now + min(IDLE_GRACE, timeout)

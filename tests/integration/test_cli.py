@@ -67,12 +67,12 @@ def test_unknown_and_not_yet_supported_keys_are_errors(tmp_path: Path) -> None:
     assert f"{unknown}:3: servers[0].lisen: unknown key" in result.stderr
     later = write(
         tmp_path / "b.yaml",
-        "limits:\n  z: {key: client_ip, rate: 10r/s}\nservers:\n  - listen: ['127.0.0.1:8080']\n"
+        "metrics: {listen: '127.0.0.1:9145'}\nservers:\n  - listen: ['127.0.0.1:8080']\n"
         "    locations: [{path: /, return: {status: 200}}]\n",
     )
     result = run_cli("-t", "-c", later)
     assert result.returncode == 1
-    assert f"{later}:1: limits" in result.stderr and "not supported yet" in result.stderr
+    assert f"{later}:1: metrics" in result.stderr and "not supported yet" in result.stderr
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -251,7 +251,8 @@ def _fields(model: type) -> set[str]:
 
 # Each block's supported keys are the fields of the model it fills: a field added without a
 # declaration (or a declaration without a field) is caught here. The rest is what the
-# loader fills in itself (`source`, `name`, `where`) or resolves (`http`).
+# loader fills in itself (`source`, `name`, `where`) or resolves (`http`; a server's
+# `proxy_protocol` addresses, from its `listen` entries).
 @pytest.mark.parametrize(
     ("block", "model", "declared_only", "model_only"),
     [
@@ -260,7 +261,7 @@ def _fields(model: type) -> set[str]:
         (ACCESS_LOG, AccessLogConfig, set(), set()),
         (UPSTREAM_BLOCK, UpstreamConfig, set(), {"name"}),
         (PEER, PeerConfig, set(), set()),
-        (SERVER, ServerConfig, set(HTTP.supported), {"http", "where"}),
+        (SERVER, ServerConfig, set(HTTP.supported), {"http", "where", "proxy_protocol"}),
         (RETURN, ReturnAction, set(), set()),
     ],
 )
@@ -600,11 +601,11 @@ def test_error_carries_where_and_what_separately() -> None:
 
 # Keys of the contract that a later release implements: refused at the line of the key.
 STATIC = "not supported yet (static files come in a later release)"
-ZONES = "not supported yet (limit zones come in a later release)"
 NOT_YET = [
     (
-        "limits:\n  per_ip: {key: client_ip, rate: 10r/s}\n" + SERVERS,
-        "t.yaml:1: limits: not supported yet (limit zones come in a later release)",
+        "limits:\n  per_ip: {key: client_ip, rate: 10r/s, shared: true}\n" + SERVERS,
+        "t.yaml:2: limits.per_ip.shared: "
+        "not supported yet (limits shared across instances come in a later release)",
     ),
     (
         "upstreams:\n  app:\n    servers: ['a:1']\n    health_check: {path: /healthz}\n" + SERVERS,
@@ -621,10 +622,6 @@ NOT_YET = [
         "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
     (
-        server("    limit_conn: per_ip_conns\n"),
-        "t.yaml:6: servers[0].limit_conn: not supported yet (limit zones come in a later release)",
-    ),
-    (
         location("path: /static/\nroot: /srv/app"),
         f"t.yaml:8: servers[0].locations[0].root: {STATIC}",
     ),
@@ -636,25 +633,11 @@ NOT_YET = [
         location("path: /\nproxy_pass: app\nexpires: 7d"),
         f"t.yaml:9: servers[0].locations[0].expires: {STATIC}",
     ),
-    (
-        location("path: /\nproxy_pass: app\nlimit_req: per_ip_rate"),
-        f"t.yaml:9: servers[0].locations[0].limit_req: {ZONES}",
-    ),
-    (
-        location("path: /\nproxy_pass: app\naccess: [allow all]"),
-        "t.yaml:9: servers[0].locations[0].access: "
-        "not supported yet (access rules come in a later release)",
-    ),
 ]
 
 
 # The keys the contract gained with limits, static files, pools, PROXY protocol and metrics.
 NOT_YET += [
-    (
-        "worker_connections: 10000\n" + SERVERS,
-        "t.yaml:1: worker_connections: "
-        "not supported yet (worker connection limits come in a later release)",
-    ),
     (
         "metrics: {listen: '127.0.0.1:9145', path: /metrics}\n" + SERVERS,
         "t.yaml:1: metrics: not supported yet (metrics come in a later release)",
@@ -680,12 +663,6 @@ NOT_YET += [
         "upstreams:\n  app:\n    servers: ['a:1']\n    queue: {size: 100, timeout: 30s}\n"
         + SERVERS,
         "t.yaml:4: upstreams.app.queue: not supported yet (request queues come in a later release)",
-    ),
-    (
-        UPSTREAM + "servers:\n  - listen:\n      - '*:80'\n"
-        "      - {address: '*:81', proxy_protocol: true}\n",
-        "t.yaml:7: servers[0].listen[1].proxy_protocol: "
-        "not supported yet (PROXY protocol comes in a later release)",
     ),
     *(
         (
@@ -775,25 +752,24 @@ def test_contract_copy_matches_the_shared_contract() -> None:
 
 def test_full_example_is_refused_at_the_first_not_yet_supported_key() -> None:
     lines = EXAMPLE.read_text().splitlines()
-    line = next(i for i, text in enumerate(lines, 1) if text.startswith("worker_connections:"))
+    line = next(i for i, text in enumerate(lines, 1) if text.startswith("metrics:"))
     with pytest.raises(ConfigError) as info:
         load_config(str(EXAMPLE))
     assert str(info.value) == (
-        f"{EXAMPLE}:{line}: worker_connections: "
-        "not supported yet (worker connection limits come in a later release)"
+        f"{EXAMPLE}:{line}: metrics: not supported yet (metrics come in a later release)"
     )
 
 
 LATER_LOCATION_KEYS = (
     *("root", "alias", "expires", "index", "autoindex", "gzip_static", "disable_symlinks"),
-    *("try_files", "internal", "limit_req", "access"),
+    *("try_files", "internal"),
 )
 
 
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
     no handler once its `root` is gone, and any peer marked `down`, which is never used)."""
-    for key in ("limits", "worker_connections", "metrics", "shared_state"):
+    for key in ("metrics", "shared_state"):
         doc.pop(key)
     for key in ("types", "charset"):
         doc["http"].pop(key)
@@ -802,11 +778,7 @@ def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
         upstream.pop("queue")
         upstream["servers"] = [p for p in upstream["servers"] if "down" not in p]
     for srv in doc["servers"]:
-        srv.pop("limit_conn", None)
         srv.pop("tls", None)
-        for entry in srv["listen"]:
-            if isinstance(entry, dict):
-                entry.pop("proxy_protocol")
         for loc in srv["locations"]:
             for key in LATER_LOCATION_KEYS:
                 loc.pop(key, None)
@@ -823,6 +795,7 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     assert config.workers == (os.cpu_count() or 1)
     assert config.pid_file == "edgeproxy.pid"
     assert config.access_log.flush == 1.0
+    assert config.worker_connections == 10000
     app = config.upstreams["app"]
     assert app.balance == "least_conn"
     assert [p.address for p in app.servers] == [
@@ -842,3 +815,11 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
         ("prefix", "/"),
     ]
     assert tls_less.listen == (Address("tcp", "0.0.0.0", 8443),)
+    assert main.proxy_protocol == (Address("tcp", "0.0.0.0", 8081),)
+    rate, conns = config.limits["per_ip_rate"], config.limits["per_ip_conns"]
+    assert (rate.kind, rate.rate, rate.burst, rate.nodelay) == ("rate", 10.0, 20, True)
+    assert (conns.kind, conns.connections, conns.reject_status) == ("connections", 20, 503)
+    assert main.limit_conn is conns
+    root = main.locations[-1]
+    assert root.limit_req is rate
+    assert root.access is not None and [rule.allow for rule in root.access] == [False, True, True]
