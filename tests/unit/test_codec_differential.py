@@ -4,8 +4,8 @@ bytes are split into reads), must give the same requests or the same refusal sta
 
 The normal suite runs a bounded, derandomized number of examples. For a long run before a
 release set EDGEPROXY_FUZZ_EXAMPLES (`make fuzz`): examples are then drawn at random, and an
-input on which the codecs disagree is saved to tests/corpus/differential/, whose files are
-replayed by every run of the suite as regression cases.
+input on which the codecs disagree is saved to tests/corpus/differential/ (commit it with
+its fix), whose files every run of the suite replays whole, by line and by byte.
 """
 
 from __future__ import annotations
