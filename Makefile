@@ -3,7 +3,7 @@ PYTHON ?= python3
 
 COMPILED_DIR ?= build/compiled
 
-.PHONY: demo test test-pure test-compiled test-install compile wheel lint bench
+.PHONY: demo test test-pure test-compiled test-install compile wheel lint bench fuzz
 
 demo:
 	$(PYTHON) -m pip install -q -e '.[demo]'
@@ -52,3 +52,11 @@ lint:
 bench:
 	$(PYTHON) -m pip install -q -e '.[test]'
 	$(PYTHON) benchmarks/run.py
+
+# A long differential run of the two codecs before a release (about 100 examples a second).
+# A disagreement is saved to tests/corpus/differential/, which every test run replays:
+# commit it with its fix.
+FUZZ_EXAMPLES ?= 100000
+
+fuzz:
+	EDGEPROXY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest -q tests/unit/test_codec_differential.py --hypothesis-show-statistics

@@ -187,7 +187,7 @@ class Config:
     upstreams: Mapping[str, UpstreamConfig]
     servers: tuple[ServerConfig, ...]
     workers: int = 1  # resolved: `auto` becomes os.cpu_count()
-    http_parser: str = "auto"  # auto | httptools | h11, resolved by edgeproxy.http.codecs
+    http_parser: str = "auto"  # auto | httptools | h11, resolved by edgeproxy.http.codec
     pid_file: str | None = None
     error_log: ErrorLogConfig = field(default_factory=ErrorLogConfig)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
