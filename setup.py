@@ -40,10 +40,16 @@ COMPILED = (
     "edgeproxy/http/response_reader.py",
     "edgeproxy/http/rules.py",
     "edgeproxy/http/status.py",
+    "edgeproxy/limits/access.py",
+    "edgeproxy/limits/keys.py",
+    "edgeproxy/limits/leaky.py",
+    "edgeproxy/limits/table.py",
+    "edgeproxy/limits/zones.py",
     "edgeproxy/server/body.py",
     "edgeproxy/server/body_writers.py",
     "edgeproxy/server/client_ip.py",
     "edgeproxy/server/connection.py",
+    "edgeproxy/server/limit_phases.py",
     "edgeproxy/server/phases.py",
     "edgeproxy/server/proxy.py",
     "edgeproxy/server/request.py",
@@ -74,9 +80,6 @@ NOT_COMPILED = {
     "edgeproxy/server/proxy_protocol_front.py": "reads one header per connection on "
     "proxy_protocol addresses, then hands the transport over; its transport wrapper "
     "delegates with __getattr__, which stays simplest as a Python class",
-    "edgeproxy/server/limit_phases.py": "runs per request only where a zone or access rule is "
-    "configured, and its cost is the shared zone's lock (two fcntl calls) and the pure-Python "
-    "edgeproxy.limits it calls, not this module's own few lines",
     "edgeproxy/server/worker.py": "starts and stops a worker; per connection it only calls "
     "the compiled connection class",
     "edgeproxy/server/routes.py": "the handler and phase tables, and the builder that reads "

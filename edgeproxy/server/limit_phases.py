@@ -38,7 +38,7 @@ def rate_policy(zone: ZoneConfig) -> bytes:
     window = zone.rate_window
     if quota < 1:  # below one request per window: widen the window
         window = math.ceil(1 / zone.rate)
-        quota = 1
+        quota = 1.0
     return b'"%s";q=%d;w=%d' % (zone.name.encode(), round(quota), window)
 
 

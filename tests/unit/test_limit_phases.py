@@ -1,12 +1,13 @@
 """The limit phases' verdicts on a request: pass, Delay, or the refusal with its fields;
-dry_run never limits. Route and handler are stand-ins: only the client address and the
-headers are read."""
+dry_run never limits. The route is a bare one: only the client address and the headers
+are read."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, cast
+from typing import Any
 
+from edgeproxy.config import parse_config
 from edgeproxy.config.model import AccessRule, ZoneConfig
 from edgeproxy.http.events import RequestHead
 from edgeproxy.limits.zones import ZoneStore
@@ -19,11 +20,17 @@ from edgeproxy.server.limit_phases import (
 )
 from edgeproxy.server.request import Delay, Request, Route
 from edgeproxy.server.response import Answer
+from edgeproxy.server.return_handler import AnswerHandler
+
+_SERVER = parse_config(
+    'servers: [{listen: ["127.0.0.1:0"], locations: [{path: /, return: {status: 200}}]}]', "t"
+).servers[0]
+_ROUTE = Route(_SERVER, None, AnswerHandler(Answer(200)), (), b"")
 
 
 def request(client_ip: str, headers: list[tuple[bytes, bytes]] | None = None) -> Request:
     head = RequestHead(b"GET", b"/", b"1.1", headers or [])
-    return Request(head, cast(Route, None), RequestBody(0, ""), client_ip, 0.0)
+    return Request(head, _ROUTE, RequestBody(0, ""), client_ip, 0.0)
 
 
 def zone(**fields: Any) -> ZoneConfig:
