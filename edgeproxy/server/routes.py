@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgeproxy.config.model import Location, ProxyPass, ReturnAction, ServerConfig
+from edgeproxy.config.model import Location, ProxyPass, ReturnAction, ServerConfig, StaticFiles
 from edgeproxy.server.phases import ClientAddressPhase
 from edgeproxy.server.proxy import ProxyHandler
 from edgeproxy.server.request import ConnectionPhase, Handler, RequestPhase, Route
 from edgeproxy.server.response import Answer
 from edgeproxy.server.return_handler import AnswerHandler, return_answer
 from edgeproxy.server.services import WorkerServices
+from edgeproxy.server.static.handler import StaticHandler
 
 HandlerFactory = Callable[[Any, WorkerServices], Handler]
 RequestPhaseFactory = Callable[[ServerConfig, "Location | None"], "RequestPhase | None"]
@@ -36,9 +37,14 @@ def _return(spec: ReturnAction, services: WorkerServices) -> Handler:
     return AnswerHandler(return_answer(spec))
 
 
+def _static(spec: StaticFiles, services: WorkerServices) -> Handler:
+    return StaticHandler(spec)
+
+
 HANDLERS: dict[type[Any], HandlerFactory] = {
     ProxyPass: _proxy_pass,
     ReturnAction: _return,
+    StaticFiles: _static,
 }
 
 
