@@ -101,7 +101,7 @@ _MATCH_KINDS: dict[str, Literal["prefix", "exact", "regex"]] = {
 }
 _HANDLERS = ("proxy_pass", "return", "root", "alias")
 # Keys that only a static location (root or alias) may have.
-_STATIC_KEYS = ("expires", "index", "disable_symlinks")
+_STATIC_KEYS = ("expires", "index", "gzip_static", "disable_symlinks")
 
 
 # --- locations ------------------------------------------------------------------------
@@ -211,9 +211,9 @@ LOCATION = Block(
     ),
     Key("expires", _expires),
     Key("index", _index),
+    Key("gzip_static", Flag()),
     Key("disable_symlinks", Choice(("outside_root", "on", "off"))),
     Later("autoindex", STATIC),
-    Later("gzip_static", STATIC),
     Later("try_files", STATIC),
     Later("internal", INTERNAL),
     Later("limit_req", ZONES),

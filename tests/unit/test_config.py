@@ -676,7 +676,6 @@ NOT_YET += [
         )
         for key, value in [
             ("autoindex", "false"),
-            ("gzip_static", "true"),
             ("try_files", "[$uri, /index.html]"),
         ]
     ),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeproxy.server.static import opener
+from edgeproxy.server.static.encodings import choose
 from edgeproxy.server.static.paths import Refused, decode_segments, relative_segments, target_path
 from edgeproxy.server.static.types import TypeTable
 from edgeproxy.server.static.validators import (
@@ -173,3 +174,24 @@ def test_opener(
         assert _read(opener.open_beneath(dir_fd, "in", "outside_root")) == b"f"
     assert _read(opener.open_beneath(dir_fd, "out", "off")) == b"s"
     os.close(opener.open_beneath(dir_fd, "d", "outside_root", directory=True))
+
+
+@pytest.mark.parametrize(
+    ("accept", "available", "chosen"),
+    [
+        (b"gzip, br", (b"br", b"gzip"), b"br"),
+        (b"gzip;q=1.0, br;q=0.9", (b"br", b"gzip"), b"gzip"),
+        (b"br;q=0", (b"br", b"gzip"), None),
+        (b"gzip;q=abc", (b"gzip",), None),
+        (b"gzip;q=2", (b"gzip",), None),
+        (b"*;q=0.1", (b"gzip",), b"gzip"),
+        (b"GZIP", (b"gzip",), b"gzip"),
+        (b"deflate", (b"br", b"gzip"), None),
+        (None, (b"gzip",), None),
+        (b"gzip", (), None),
+    ],
+)
+def test_choose_encoding(
+    accept: bytes | None, available: tuple[bytes, ...], chosen: bytes | None
+) -> None:
+    assert choose(accept, available) == chosen

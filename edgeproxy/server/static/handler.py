@@ -8,6 +8,7 @@ import os
 from edgeproxy.config.model import HttpSettings, StaticFiles
 from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
+from edgeproxy.server.static.encodings import SIBLINGS, VARY, choose
 from edgeproxy.server.static.files import OpenFile, is_directory, is_regular
 from edgeproxy.server.static.opener import FORBIDDEN_ERRNOS, NOT_FOUND_ERRNOS, O_DIR, open_beneath
 from edgeproxy.server.static.paths import Refused, decode_segments, relative_segments, target_path
@@ -29,13 +30,22 @@ _ERRORS = {status: Answer(status) for status in (400, 403, 404, 412, 500)}
 
 
 class Found:
-    """What a path names: a file to send, or a redirect to the directory's `/` form."""
+    """What a path names: a file to send (maybe a precompressed sibling, then `encoding`
+    says which; `vary` when the file has siblings), or a redirect to the `/` form."""
 
-    __slots__ = ("file", "redirect")
+    __slots__ = ("encoding", "file", "redirect", "vary")
 
-    def __init__(self, file: OpenFile | None, redirect: bytes = b"") -> None:
+    def __init__(
+        self,
+        file: OpenFile | None,
+        redirect: bytes = b"",
+        encoding: bytes = b"",
+        vary: bool = False,
+    ) -> None:
         self.file = file
         self.redirect = redirect
+        self.encoding = encoding
+        self.vary = vary
 
 
 class StaticHandler:
@@ -67,19 +77,20 @@ class StaticHandler:
         if settings is not self.types_for:
             self.types = TypeTable(settings.types, settings.charset)
             self.types_for = settings
+        fields = dict(head.headers)
         try:
-            found = self.find(head.target)
+            found = self.find(head.target, fields.get(b"accept-encoding"))
         except Refused as refused:
             client.out.send_answer(_ERRORS[refused.status])
             return None
         if found.file is None:
             client.out.send_head(301, [(b"location", found.redirect)], 0)
             return None
-        return self.send_file(found.file, dict(head.headers), method == _GET, client)
+        return self.send_file(found, fields, method == _GET, client)
 
     # --- from the target to an open file ---
 
-    def find(self, target: bytes) -> Found:
+    def find(self, target: bytes, accept_encoding: bytes | None) -> Found:
         path = target_path(target)
         segments, directory = decode_segments(path)
         if self.spec.alias_file:
@@ -92,13 +103,49 @@ class StaticHandler:
         except OSError as e:
             raise _refusal(e) from None
         try:
+            file: OpenFile | None
             if directory:
-                return Found(self._index(dir_fd, relative))
-            return self._file(dir_fd, relative, target)
+                file, relative = self._index(dir_fd, relative)
+            else:
+                file = self._file(dir_fd, relative)
+            if file is None:
+                path, _, query = target.partition(b"?")
+                return Found(None, path + b"/" + (b"?" + query if query else b""))
+            if not self.spec.gzip_static:
+                return Found(file)
+            return self._variant(dir_fd, relative, file, accept_encoding)
         finally:
             os.close(dir_fd)
 
-    def _file(self, dir_fd: int, relative: str, target: bytes) -> Found:
+    def _variant(
+        self, dir_fd: int, relative: str, file: OpenFile, accept_encoding: bytes | None
+    ) -> Found:
+        """The file or the precompressed sibling the client takes (gzip_static)."""
+        siblings: list[tuple[bytes, OpenFile]] = []
+        for suffix, coding in SIBLINGS:
+            try:
+                fd = open_beneath(dir_fd, relative + suffix, self.spec.disable_symlinks)
+            except OSError:
+                continue  # no sibling (or one we may not read): the file as it is
+            st = os.fstat(fd)
+            if is_regular(st):
+                siblings.append((coding, OpenFile(fd, st, file.content_type)))
+            else:
+                os.close(fd)
+        if not siblings:
+            return Found(file)
+        chosen = choose(accept_encoding, tuple(coding for coding, _ in siblings))
+        found = Found(file, vary=True)
+        for coding, sibling in siblings:
+            if coding == chosen:
+                file.release()
+                found = Found(sibling, encoding=coding, vary=True)
+            else:
+                sibling.release()
+        return found
+
+    def _file(self, dir_fd: int, relative: str) -> OpenFile | None:
+        """The regular file at `relative`; None for a directory (redirected to its `/`)."""
         mode = self.spec.disable_symlinks
         try:
             fd = open_beneath(dir_fd, relative, mode)
@@ -110,14 +157,13 @@ class StaticHandler:
             os.close(fd)
             raise
         if is_regular(st):
-            return Found(OpenFile(fd, st, self.types.content_type(relative)))
+            return OpenFile(fd, st, self.types.content_type(relative))
         os.close(fd)
         if is_directory(st):
-            path, _, query = target.partition(b"?")
-            return Found(None, path + b"/" + (b"?" + query if query else b""))
+            return None
         raise Refused(404)  # a device, fifo or socket is not a static file
 
-    def _index(self, dir_fd: int, relative: str) -> OpenFile:
+    def _index(self, dir_fd: int, relative: str) -> tuple[OpenFile, str]:
         mode = self.spec.disable_symlinks
         prefix = relative + "/" if relative else ""
         for name in self.spec.index:
@@ -129,7 +175,7 @@ class StaticHandler:
                 raise _refusal(e) from None
             st = os.fstat(fd)
             if is_regular(st):
-                return OpenFile(fd, st, self.types.content_type(name))
+                return OpenFile(fd, st, self.types.content_type(name)), prefix + name
             os.close(fd)
         # No index: 403 for a directory that exists (never a listing), else 404.
         try:
@@ -141,12 +187,16 @@ class StaticHandler:
     # --- the response ---
 
     def send_file(
-        self, file: OpenFile, fields: dict[bytes, bytes], get: bool, client: Client
+        self, found: Found, fields: dict[bytes, bytes], get: bool, client: Client
     ) -> Responder | None:
         out = client.out
+        file = found.file
+        assert file is not None
         validators = [(b"etag", file.etag), (b"last-modified", file.last_modified)]
         if self.cache_control is not None:
             validators.append(self.cache_control)
+        if found.vary:
+            validators.append(VARY)
         status = check_conditions(fields, file.etag, file.mtime, True)
         if status:
             file.release()
@@ -156,6 +206,8 @@ class StaticHandler:
                 out.send_answer(_ERRORS[status])
             return None
         headers = [(b"content-type", file.content_type), *validators, _ACCEPT_RANGES]
+        if found.encoding:
+            headers.append((b"content-encoding", found.encoding))
         size = file.size
         parts: list[Part] = [(0, size)]
         status = 200
