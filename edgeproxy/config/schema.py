@@ -43,7 +43,6 @@ LATER = "not supported yet"
 # What a later release brings, in the words of its refusal: "not supported yet (X in a later
 # release)". One line per feature; the tables say which keys wait for which.
 ZONES = "limit zones come"
-STATIC = "static files come"
 ACCESS_RULES = "access rules come"
 TLS = "TLS comes"
 HEALTH_CHECKS = "active health checks come"

@@ -25,7 +25,6 @@ from edgeproxy.config.schema import (
     ACCESS_RULES,
     INTERNAL,
     PROXY_PROTOCOL,
-    STATIC,
     TLS,
     ZONES,
     Block,
@@ -101,7 +100,7 @@ _MATCH_KINDS: dict[str, Literal["prefix", "exact", "regex"]] = {
 }
 _HANDLERS = ("proxy_pass", "return", "root", "alias")
 # Keys that only a static location (root or alias) may have.
-_STATIC_KEYS = ("expires", "index", "gzip_static", "disable_symlinks")
+_STATIC_KEYS = ("expires", "index", "autoindex", "gzip_static", "disable_symlinks", "try_files")
 
 
 # --- locations ------------------------------------------------------------------------
@@ -179,6 +178,32 @@ def _index(node: Node, path: str, scope: Scope) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _try_files(node: Node, path: str, scope: Scope) -> tuple[str, ...]:
+    """Paths (`$uri` stands for the request's path) tried in order; the last may instead be
+    `@NAME` (hand the request to upstream NAME) or `=CODE` (answer with that status)."""
+    found = items(node, path)
+    if len(found) < 2:
+        raise Invalid(node, path, "needs at least two entries (paths, then a fallback)")
+    entries: list[str] = []
+    for i, (item, p) in enumerate(found):
+        entry = string(item, p)
+        last = i == len(found) - 1
+        if entry.startswith("@"):
+            if not last:
+                raise Invalid(item, p, "an @upstream entry can only be the last")
+            if entry[1:] not in names_in(scope, "upstreams"):
+                raise Invalid(item, p, f"no upstream named {entry[1:]!r}")
+        elif entry.startswith("="):
+            if not last:
+                raise Invalid(item, p, "an =CODE entry can only be the last")
+            if not (entry[1:].isdigit() and 400 <= int(entry[1:]) <= 599):
+                raise Invalid(item, p, f"expected =CODE with a 4xx or 5xx code, got {entry!r}")
+        elif not entry.startswith(("/", "$uri")):
+            raise Invalid(item, p, f"expected a path starting with / or $uri, got {entry!r}")
+        entries.append(entry)
+    return tuple(entries)
+
+
 def _static(got: Got, match: str, pattern: str) -> StaticFiles:
     values = got.values
     options = {key: values[key] for key in _STATIC_KEYS if key in values}
@@ -213,8 +238,8 @@ LOCATION = Block(
     Key("index", _index),
     Key("gzip_static", Flag()),
     Key("disable_symlinks", Choice(("outside_root", "on", "off"))),
-    Later("autoindex", STATIC),
-    Later("try_files", STATIC),
+    Key("autoindex", Flag()),
+    Key("try_files", _try_files),
     Later("internal", INTERNAL),
     Later("limit_req", ZONES),
     Later("access", ACCESS_RULES),

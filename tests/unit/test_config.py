@@ -599,7 +599,6 @@ def test_error_carries_where_and_what_separately() -> None:
 
 
 # Keys of the contract that a later release implements: refused at the line of the key.
-STATIC = "not supported yet (static files come in a later release)"
 ZONES = "not supported yet (limit zones come in a later release)"
 NOT_YET = [
     (
@@ -668,16 +667,6 @@ NOT_YET += [
         "      - {address: '*:81', proxy_protocol: true}\n",
         "t.yaml:7: servers[0].listen[1].proxy_protocol: "
         "not supported yet (PROXY protocol comes in a later release)",
-    ),
-    *(
-        (
-            location(f"path: /\nproxy_pass: app\n{key}: {value}"),
-            f"t.yaml:9: servers[0].locations[0].{key}: {STATIC}",
-        )
-        for key, value in [
-            ("autoindex", "false"),
-            ("try_files", "[$uri, /index.html]"),
-        ]
     ),
     (
         location("path: /protected/\ninternal: true\nproxy_pass: app"),

@@ -44,6 +44,12 @@ def test_symlink_modes_and_index() -> None:
     assert static("path: /s/\nroot: /srv\nindex: [a.html, b.htm]").index == ("a.html", "b.htm")
 
 
+def test_try_files_and_autoindex() -> None:
+    spec = static("path: /\nroot: /a\ntry_files: [$uri, $uri/, '@app']\nautoindex: true")
+    assert spec.try_files == ("$uri", "$uri/", "@app")
+    assert spec.autoindex is True
+
+
 def test_types_and_charset() -> None:
     config = parse_config(
         "http:\n  types: {WebManifest: application/manifest+json}\n  charset: utf-8\n"
@@ -68,6 +74,13 @@ def test_types_and_charset() -> None:
         ("path: /\nroot: /a\ndisable_symlinks: yes", "disable_symlinks: expected one of"),
         ("path: /\nroot: /a\nexpires: soon", "locations[0].expires:"),
         ('regex: "x$"\nalias: /a', "locations[0].alias: not with a regex location"),
+        ("path: /\nroot: /a\ntry_files: [$uri]", "try_files: needs at least two entries"),
+        ("path: /\nroot: /a\ntry_files: ['@app', $uri]", "try_files[0]: an @upstream entry"),
+        ("path: /\nroot: /a\ntry_files: [$uri, '@nope']", "no upstream named 'nope'"),
+        ("path: /\nroot: /a\ntry_files: [$uri, '=200']", "try_files[1]: expected =CODE"),
+        ("path: /\nroot: /a\ntry_files: ['=404', $uri]", "try_files[0]: an =CODE entry"),
+        ("path: /\nroot: /a\ntry_files: [x, $uri]", "expected a path starting with / or $uri"),
+        ("path: /\nproxy_pass: app\nautoindex: true", "autoindex: only with root or alias"),
     ],
 )
 def test_static_errors(body: str, expected: str) -> None:

@@ -17,10 +17,21 @@ class OpenFile:
     let it go.
     """
 
-    __slots__ = ("cached", "content_type", "etag", "fd", "last_modified", "mtime", "size", "users")
+    __slots__ = (
+        "cached",
+        "content_type",
+        "etag",
+        "fd",
+        "last_modified",
+        "mtime",
+        "relative",
+        "size",
+        "users",
+    )
 
-    def __init__(self, fd: int, st: os.stat_result, content_type: bytes) -> None:
+    def __init__(self, fd: int, st: os.stat_result, content_type: bytes, relative: str) -> None:
         self.fd = fd
+        self.relative = relative  # beneath the location's directory
         self.size = st.st_size
         self.mtime = int(st.st_mtime)
         self.etag = etag(st.st_size, st.st_mtime_ns, st.st_ino)

@@ -54,6 +54,14 @@ def decode_segments(path: bytes) -> tuple[list[str], bool]:
         text = path.decode("utf-8")
     except UnicodeDecodeError:
         raise Refused(400) from None
+    return split_segments(text)
+
+
+def split_segments(text: str) -> tuple[list[str], bool]:
+    """The segments of a decoded path (a try_files entry with `$uri` put in), refused as
+    decode_segments refuses them, and whether it ends with `/`."""
+    if "\\" in text or "\x00" in text:
+        raise Refused(404)
     segments: list[str] = []
     for segment in text.split("/"):
         if segment in ("", "."):
