@@ -24,6 +24,7 @@ class OpenFile:
         "fd",
         "last_modified",
         "mtime",
+        "mtime_ns",
         "relative",
         "size",
         "users",
@@ -34,6 +35,7 @@ class OpenFile:
         self.relative = relative  # beneath the location's directory
         self.size = st.st_size
         self.mtime = int(st.st_mtime)
+        self.mtime_ns = st.st_mtime_ns
         self.etag = etag(st.st_size, st.st_mtime_ns, st.st_ino)
         self.last_modified = http_date(st.st_mtime)
         self.content_type = content_type

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 from edgeproxy.config.model import StaticFiles
+from edgeproxy.server.static.cache import Entry, FileCache, unchanged
 from edgeproxy.server.static.encodings import SIBLINGS, choose
 from edgeproxy.server.static.files import OpenFile, is_directory, is_regular
 from edgeproxy.server.static.listing import listing
@@ -51,21 +53,33 @@ def _fallback() -> Found:
 class Locator:
     """Finds what a target names beneath one location's directory."""
 
-    __slots__ = ("alias_name", "directory", "spec", "strip")
+    __slots__ = ("alias_name", "cache", "directory", "spec", "strip")
 
     def __init__(self, spec: StaticFiles) -> None:
         self.spec = spec
         self.strip = list(spec.strip)
         self.directory = spec.directory
         self.alias_name = ""
+        self.cache = FileCache()
         if spec.alias_file:  # an exact location's alias names the file: open it from its dir
             name = spec.directory.rstrip("/")
             self.directory = os.path.dirname(name) or "/"
             self.alias_name = os.path.basename(name)
 
     def find(self, target: bytes, accept_encoding: bytes | None, types: TypeTable) -> Found:
+        path = target_path(target)
+        now = time.monotonic()
+        entry = self.cache.get(path, now)
+        if entry is not None:
+            found = _choose(entry, accept_encoding)
+            file = found.file
+            assert file is not None
+            if unchanged(file):
+                file.acquire()
+                return found
+            self.cache.discard(path)  # changed in place: resolve it again
         try:
-            segments, directory = decode_segments(target_path(target))
+            segments, directory = decode_segments(path)
         except Refused:
             # A path that can name no file (a dotfile such as /.well-known/, `..`): with
             # an `@NAME` fallback it is the app's to answer, as any other missing file.
@@ -81,11 +95,18 @@ class Locator:
                 found = self._try_files(dir_fd, segments, directory, types)
             else:
                 found = self._uri(dir_fd, segments, directory, types, target)
-            if found.file is not None and self.spec.gzip_static:
-                self._variant(dir_fd, found, accept_encoding)
-            return found
+            file = found.file
+            if file is None:
+                return found
+            siblings = self._siblings(dir_fd, file) if self.spec.gzip_static else ()
         finally:
             os.close(dir_fd)
+        entry = Entry(file, siblings, now)
+        self.cache.put(path, entry)
+        found = _choose(entry, accept_encoding)
+        assert found.file is not None
+        found.file.acquire()
+        return found
 
     # --- one URI ---
 
@@ -197,34 +218,36 @@ class Locator:
 
     # --- precompressed siblings ---
 
-    def _variant(self, dir_fd: int, found: Found, accept_encoding: bytes | None) -> None:
-        """Swap the file for the precompressed sibling the client takes (gzip_static)."""
-        file = found.file
-        assert file is not None
+    def _siblings(self, dir_fd: int, file: OpenFile) -> tuple[tuple[bytes, OpenFile], ...]:
+        """The precompressed siblings of `file` that exist (gzip_static)."""
         siblings: list[tuple[bytes, OpenFile]] = []
         for suffix, coding in SIBLINGS:
+            relative = file.relative + suffix
             try:
-                fd = open_beneath(dir_fd, file.relative + suffix, self.spec.disable_symlinks)
+                fd = open_beneath(dir_fd, relative, self.spec.disable_symlinks)
             except OSError:
                 continue  # no sibling (or one we may not read): the file as it is
             st = os.fstat(fd)
             if is_regular(st):
-                siblings.append(
-                    (coding, OpenFile(fd, st, file.content_type, file.relative + suffix))
-                )
+                siblings.append((coding, OpenFile(fd, st, file.content_type, relative)))
             else:
                 os.close(fd)
-        if not siblings:
-            return
+        return tuple(siblings)
+
+
+def _choose(entry: Entry, accept_encoding: bytes | None) -> Found:
+    """The file or the sibling the client takes (not yet acquired)."""
+    found = Found()
+    found.file = entry.file
+    siblings = entry.siblings
+    if siblings:
         found.vary = True
         chosen = choose(accept_encoding, tuple(coding for coding, _ in siblings))
         for coding, sibling in siblings:
             if coding == chosen:
-                file.release()
                 found.file = sibling
                 found.encoding = coding
-            else:
-                sibling.release()
+    return found
 
 
 def refusal(error: OSError) -> Refused:
