@@ -21,7 +21,8 @@ from edgeproxy.server.static.files import OpenFile
 
 VALID = 1.0  # seconds a resolved path is trusted before it is resolved again
 # Paths kept per location. Each holds up to three fds (the file, .br, .gz): keep the worst
-# case well under a default limit of 1024 open files even with a few static locations.
+# case well under a default limit of 1024 open files even with a few static locations. A
+# path also holds its small files' bytes (files.SMALL_FILE each, at most three).
 MAX_ENTRIES = 64
 
 
@@ -39,6 +40,7 @@ class Entry:
         for held in (file, *(sibling for _, sibling in siblings)):
             held.cached = True
             held.users = 0
+            held.load_small()
 
     def drop(self) -> None:
         """Out of the cache: each fd closes once the responses still sending it are done."""

@@ -136,6 +136,11 @@ class StaticHandler:
                     parts, length = _multipart(ranges, size, file.content_type, boundary)
                     kind = b"multipart/byteranges; boundary=" + boundary
                     headers[0] = (b"content-type", kind)
+        data = file.data
+        if data is not None and status == 200:  # a small file: head and body in one write
+            out.send_head(200, headers, length, body=data)
+            file.release()
+            return None
         out.send_head(status, headers, length)
         if not get or length == 0:
             out.finish()
