@@ -51,6 +51,7 @@ COMPILED = (
     "edgeproxy/server/return_handler.py",
     "edgeproxy/server/router.py",
     "edgeproxy/server/services.py",
+    "edgeproxy/server/static/accel.py",
     "edgeproxy/server/static/encodings.py",
     "edgeproxy/server/static/files.py",
     "edgeproxy/server/static/handler.py",

@@ -116,6 +116,8 @@ class StaticFiles:
     gzip_static: bool = True  # nginx: off; the contract turns it on by default
     disable_symlinks: str = "outside_root"  # nginx: off; the contract's safer default
     try_files: tuple[str, ...] = ()
+    # Reachable only through an upstream's X-Accel-Redirect; asked directly, 404 (nginx).
+    internal: bool = False
 
 
 # What a location does with a request: one of these, chosen by the location's handler key.

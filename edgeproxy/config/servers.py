@@ -23,7 +23,6 @@ from edgeproxy.config.model import (
 from edgeproxy.config.nodes import Invalid, address, duration, items, nonempty_items, string
 from edgeproxy.config.schema import (
     ACCESS_RULES,
-    INTERNAL,
     PROXY_PROTOCOL,
     TLS,
     ZONES,
@@ -100,7 +99,10 @@ _MATCH_KINDS: dict[str, Literal["prefix", "exact", "regex"]] = {
 }
 _HANDLERS = ("proxy_pass", "return", "root", "alias")
 # Keys that only a static location (root or alias) may have.
-_STATIC_KEYS = ("expires", "index", "autoindex", "gzip_static", "disable_symlinks", "try_files")
+_STATIC_KEYS = (
+    *("expires", "index", "autoindex", "gzip_static", "disable_symlinks", "try_files"),
+    "internal",
+)
 
 
 # --- locations ------------------------------------------------------------------------
@@ -240,7 +242,7 @@ LOCATION = Block(
     Key("disable_symlinks", Choice(("outside_root", "on", "off"))),
     Key("autoindex", Flag()),
     Key("try_files", _try_files),
-    Later("internal", INTERNAL),
+    Key("internal", Flag()),
     Later("limit_req", ZONES),
     Later("access", ACCESS_RULES),
 )

@@ -38,6 +38,8 @@ def _return(spec: ReturnAction, services: WorkerServices) -> Handler:
 
 
 def _static(spec: StaticFiles, services: WorkerServices) -> Handler:
+    if spec.internal:  # served only through X-Accel-Redirect (edgeproxy.server.static.accel)
+        return _NOT_FOUND
     last = spec.try_files[-1] if spec.try_files else ""
     if last.startswith("@"):  # try_files' fallback: the upstream named after the `@`
         fallback = ProxyHandler(services.pools[last[1:]], services.config.temp_path)

@@ -668,11 +668,6 @@ NOT_YET += [
         "t.yaml:7: servers[0].listen[1].proxy_protocol: "
         "not supported yet (PROXY protocol comes in a later release)",
     ),
-    (
-        location("path: /protected/\ninternal: true\nproxy_pass: app"),
-        "t.yaml:8: servers[0].locations[0].internal: "
-        "not supported yet (internal redirects come in a later release)",
-    ),
 ]
 
 

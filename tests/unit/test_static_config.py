@@ -81,6 +81,7 @@ def test_types_and_charset() -> None:
         ("path: /\nroot: /a\ntry_files: ['=404', $uri]", "try_files[0]: an =CODE entry"),
         ("path: /\nroot: /a\ntry_files: [x, $uri]", "expected a path starting with / or $uri"),
         ("path: /\nproxy_pass: app\nautoindex: true", "autoindex: only with root or alias"),
+        ("path: /p/\ninternal: true\nproxy_pass: app", "internal: only with root or alias"),
     ],
 )
 def test_static_errors(body: str, expected: str) -> None:
