@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from edgeproxy.config import parse_config
+import pytest
+import yaml
+
+from edgeproxy.config import load_config, parse_config
 from edgeproxy.config.model import StaticFiles
-from tests.unit.test_config import error, location, parse
+from tests.unit.test_config import EXAMPLE, error, location, parse
 
 
 def static(body: str) -> StaticFiles:
@@ -93,3 +96,26 @@ def test_bad_types_are_refused() -> None:
     assert "http.types.js: bad content type" in error(
         text + "    locations: [{path: /, root: /a}]\n"
     )
+
+
+def test_the_contract_static_keys_load(tmp_path: Path) -> None:
+    """The example's http.types, http.charset and its static locations, as written."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    statics = [loc for loc in doc["servers"][0]["locations"] if "root" in loc or "alias" in loc]
+    http = {key: doc["http"][key] for key in ("types", "charset")}
+    path = tmp_path / "static.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"http": http, "servers": [{"listen": ["127.0.0.1:0"], "locations": statics}]}
+        )
+    )
+    config = load_config(str(path))
+    server = config.servers[0]
+    assert server.http.types == (("webmanifest", "application/manifest+json"),)
+    assert server.http.charset == "utf-8"
+    specs = [loc.handler for loc in server.locations]
+    assert specs == [
+        StaticFiles("/srv/app", expires=7 * 86400.0),
+        StaticFiles("/srv/spa", try_files=("$uri", "$uri/", "/index.html")),
+        StaticFiles("/srv/private/", ("protected",), internal=True),
+    ]
