@@ -42,6 +42,7 @@ def make_tree(base: Path) -> Tree:
     (root / "static" / "noindex").mkdir()
     tree.write("static/noindex/file.txt", b"x")
     tree.write("static/.env", SECRET)
+    tree.write("static/.htpasswd", SECRET)
     tree.write("static/.git/config", SECRET)
     tree.write("static/sub/inside.txt", b"inside\n")
     os.symlink("sub/inside.txt", root / "static" / "link-inside.txt")

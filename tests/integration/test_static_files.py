@@ -186,3 +186,19 @@ async def test_keep_alive_serves_many_files_on_one_connection(proxy: Any) -> Non
             assert (await client.exchange(get("/static/nope"))).status == 404
     finally:
         client.close()
+
+
+async def test_pipelined_requests_keep_their_order(proxy: Any, tree: Tree) -> None:
+    big = bytes(range(256)) * 2048  # 512 KiB: sent by the responder, sendfile and all
+    tree.write("static/big.bin", big)
+    client = await Client.connect(proxy.port)
+    try:
+        await client.send(get("/static/big.bin") + get("/static/a.css") + get("/static/big.bin"))
+        first = await client.response()
+        second = await client.response()
+        third = await client.response()
+    finally:
+        client.close()
+    assert (first.status, first.body == big) == (200, True)
+    assert (second.status, second.body) == (200, CSS)
+    assert (third.status, third.body == big) == (200, True)

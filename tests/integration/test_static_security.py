@@ -71,6 +71,8 @@ ATTACKS = [
     b"/assets/link-outside.txt",
     b"/nolinks/link-inside.txt",  # `on`: no symlink at all
     b"/static/.env",
+    b"/static/.htpasswd",
+    b"/static/%2ehtpasswd",
     b"/static/.git/config",
     b"/static/%2eenv",
     b"/static/%2egit/config",

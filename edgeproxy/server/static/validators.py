@@ -6,6 +6,7 @@ The order of the checks is RFC 9110 section 13.2.2: If-Match, else If-Unmodified
 
 from __future__ import annotations
 
+from calendar import timegm
 from email.utils import formatdate, parsedate_tz
 
 # More ranges than this in one request: the Range field is ignored and the whole file
@@ -34,8 +35,6 @@ def parse_http_date(value: bytes) -> int | None:
         return None
     if parsed is None:
         return None
-    from calendar import timegm
-
     try:
         return timegm(parsed[:6]) - (parsed[9] or 0)
     except (ValueError, OverflowError):
