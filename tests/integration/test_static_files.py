@@ -202,3 +202,17 @@ async def test_pipelined_requests_keep_their_order(proxy: Any, tree: Tree) -> No
     assert (first.status, first.body == big) == (200, True)
     assert (second.status, second.body) == (200, CSS)
     assert (third.status, third.body == big) == (200, True)
+
+
+async def test_if_none_match_on_several_lines(proxy: Any) -> None:
+    etag = (await fetch(proxy, "/static/a.css")).headers["etag"]
+    client = await Client.connect(proxy.port)
+    try:
+        request = (
+            "GET /static/a.css HTTP/1.1\r\nHost: x\r\n"
+            f'If-None-Match: "other"\r\nIf-None-Match: {etag}\r\n\r\n'
+        )
+        response = await client.exchange(request.encode())
+    finally:
+        client.close()
+    assert response.status == 304

@@ -112,3 +112,34 @@ async def _until_server_gone(proxy: Any) -> None:
     connections = proxy.worker.services.connections
     while connections:
         await asyncio.sleep(0.05)
+
+
+async def test_a_file_truncated_while_sent_drops_the_connection(
+    proxy: Any, big_root: tuple[Path, str]
+) -> None:
+    """Never a wrong length: fewer bytes than announced arrive, then the connection ends."""
+    path = big_root[0] / "shrinking.bin"
+    size = 32 * 1024 * 1024
+    with open(path, "wb") as f:
+        for _ in range(size // len(BLOCK)):
+            f.write(BLOCK)
+    reader, writer = await small_window_client(proxy.port)
+    try:
+        writer.write(b"GET /shrinking.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"content-length: %d\r\n" % size in head.lower()
+        first = await asyncio.wait_for(reader.readexactly(1024 * 1024), 10)
+        os.truncate(path, 2 * 1024 * 1024)
+        received = len(first)
+        for _ in range(10_000):  # bounded: the connection must end well before the size
+            try:
+                piece = await asyncio.wait_for(reader.read(256 * 1024), 10)
+            except ConnectionResetError:
+                break
+            if not piece:
+                break
+            received += len(piece)
+        assert received < size
+    finally:
+        writer.close()
+        path.unlink()

@@ -67,7 +67,7 @@ class StaticHandler:
         if settings is not self.types_for:
             self.types = TypeTable(settings.types, settings.charset)
             self.types_for = settings
-        fields = dict(head.headers)
+        fields = _fields(head.headers)
         try:
             found = self.locator.find(head.target, fields.get(b"accept-encoding"), self.types)
         except Refused as refused:
@@ -148,6 +148,15 @@ class StaticHandler:
             return None
         responder = FileResponder(client, file, parts)
         return None if responder.send() else responder
+
+
+def _fields(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Request fields by name; repeated lines of a list field (If-None-Match) joined."""
+    fields: dict[bytes, bytes] = {}
+    for name, value in headers:
+        seen = fields.get(name)
+        fields[name] = value if seen is None else seen + b", " + value
+    return fields
 
 
 def _multipart(
