@@ -49,8 +49,12 @@ class FileResponder:
                 if self.remaining <= 0:
                     self.index += 1
                     self.remaining = -1
+        except ConnectionError:  # sendfile met a client that closed: it is gone
+            self._release()
+            self.client.abort()
+            return False
         except OSError as e:  # the file shrank under us: the announced length cannot be kept
-            log.error("static file: %s; dropping the connection", e)
+            log.error("static file %s: %s; dropping the connection", file.relative, e)
             self._release()
             self.client.abort()
             return False
