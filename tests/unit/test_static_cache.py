@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -78,3 +79,17 @@ def test_the_cache_is_bounded(tmp_path: Path, clock: list[float]) -> None:
         assert found.file is not None
         found.file.release()
     assert len(locator.cache.entries) == cache.MAX_ENTRIES
+
+
+def test_a_dropped_handler_closes_its_cached_files(tmp_path: Path, clock: list[float]) -> None:
+    """A reload builds new handlers: the old ones' cached fds must not stay open."""
+    (tmp_path / "a.css").write_bytes(b"a")
+    locator = lookup.Locator(StaticFiles(str(tmp_path), gzip_static=False))
+    found = locator.find(b"/a.css", None, TYPES)
+    file = found.file
+    assert file is not None
+    file.release()
+    assert file.fd >= 0  # held by the cache
+    del locator, found
+    gc.collect()
+    assert file.fd == -1  # closed with the cache
