@@ -57,6 +57,16 @@ COMPILED = (
     "edgeproxy/server/return_handler.py",
     "edgeproxy/server/router.py",
     "edgeproxy/server/services.py",
+    "edgeproxy/server/static/accel.py",
+    "edgeproxy/server/static/encodings.py",
+    "edgeproxy/server/static/files.py",
+    "edgeproxy/server/static/handler.py",
+    "edgeproxy/server/static/listing.py",
+    "edgeproxy/server/static/lookup.py",
+    "edgeproxy/server/static/paths.py",
+    "edgeproxy/server/static/responder.py",
+    "edgeproxy/server/static/types.py",
+    "edgeproxy/server/static/validators.py",
     "edgeproxy/timer.py",
     "edgeproxy/upstream/balancers.py",
     "edgeproxy/upstream/connection.py",
@@ -84,6 +94,11 @@ NOT_COMPILED = {
     "the compiled connection class",
     "edgeproxy/server/routes.py": "the handler and phase tables, and the builder that reads "
     "them once per config",
+    "edgeproxy/server/static/__init__.py": "the package's docstring only",
+    "edgeproxy/server/static/cache.py": "closes its fds in __del__ when a reload drops "
+    "its handler; a hit is a dict lookup and one fstat",
+    "edgeproxy/server/static/opener.py": "a ctypes binding of openat2 (a ctypes.Structure "
+    "subclass); its time per request is the system call's",
     "edgeproxy/upstream/protocol.py": "an interface only",
     "edgeproxy/upstream/protocols.py": "the protocol table, read once per pool",
 }

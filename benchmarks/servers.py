@@ -273,3 +273,39 @@ def start_edgeproxy_with(ws: Workspace, make_config: Callable[[int], dict[str, A
     child = ws.children.spawn("edgeproxy", argv, ws.dir / "edgeproxy.log", cwd=root, env=env)
     wait_for_port(child, HOST, port)
     return Endpoint("edgeproxy", HOST, port, child)
+
+
+# --- static files ------------------------------------------------------------------------
+
+
+def start_nginx_static(ws: Workspace, root: Path) -> Endpoint:
+    """nginx serving `root` itself, with sendfile, as a static front tier is set up."""
+    body = f"""\
+    sendfile on;
+    tcp_nopush on;
+    server {{
+        listen {HOST}:PORT;
+        location / {{
+            root {root};
+        }}
+    }}"""
+    return start_nginx_with(ws, "nginx", body, processes=ws.tools.workers)
+
+
+def start_edgeproxy_static(ws: Workspace, root: Path) -> Endpoint:
+    """edgeproxy serving `root` itself (defaults otherwise: gzip_static, the file cache)."""
+
+    def config(port: int) -> dict[str, Any]:
+        return {
+            "workers": ws.tools.workers,
+            "http_parser": ws.tools.parser,
+            "pid_file": str(ws.dir / "edgeproxy.pid"),
+            "temp_path": str(ws.dir),
+            "access_log": {"path": "/dev/null", "format": "off"},
+            "error_log": {"path": "stderr", "level": "warning"},
+            "servers": [
+                {"listen": [f"{HOST}:{port}"], "locations": [{"path": "/", "root": str(root)}]}
+            ],
+        }
+
+    return start_edgeproxy_with(ws, config)

@@ -54,6 +54,10 @@ class HttpSettings:
     # (nginx splits this into proxy_buffers/proxy_buffer_size; one number is easier to
     # reason about).
     proxy_buffers_size: int = 64 * 1024
+    # Static files: extension -> Content-Type on top of the built-in table, and the charset
+    # added to text types (nginx: charset off).
+    types: tuple[tuple[str, str], ...] = ()
+    charset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +102,27 @@ class ProxyPass:
     upstream: str
 
 
+@dataclass(frozen=True, slots=True)
+class StaticFiles:
+    """`root: DIR` or `alias: DIR` -- serve files from DIR (edgeproxy.server.static)."""
+
+    directory: str  # the root or the alias
+    # Leading path segments mapped away: the location prefix for `alias`, none for `root`.
+    strip: tuple[str, ...] = ()
+    alias_file: bool = False  # an `exact` location's alias names one file, not a directory
+    expires: float | None = None  # Cache-Control max-age in seconds; None = off (nginx: off)
+    index: tuple[str, ...] = ("index.html",)  # nginx: index.html
+    autoindex: bool = False  # nginx: off
+    gzip_static: bool = True  # nginx: off; the contract turns it on by default
+    disable_symlinks: str = "outside_root"  # nginx: off; the contract's safer default
+    try_files: tuple[str, ...] = ()
+    # Reachable only through an upstream's X-Accel-Redirect; asked directly, 404 (nginx).
+    internal: bool = False
+
+
 # What a location does with a request: one of these, chosen by the location's handler key.
-# The server builds its handler object from this (edgeproxy.server.handlers.HANDLERS).
-HandlerSpec = ProxyPass | ReturnAction
+# The server builds its handler object from this (edgeproxy.server.routes.HANDLERS).
+HandlerSpec = ProxyPass | ReturnAction | StaticFiles
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,13 +42,11 @@ LATER = "not supported yet"
 
 # What a later release brings, in the words of its refusal: "not supported yet (X in a later
 # release)". One line per feature; the tables say which keys wait for which.
-STATIC = "static files come"
 TLS = "TLS comes"
 HEALTH_CHECKS = "active health checks come"
 UWSGI = "uwsgi protocol comes"
 QUEUE = "request queues come"
 DOWN = "servers marked down come"
-INTERNAL = "internal redirects come"
 METRICS = "metrics come"
 SHARED_STATE = "limits shared across instances come"
 

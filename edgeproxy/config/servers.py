@@ -7,7 +7,7 @@ import ipaddress
 import re
 from typing import Literal
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from edgeproxy.config.limits import read_access, zone_reader
 from edgeproxy.config.model import (
@@ -19,13 +19,13 @@ from edgeproxy.config.model import (
     ProxyPass,
     ReturnAction,
     ServerConfig,
+    StaticFiles,
 )
-from edgeproxy.config.nodes import Invalid, address, items, nonempty_items, string
+from edgeproxy.config.nodes import Invalid, address, duration, items, nonempty_items, string
 from edgeproxy.config.schema import (
-    INTERNAL,
-    STATIC,
     TLS,
     Block,
+    Choice,
     Duration,
     Flag,
     Got,
@@ -37,6 +37,36 @@ from edgeproxy.config.schema import (
     Size,
     Text,
     names_in,
+)
+
+
+def _types(node: Node, path: str, scope: Scope) -> tuple[tuple[str, str], ...]:
+    if not isinstance(node, MappingNode):
+        raise Invalid(node, path, "expected a mapping of extension: content type")
+    types: list[tuple[str, str]] = []
+    for key_node, value_node in node.value:
+        ext = string(key_node, path).lower().lstrip(".")
+        value = string(value_node, f"{path}.{ext}")
+        if not _TOKEN_RE.fullmatch(ext):
+            raise Invalid(key_node, path, f"bad extension {ext!r}")
+        if not _MEDIA_TYPE_RE.fullmatch(value):
+            raise Invalid(value_node, f"{path}.{ext}", f"bad content type {value!r}")
+        types.append((ext, value))
+    return tuple(types)
+
+
+def _charset(node: Node, path: str, scope: Scope) -> str | None:
+    if isinstance(node, ScalarNode) and node.value == "off":  # YAML 1.1 reads it as false
+        return None
+    text = string(node, path)
+    if not _TOKEN_RE.fullmatch(text):
+        raise Invalid(node, path, f"bad charset {text!r}")
+    return text
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_MEDIA_TYPE_RE = re.compile(
+    r"[a-z0-9][a-z0-9!#$&.+^_-]*/[a-z0-9][a-z0-9!#$&.+^_-]*(; *[a-z]+=[A-Za-z0-9._-]+)?"
 )
 
 # The `http:` block; a server may set any of these keys itself.
@@ -53,8 +83,8 @@ HTTP = Block(
     Key("proxy_buffering", Flag()),
     Key("proxy_max_temp_file_size", Size(zero_ok=True)),  # 0 = never spool
     Key("proxy_buffers_size", Size()),
-    Later("types", STATIC),
-    Later("charset", STATIC),
+    Key("types", _types),
+    Key("charset", _charset),
 )
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -65,7 +95,12 @@ _MATCH_KINDS: dict[str, Literal["prefix", "exact", "regex"]] = {
     "exact": "exact",
     "regex": "regex",
 }
-_HANDLERS = ("proxy_pass", "return")
+_HANDLERS = ("proxy_pass", "return", "root", "alias")
+# Keys that only a static location (root or alias) may have.
+_STATIC_KEYS = (
+    *("expires", "index", "autoindex", "gzip_static", "disable_symlinks", "try_files"),
+    "internal",
+)
 
 
 # --- locations ------------------------------------------------------------------------
@@ -113,6 +148,73 @@ def _return(node: Node, path: str, scope: Scope) -> ReturnAction:
     return action
 
 
+def _directory(node: Node, path: str, scope: Scope) -> str:
+    directory = string(node, path)
+    if not directory.startswith("/"):
+        raise Invalid(node, path, f"must be an absolute path, got {directory!r}")
+    return directory
+
+
+# A ten-year max-age (nginx's `expires max` sends the same).
+EXPIRES_MAX = 10 * 365 * 24 * 3600.0
+
+
+def _expires(node: Node, path: str, scope: Scope) -> float | None:
+    text = str(node.value) if isinstance(node, ScalarNode) else None
+    if text == "off":
+        return None
+    if text == "max":
+        return EXPIRES_MAX
+    return duration(node, path, zero_ok=True)
+
+
+def _index(node: Node, path: str, scope: Scope) -> tuple[str, ...]:
+    names = []
+    for item, p in items(node, path, single_ok=True):
+        name = string(item, p)
+        if not name or "/" in name or name.startswith("."):
+            raise Invalid(item, p, f"expected a file name, got {name!r}")
+        names.append(name)
+    return tuple(names)
+
+
+def _try_files(node: Node, path: str, scope: Scope) -> tuple[str, ...]:
+    """Paths (`$uri` stands for the request's path) tried in order; the last may instead be
+    `@NAME` (hand the request to upstream NAME) or `=CODE` (answer with that status)."""
+    found = items(node, path)
+    if len(found) < 2:
+        raise Invalid(node, path, "needs at least two entries (paths, then a fallback)")
+    entries: list[str] = []
+    for i, (item, p) in enumerate(found):
+        entry = string(item, p)
+        last = i == len(found) - 1
+        if entry.startswith("@"):
+            if not last:
+                raise Invalid(item, p, "an @upstream entry can only be the last")
+            if entry[1:] not in names_in(scope, "upstreams"):
+                raise Invalid(item, p, f"no upstream named {entry[1:]!r}")
+        elif entry.startswith("="):
+            if not last:
+                raise Invalid(item, p, "an =CODE entry can only be the last")
+            if not (entry[1:].isdigit() and 400 <= int(entry[1:]) <= 599):
+                raise Invalid(item, p, f"expected =CODE with a 4xx or 5xx code, got {entry!r}")
+        elif not entry.startswith(("/", "$uri")):
+            raise Invalid(item, p, f"expected a path starting with / or $uri, got {entry!r}")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _static(got: Got, match: str, pattern: str) -> StaticFiles:
+    values = got.values
+    options = {key: values[key] for key in _STATIC_KEYS if key in values}
+    if "root" in values:
+        return StaticFiles(values["root"], **options)
+    if match == "regex":
+        raise Invalid(got.node_of("alias"), got.sub("alias"), "not with a regex location")
+    strip = tuple(s for s in pattern.split("/") if s not in ("", "."))
+    return StaticFiles(values["alias"], strip, alias_file=match == "exact", **options)
+
+
 # One routing rule: one match, one handler.
 LOCATION = Block(
     Key("path", _route),
@@ -125,20 +227,20 @@ LOCATION = Block(
     ),
     Key("proxy_pass", _proxy_pass),
     Key("return", _return),
+    Key("root", _directory),
+    Key("alias", _directory),
     OneOf(
         _HANDLERS,
-        missing="needs a handler: proxy_pass or return",
+        missing="needs a handler: proxy_pass, return, root or alias",
         extra="only one handler; {} is given",
     ),
-    Later("root", STATIC),
-    Later("alias", STATIC),
-    Later("expires", STATIC),
-    Later("index", STATIC),
-    Later("autoindex", STATIC),
-    Later("gzip_static", STATIC),
-    Later("disable_symlinks", STATIC),
-    Later("try_files", STATIC),
-    Later("internal", INTERNAL),
+    Key("expires", _expires),
+    Key("index", _index),
+    Key("gzip_static", Flag()),
+    Key("disable_symlinks", Choice(("outside_root", "on", "off"))),
+    Key("autoindex", Flag()),
+    Key("try_files", _try_files),
+    Key("internal", Flag()),
     Key("limit_req", zone_reader("rate", "a request-rate zone")),
     Key("access", read_access),
 )
@@ -154,7 +256,15 @@ def _location(got: Got) -> Location:
     regex = None
     if isinstance(pattern, re.Pattern):
         regex, pattern = pattern, pattern.pattern
-    handler: HandlerSpec = next(got.values[key] for key in _HANDLERS if key in got.values)
+    handler_key = next(key for key in _HANDLERS if key in got.values)
+    handler: HandlerSpec
+    if handler_key in ("root", "alias"):
+        handler = _static(got, _MATCH_KINDS[match_key], pattern)
+    else:
+        handler = got.values[handler_key]
+        for key in _STATIC_KEYS:
+            if key in got.values:
+                raise Invalid(got.node_of(key), got.sub(key), "only with root or alias")
     return Location(
         match=_MATCH_KINDS[match_key],
         pattern=pattern,

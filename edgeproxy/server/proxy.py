@@ -18,6 +18,7 @@ from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end
 from edgeproxy.server.body import ResponseSpool
 from edgeproxy.server.request import Client, Request, Responder
+from edgeproxy.server.static.accel import InternalRedirects, redirect_target
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.pool import UpstreamPool
@@ -31,14 +32,16 @@ RETRY_STATUS: Final = {502: "http_502", 503: "http_503", 504: "http_504"}
 class ProxyHandler:
     """`proxy_pass`: one ProxyExchange per request to the pool."""
 
-    __slots__ = ("pool", "temp_path")
+    __slots__ = ("pool", "redirects", "temp_path")
 
     def __init__(self, pool: UpstreamPool, temp_path: str) -> None:
         self.pool = pool
         self.temp_path = temp_path
+        self.redirects = InternalRedirects()  # where X-Accel-Redirect answers go
 
     def start(self, request: Request, client: Client) -> Responder | None:
-        return ProxyExchange(self.pool, request, client, self.temp_path).start()
+        exchange = ProxyExchange(self.pool, request, client, self.temp_path, self.redirects)
+        return exchange.start()
 
 
 class ProxyExchange:
@@ -58,9 +61,11 @@ class ProxyExchange:
         "connecting",
         "done",
         "head_sent",
+        "inner",
         "last_status",
         "peer",
         "pool",
+        "redirects",
         "request",
         "request_head",
         "reused",
@@ -72,8 +77,18 @@ class ProxyExchange:
         "upstream_done",
     )
 
-    def __init__(self, pool: UpstreamPool, request: Request, client: Client, temp: str) -> None:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        request: Request,
+        client: Client,
+        temp: str,
+        redirects: InternalRedirects,
+    ) -> None:
         self.pool = pool
+        self.redirects = redirects
+        # The handler answering in the upstream's place after an X-Accel-Redirect.
+        self.inner: Responder | None = None
         self.request = request
         self.client = client
         self.temp_path = temp
@@ -208,6 +223,10 @@ class ProxyExchange:
                 self.try_next_peer()
                 return
             self.request.upstream_status = head.status
+            accel = redirect_target(head.headers)
+            if accel is not None:
+                self._internal_redirect(accel, complete)
+                return
             headers = end_to_end(head.headers, RESPONSE_REPLACED)
             out = self.client.out
             self.head_sent = True
@@ -252,6 +271,9 @@ class ProxyExchange:
         pass  # _deliver sees `out.writable` and spools what the client is not ready for
 
     def on_client_writable(self) -> None:
+        if self.inner is not None:
+            self.inner.on_client_writable()
+            return
         spool = self.spool
         if spool is None or self.done:
             return
@@ -263,6 +285,21 @@ class ProxyExchange:
             self.conn.resume_reading()
         if self.upstream_done and not spool.pending:
             self._finish()
+
+    def _internal_redirect(self, uri: bytes, complete: bool) -> None:
+        """X-Accel-Redirect: the upstream's answer (head and body) is dropped and the file
+        it names answers instead; nothing of the upstream's response reaches the client."""
+        if not complete and self.conn is not None:
+            self.conn.abort_exchange()  # the rest of its body is not wanted
+            self.conn = None
+        assert self.peer is not None
+        self.peer.record_success()
+        self._close()
+        responder = self.redirects.start(self.request, uri, self.client)
+        if responder is not None:
+            self.inner = responder
+        elif self.attached:
+            self.client.handler_done()
 
     def _upstream_finished(self) -> None:
         self.upstream_done = True
@@ -331,6 +368,9 @@ class ProxyExchange:
 
     def client_gone(self) -> None:
         """The client connection closed: stop everything, reuse nothing half-done."""
+        if self.inner is not None:
+            self.inner.client_gone()
+            self.inner = None
         if self.conn is not None:
             self.conn.abort_exchange()
             self.conn = None

@@ -15,7 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgeproxy.config.model import Location, ProxyPass, ReturnAction, ServerConfig
+from edgeproxy.config.model import (
+    Location,
+    ProxyPass,
+    ReturnAction,
+    ServerConfig,
+    StaticFiles,
+)
 from edgeproxy.limits.zones import store
 from edgeproxy.server.limit_phases import AccessPhase, ConnectionLimitPhase, RateLimitPhase
 from edgeproxy.server.phases import ClientAddressPhase
@@ -24,6 +30,7 @@ from edgeproxy.server.request import ConnectionPhase, Handler, RequestPhase, Rou
 from edgeproxy.server.response import Answer
 from edgeproxy.server.return_handler import AnswerHandler, return_answer
 from edgeproxy.server.services import WorkerServices
+from edgeproxy.server.static.handler import StaticHandler
 
 HandlerFactory = Callable[[Any, WorkerServices], Handler]
 RequestPhaseFactory = Callable[[ServerConfig, "Location | None"], "RequestPhase | None"]
@@ -38,9 +45,20 @@ def _return(spec: ReturnAction, services: WorkerServices) -> Handler:
     return AnswerHandler(return_answer(spec))
 
 
+def _static(spec: StaticFiles, services: WorkerServices) -> Handler:
+    if spec.internal:  # served only through X-Accel-Redirect (edgeproxy.server.static.accel)
+        return _NOT_FOUND
+    last = spec.try_files[-1] if spec.try_files else ""
+    if last.startswith("@"):  # try_files' fallback: the upstream named after the `@`
+        fallback = ProxyHandler(services.pools[last[1:]], services.config.temp_path)
+        return StaticHandler(spec, fallback)
+    return StaticHandler(spec)
+
+
 HANDLERS: dict[type[Any], HandlerFactory] = {
     ProxyPass: _proxy_pass,
     ReturnAction: _return,
+    StaticFiles: _static,
 }
 
 

@@ -76,6 +76,18 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         status = int(path.split("/")[2])
         start_response(f"{status} Status", [("Content-Type", "text/plain")])
         return [f"status {status} from {name}".encode()]
+    if path.startswith("/accel/"):  # X-Accel-Redirect: the app decides, the proxy sends
+        big = "big=1" in environ.get("QUERY_STRING", "")
+        body = b"app body, never sent" * (50_000 if big else 1)
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("X-Accel-Redirect", "/protected/" + path[len("/accel/") :]),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
     if path == "/pid":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]

@@ -528,7 +528,7 @@ ERRORS = [
     ),
     (
         location("path: /"),
-        "t.yaml:7: servers[0].locations[0]: needs a handler: proxy_pass or return",
+        "t.yaml:7: servers[0].locations[0]: needs a handler: proxy_pass, return, root or alias",
     ),
     (
         location("path: /\nproxy_pass: app\nreturn: {status: 200}"),
@@ -600,7 +600,6 @@ def test_error_carries_where_and_what_separately() -> None:
 
 
 # Keys of the contract that a later release implements: refused at the line of the key.
-STATIC = "not supported yet (static files come in a later release)"
 NOT_YET = [
     (
         "limits:\n  per_ip: {key: client_ip, rate: 10r/s, shared: true}\n" + SERVERS,
@@ -621,18 +620,6 @@ NOT_YET = [
         server("    tls: {certificate: a.pem, key: a.key}\n"),
         "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
-    (
-        location("path: /static/\nroot: /srv/app"),
-        f"t.yaml:8: servers[0].locations[0].root: {STATIC}",
-    ),
-    (
-        location("path: /static/\nalias: /srv/app/"),
-        f"t.yaml:8: servers[0].locations[0].alias: {STATIC}",
-    ),
-    (
-        location("path: /\nproxy_pass: app\nexpires: 7d"),
-        f"t.yaml:9: servers[0].locations[0].expires: {STATIC}",
-    ),
 ]
 
 
@@ -648,12 +635,6 @@ NOT_YET += [
         "not supported yet (limits shared across instances come in a later release)",
     ),
     (
-        "http:\n  types: {webmanifest: application/manifest+json}\n" + SERVERS,
-        f"t.yaml:2: http.types: {STATIC}",
-    ),
-    ("http:\n  charset: utf-8\n" + SERVERS, f"t.yaml:2: http.charset: {STATIC}"),
-    (server("    charset: utf-8\n"), f"t.yaml:6: servers[0].charset: {STATIC}"),
-    (
         "upstreams:\n  app:\n    servers:\n      - 'a:1'\n      - {address: 'b:1', down: true}\n"
         + SERVERS,
         "t.yaml:5: upstreams.app.servers[1].down: "
@@ -663,24 +644,6 @@ NOT_YET += [
         "upstreams:\n  app:\n    servers: ['a:1']\n    queue: {size: 100, timeout: 30s}\n"
         + SERVERS,
         "t.yaml:4: upstreams.app.queue: not supported yet (request queues come in a later release)",
-    ),
-    *(
-        (
-            location(f"path: /\nproxy_pass: app\n{key}: {value}"),
-            f"t.yaml:9: servers[0].locations[0].{key}: {STATIC}",
-        )
-        for key, value in [
-            ("index", "[index.html]"),
-            ("autoindex", "false"),
-            ("gzip_static", "true"),
-            ("disable_symlinks", "outside_root"),
-            ("try_files", "[$uri, /index.html]"),
-        ]
-    ),
-    (
-        location("path: /protected/\ninternal: true\nproxy_pass: app"),
-        "t.yaml:8: servers[0].locations[0].internal: "
-        "not supported yet (internal redirects come in a later release)",
     ),
 ]
 
