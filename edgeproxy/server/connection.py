@@ -256,6 +256,8 @@ class DownstreamConnection(asyncio.Protocol):
                 continue
             if type(verdict) is Delay:
                 request.delay = max(request.delay, verdict.seconds)
+                if verdict.headers:
+                    request.added_headers = [*request.added_headers, *verdict.headers]
                 continue
             assert isinstance(verdict, Answer)
             if has_body:
@@ -304,6 +306,8 @@ class DownstreamConnection(asyncio.Protocol):
             and not self.services.stopping
         )
         self.out.reset(request.head, keep_alive)
+        if request.added_headers:
+            self.out.added_headers = request.added_headers
         if request.delay > 0:
             self.delayed = self.loop.call_later(request.delay, self._after_delay)
         else:

@@ -73,7 +73,14 @@ class RateLimitPhase:
                 log.info("client %s: would delay %d ms (dry run) by zone %r",
                          request.client_ip, outcome.wait_ms, self.zone.config.name)  # fmt: skip
                 return None
-            return Delay(outcome.wait_ms / 1000)
+            wait = max(1, math.ceil(outcome.wait_ms / 1000))
+            return Delay(
+                outcome.wait_ms / 1000,
+                [
+                    (b"ratelimit-policy", self.policy),
+                    (b"ratelimit", b'"%s";r=0;t=%d' % (self.zone.config.name.encode(), wait)),
+                ],
+            )
         retry = max(1, math.ceil(outcome.wait_ms / 1000))
         log.info("client %s: limiting requests%s, excess %.3f by zone %r", request.client_ip,
                  ", dry run" if self.dry_run else "", outcome.excess / 1000,

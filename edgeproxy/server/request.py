@@ -15,12 +15,16 @@ that build them from the config are in edgeproxy.server.routes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from edgeproxy.config.model import Location, ServerConfig
 from edgeproxy.http.events import RequestHead
 from edgeproxy.server.body import RequestBody
 from edgeproxy.server.response import Answer, ResponseWriter
+
+# Response fields a phase adds: name and value, as written.
+Fields = Sequence[tuple[bytes, bytes]]
 
 
 class Client(Protocol):
@@ -61,12 +65,14 @@ class Handler(Protocol):
 
 
 class Delay:
-    """A phase's verdict: run the handler only after this many seconds."""
+    """A phase's verdict: run the handler only after this many seconds, and add `headers`
+    to its response (a rate limit's RateLimit fields, say)."""
 
-    __slots__ = ("seconds",)
+    __slots__ = ("headers", "seconds")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, headers: Fields = ()) -> None:
         self.seconds = seconds
+        self.headers = headers
 
 
 # What a request phase decides: None = go on, an Answer = respond with it instead of the
@@ -119,6 +125,7 @@ class Route:
 class Request:
     # A plain class, not a dataclass: see edgeproxy.http.events (one is built per request).
     __slots__ = (
+        "added_headers",
         "answer",
         "body",
         "client_ip",
@@ -148,5 +155,6 @@ class Request:
         self.started = started
         self.answer: Answer | None = None  # a phase's answer, given instead of the handler
         self.delay = 0.0  # seconds the phases asked the handler to wait
+        self.added_headers: Fields = ()  # fields the phases add to the response
         self.upstream_addr = ""  # for the access log: the peer that answered
         self.upstream_status = 0

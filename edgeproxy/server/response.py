@@ -50,6 +50,7 @@ class ResponseWriter:
     """
 
     __slots__ = (
+        "added_headers",
         "body",
         "body_bytes",
         "http11",
@@ -73,6 +74,8 @@ class ResponseWriter:
         self.status = 0
         self.body_bytes = 0
         self.started = False
+        # Fields a request phase adds to whatever answers.
+        self.added_headers: Sequence[tuple[bytes, bytes]] = ()
         self.body: BodyWriter = _LENGTH_WRITER
         self.keep_alive = keep_alive
         self.http11 = head is None or head.version == b"1.1"
@@ -96,6 +99,9 @@ class ResponseWriter:
         parts = [status_line_for(status, reason), _SERVER, DATE.value(), b"\r\n"]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
+        if self.added_headers:
+            for name, value in self.added_headers:
+                parts += (name, b": ", value, b"\r\n")
         no_body = self.no_body or status in (204, 304) or status < 200
         if no_body:
             self.no_body = True

@@ -106,14 +106,22 @@ def test_a_client_over_its_rate_gets_429_with_ratelimit_fields_and_others_do_not
 def test_excess_requests_within_the_burst_are_delayed_to_the_rate(limited: Edge) -> None:
     count = 4
 
+    replies: list[Reply] = []
+
     def timed(_: int) -> tuple[int, float]:
         reply = request(limited.port, "127.0.0.4", "/slow/echo")
+        replies.append(reply)
         return reply.status, time.monotonic()
 
     began = time.monotonic()
     with ThreadPoolExecutor(count) as pool:
         results = list(pool.map(timed, range(count)))
     assert [status for status, _ in results] == [200] * count
+    # Every delayed answer says so in the RateLimit fields; the one on time does not.
+    marked = [reply.headers for reply in replies if "ratelimit" in reply.headers]
+    assert len(marked) == count - 1
+    assert all(fields["ratelimit-policy"] == '"slow";q=5;w=1' for fields in marked)
+    assert all(fields["ratelimit"].startswith('"slow";r=0;t=') for fields in marked)
     finished = sorted(at - began for _, at in results)
     # 5 r/s: the k-th excess request waits k/5 s (minus what leaked while it was sent).
     for k, at in enumerate(finished):
