@@ -708,9 +708,12 @@ def test_load_config_errors_name_the_path_given(tmp_path: Path) -> None:
 # --- the contract: ../shared/proxy.example.yaml --------------------------------------
 
 
-@pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason="no ../shared beside this checkout")
-def test_contract_copy_matches_the_shared_contract() -> None:
-    assert EXAMPLE.read_text() == SHARED_EXAMPLE.read_text(), "refresh tests/contract/"
+# The drift check exists only where the team's notes sit beside the checkout: a clone
+# elsewhere tests its own copy (every test here) and has nothing to compare it with.
+if SHARED_EXAMPLE.exists():
+
+    def test_contract_copy_matches_the_shared_contract() -> None:
+        assert EXAMPLE.read_text() == SHARED_EXAMPLE.read_text(), "refresh tests/contract/"
 
 
 def test_full_example_is_refused_at_the_first_not_yet_supported_key() -> None:
