@@ -66,6 +66,7 @@ class PeerConfig:
     fail_timeout: float = 10.0  # nginx: 10s
     max_conns: int = 0  # 0 = unlimited, as nginx
     backup: bool = False
+    down: bool = False  # kept in the list (ip_hash keys stay put), never sent a request
 
 
 @dataclass(frozen=True, slots=True)

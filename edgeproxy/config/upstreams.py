@@ -9,10 +9,8 @@ from yaml.nodes import MappingNode, Node
 from edgeproxy.config.model import Address, PeerConfig, UpstreamConfig
 from edgeproxy.config.nodes import Fields, Invalid, address, nonempty_items, word
 from edgeproxy.config.schema import (
-    DOWN,
     HEALTH_CHECKS,
     QUEUE,
-    UWSGI,
     Block,
     Choice,
     Duration,
@@ -48,7 +46,7 @@ PEER = Block(
     Key("fail_timeout", Duration()),
     Key("backup", Flag()),
     Key("address", _peer_address, required=True),
-    Later("down", DOWN),
+    Key("down", Flag()),
 )
 
 
@@ -68,7 +66,7 @@ def _peer(node: Node, path: str, scope: Scope) -> PeerConfig:
 # One pool: `upstreams: NAME: {...}`.
 UPSTREAM = Block(
     Key("balance", Choice(("round_robin", "least_conn", "ip_hash", "random_two"))),
-    Key("protocol", Choice(("http", "uwsgi"), later={"uwsgi": UWSGI})),
+    Key("protocol", Choice(("http", "uwsgi"))),
     Key("keepalive", Integer(minimum=0)),
     Key("keepalive_timeout", Duration(zero_ok=True)),
     Key("connect_timeout", Duration()),

@@ -37,7 +37,15 @@ class ProxyHandler:
         self.temp_path = temp_path
 
     def start(self, request: Request, client: Client) -> Responder | None:
-        return ProxyExchange(self.pool, request, client, self.temp_path).start()
+        try:
+            exchange = ProxyExchange(self.pool, request, client, self.temp_path)
+        except UpstreamError as exc:
+            # The request cannot be put in the pool's protocol (a uwsgi variables block
+            # over 64 KiB): no peer would take it.
+            log.error("upstream %s: %s: %s", self.pool.name, request.head.target, exc)
+            client.out.send_error(exc.status)
+            return None
+        return exchange.start()
 
 
 class ProxyExchange:
@@ -85,6 +93,7 @@ class ProxyExchange:
             request.client_ip,
             request.body.size,
             pool.config.keepalive > 0,
+            client.ports,
         )
         self.tried: set[Peer] = set()
         self.attempts = 0

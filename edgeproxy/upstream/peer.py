@@ -31,6 +31,7 @@ class Peer:
         "address",
         "backup",
         "current_weight",
+        "down",
         "fail_timeout",
         "health",
         "index",
@@ -51,6 +52,7 @@ class Peer:
         self.fail_timeout = config.fail_timeout
         self.max_conns = config.max_conns
         self.backup = config.backup
+        self.down = config.down  # never a candidate (the pool leaves it out)
         self.active = 0  # requests in flight to this peer (least_conn, max_conns)
         self.current_weight = 0  # smooth weighted round robin state
         self.health = private_health() if health is None else health

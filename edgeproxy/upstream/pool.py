@@ -68,10 +68,14 @@ class UpstreamPool:
         # than to the idle list (or, with that full, to a close).
         self._idle: list[deque[UpstreamConnection]] = [deque() for _ in peers]
         self._waiters: list[deque[ConnectionWaiter]] = [deque() for _ in peers]
-        self.primary = [p for p in peers if not p.backup]
-        self.backup = [p for p in peers if p.backup]
-        self.balancer = make_balancer(config.balance, self.primary)
-        self.backup_balancer = make_balancer(config.balance, self.backup) if self.backup else None
+        # Peers marked `down` stay in the balancers' lists, so ip_hash maps every other
+        # client key as before, but never among the candidates they are offered.
+        self.primary = [p for p in peers if not p.backup and not p.down]
+        self.backup = [p for p in peers if p.backup and not p.down]
+        self.balancer = make_balancer(config.balance, [p for p in peers if not p.backup])
+        backups = [p for p in peers if p.backup]
+        self.backup_balancer = make_balancer(config.balance, backups) if backups else None
+        self.live = self.primary + self.backup
         # nginx ignores max_fails for a lone server: there is nowhere else to go.
         self._lone = len(peers) == 1
         self.loop = asyncio.get_running_loop()  # pools are built by a worker, in its loop
@@ -85,13 +89,16 @@ class UpstreamPool:
         """A peer for the next attempt, or None when no live peer is left."""
         if self._lone and not tried:
             # One server: no choice to make (and, as nginx, no failure state to consult).
-            peer = self.primary[0] if self.primary else self.backup[0]
+            if not self.live:
+                return None  # marked down
+            peer = self.live[0]
             return peer if not peer.max_conns or peer.active < peer.max_conns else None
         now = time.monotonic()
         candidates = [p for p in self.primary if p not in tried and self._usable(p, now)]
         if candidates:
             return self.balancer.select(candidates, key)
-        if self.backup_balancer is not None:
+        if self.backup:
+            assert self.backup_balancer is not None
             candidates = [p for p in self.backup if p not in tried and self._usable(p, now)]
             if candidates:
                 return self.backup_balancer.select(candidates, key)
@@ -100,7 +107,7 @@ class UpstreamPool:
     def has_candidate(self, tried: Container[Peer]) -> bool:
         """Whether `select` would find a peer outside `tried` (balancer state untouched)."""
         now = time.monotonic()
-        return any(p not in tried and self._usable(p, now) for p in self.peers)
+        return any(p not in tried and self._usable(p, now) for p in self.live)
 
     def _usable(self, peer: Peer, now: float) -> bool:
         if self._lone:

@@ -612,11 +612,6 @@ NOT_YET = [
         "not supported yet (active health checks come in a later release)",
     ),
     (
-        "upstreams:\n  app:\n    protocol: uwsgi\n    servers: ['a:1']\n" + SERVERS,
-        "t.yaml:3: upstreams.app.protocol: "
-        "not supported yet (uwsgi protocol comes in a later release)",
-    ),
-    (
         server("    tls: {certificate: a.pem, key: a.key}\n"),
         "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
@@ -670,12 +665,6 @@ NOT_YET += [
     ),
     ("http:\n  charset: utf-8\n" + SERVERS, f"t.yaml:2: http.charset: {STATIC}"),
     (server("    charset: utf-8\n"), f"t.yaml:6: servers[0].charset: {STATIC}"),
-    (
-        "upstreams:\n  app:\n    servers:\n      - 'a:1'\n      - {address: 'b:1', down: true}\n"
-        + SERVERS,
-        "t.yaml:5: upstreams.app.servers[1].down: "
-        "not supported yet (servers marked down come in a later release)",
-    ),
     (
         "upstreams:\n  app:\n    servers: ['a:1']\n    queue: {size: 100, timeout: 30s}\n"
         + SERVERS,
@@ -792,7 +781,7 @@ LATER_LOCATION_KEYS = (
 
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
-    no handler once its `root` is gone, and any peer marked `down`, which is never used)."""
+    no handler once its `root` is gone)."""
     for key in ("limits", "worker_connections", "metrics", "shared_state"):
         doc.pop(key)
     for key in ("types", "charset"):
@@ -800,7 +789,6 @@ def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     for upstream in doc["upstreams"].values():
         upstream.pop("health_check")
         upstream.pop("queue")
-        upstream["servers"] = [p for p in upstream["servers"] if "down" not in p]
     for srv in doc["servers"]:
         srv.pop("limit_conn", None)
         srv.pop("tls", None)
@@ -829,8 +817,10 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
         Address("unix", path="/run/app/gunicorn.sock"),
         Address("tcp", "127.0.0.1", 8001),
         Address("tcp", "127.0.0.1", 8002),
+        Address("tcp", "127.0.0.1", 8003),
     ]
-    assert [p.backup for p in app.servers] == [False, False, True]
+    assert [p.backup for p in app.servers] == [False, False, True, False]
+    assert [p.down for p in app.servers] == [False, False, False, True]
     main, tls_less = config.servers
     assert main.server_name == ("example.com", "www.example.com")
     assert main.listen == (Address("tcp", "0.0.0.0", 8080), Address("tcp", "0.0.0.0", 8081))
