@@ -18,14 +18,20 @@ def pool(balance: str, *peers: PeerConfig) -> UpstreamPool:
     return UpstreamPool(config, CODECS["h11"]())
 
 
-def peer(port: int, **options: object) -> PeerConfig:
-    return PeerConfig(Address("tcp", "127.0.0.1", port), **options)  # type: ignore[arg-type]
+def peer(port: int, *, down: bool = False, backup: bool = False) -> PeerConfig:
+    return PeerConfig(Address("tcp", "127.0.0.1", port), down=down, backup=backup)
+
+
+def port_for(upstream: UpstreamPool, key: str) -> int:
+    chosen = upstream.select((), key)
+    assert chosen is not None
+    return chosen.address.port
 
 
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn", "ip_hash", "random_two"])
 async def test_a_down_peer_is_never_selected(balance: str) -> None:
     upstream = pool(balance, peer(1), peer(2, down=True), peer(3), peer(4, backup=True))
-    picks = Counter(upstream.select((), key).address.port for key in CLIENTS)  # type: ignore[union-attr]
+    picks = Counter(port_for(upstream, key) for key in CLIENTS)
     assert set(picks) == {1, 3}
     # Retries go on to the other live peers, then to the backup, never to the down one.
     first, second, third = upstream.peers[0], upstream.peers[2], upstream.peers[3]
@@ -38,8 +44,8 @@ async def test_a_down_peer_is_never_selected(balance: str) -> None:
 async def test_ip_hash_keys_of_live_peers_do_not_move() -> None:
     every = pool("ip_hash", peer(1), peer(2), peer(3))
     one_down = pool("ip_hash", peer(1), peer(2, down=True), peer(3))
-    before = {key: every.select((), key).address.port for key in CLIENTS}  # type: ignore[union-attr]
-    after = {key: one_down.select((), key).address.port for key in CLIENTS}  # type: ignore[union-attr]
+    before = {key: port_for(every, key) for key in CLIENTS}
+    after = {key: port_for(one_down, key) for key in CLIENTS}
     moved = {key for key in CLIENTS if before[key] != after[key]}
     assert moved == {key for key in CLIENTS if before[key] == 2}
     assert moved  # the test means something: some clients were on the down peer
