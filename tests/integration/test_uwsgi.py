@@ -298,3 +298,14 @@ def test_a_raw_uwsgi_answer_without_length_ends_at_close() -> None:
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"content-length" not in head.lower()
     assert body == pattern(10)
+
+
+async def test_head_and_bodiless_statuses(start_proxy, uwsgi_a: Uwsgi) -> None:
+    proxy = await start_proxy(uwsgi_yaml([f'"{uwsgi_a.address}"']))
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=TIMEOUT) as client:
+        head = await client.head("/bytes/10")
+        no_content = await client.get("/status/204")
+        after = await client.get("/bytes/5")  # the same client connection, still in step
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "10")
+    assert (no_content.status_code, no_content.content) == (204, b"")
+    assert after.content == pattern(5)
