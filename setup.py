@@ -57,6 +57,7 @@ COMPILED = (
     "edgeproxy/upstream/http1.py",
     "edgeproxy/upstream/peer.py",
     "edgeproxy/upstream/pool.py",
+    "edgeproxy/upstream/slots.py",
     "edgeproxy/upstream/uwsgi.py",
 )
 

@@ -72,6 +72,7 @@ class ProxyExchange:
         "request_head",
         "reused",
         "settings",
+        "slot_peer",
         "spool",
         "stale_retried",
         "temp_path",
@@ -98,6 +99,7 @@ class ProxyExchange:
         self.tried: set[Peer] = set()
         self.attempts = 0
         self.peer: Peer | None = None
+        self.slot_peer: Peer | None = None  # the peer whose instance-wide slot we hold
         self.conn: UpstreamConnection | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.reused = False
@@ -125,7 +127,11 @@ class ProxyExchange:
         if self.attempts >= pool.config.next_upstream_tries:
             self._give_up()
             return
+        if self.slot_peer is not None:
+            self._release_slot()
         peer = pool.select(self.tried, self.request.client_ip)
+        if peer is not None and peer.slots is not None:
+            self.slot_peer = peer
         if peer is None:
             if self.attempts == 0:
                 log.error("upstream %s: no live peers", pool.name)
@@ -274,6 +280,8 @@ class ProxyExchange:
 
     def _upstream_finished(self) -> None:
         self.upstream_done = True
+        if self.slot_peer is not None:
+            self._release_slot()  # the peer is free, however long the client takes
         assert self.peer is not None
         self.peer.record_success()
         if self.spool is None or not self.spool.pending:
@@ -349,7 +357,15 @@ class ProxyExchange:
                 self.pool.forget_waiter(self.peer, self)
         self._close()
 
+    def _release_slot(self) -> None:
+        peer = self.slot_peer
+        self.slot_peer = None
+        if peer is not None:
+            self.pool.release_slot(peer)
+
     def _close(self) -> None:
+        if self.slot_peer is not None:
+            self._release_slot()
         self.done = True
         self.body_chunks = None
         if self.spool is not None:

@@ -17,6 +17,7 @@ from edgeproxy.upstream.balancers import make_balancer
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import HealthLookup, Peer
 from edgeproxy.upstream.protocols import make_protocol
+from edgeproxy.upstream.slots import SlotLookup
 
 log = logging.getLogger("edgeproxy.upstream")
 
@@ -37,6 +38,19 @@ class ConnectionWaiter(Protocol):
         ...
 
 
+class _Either:
+    """`peer in a or peer in b`, without building their union."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Container[Peer], second: Container[Peer]) -> None:
+        self.first = first
+        self.second = second
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self.first or peer in self.second
+
+
 class _ConnectDeadline:
     """Cancels a connecting task when its connect_timeout is up, and remembers it did."""
 
@@ -53,15 +67,26 @@ class _ConnectDeadline:
 
 class UpstreamPool:
     def __init__(
-        self, config: UpstreamConfig, codec: HeadCodec, health: HealthLookup | None = None
+        self,
+        config: UpstreamConfig,
+        codec: HeadCodec,
+        health: HealthLookup | None = None,
+        slots: SlotLookup | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.protocol = make_protocol(config.protocol, codec)
         peers = [
-            Peer(server, index, health(config.name, server.address) if health else None)
+            Peer(
+                server,
+                index,
+                health(config.name, server.address) if health else None,
+                slots(config.name, server.address) if slots and server.max_conns else None,
+            )
             for index, server in enumerate(config.servers)
         ]
+        # Whether a peer counts max_conns for the whole instance (select takes its slot).
+        self._shared_caps = any(peer.slots is not None for peer in peers)
         self.peers = peers
         # Per peer (by Peer.index): idle keep-alive connections, newest last; and the
         # requests connecting to it, to which a connection released meanwhile goes rather
@@ -86,7 +111,29 @@ class UpstreamPool:
     # --- choosing a peer ---
 
     def select(self, tried: Container[Peer], key: str) -> Peer | None:
-        """A peer for the next attempt, or None when no live peer is left."""
+        """A peer for the next attempt, or None when no live peer is left.
+
+        A peer whose max_conns is counted for the whole instance is taken only with one of
+        its slots: the caller gives it back with `release_slot` once done with the peer.
+        """
+        peer = self._select(tried, key)
+        if peer is None or not self._shared_caps:
+            return peer
+        full: set[Peer] = set()
+        while peer is not None:
+            slots = peer.slots
+            if slots is None or slots.acquire(peer.max_conns):
+                return peer
+            full.add(peer)  # at its cap in other workers: the balancer proposes another
+            peer = self._select(_Either(tried, full), key)
+        return None
+
+    def release_slot(self, peer: Peer) -> None:
+        """The request that `select` gave `peer` to is done with it."""
+        if peer.slots is not None:
+            peer.slots.release()
+
+    def _select(self, tried: Container[Peer], key: str) -> Peer | None:
         if self._lone and not tried:
             # One server: no choice to make (and, as nginx, no failure state to consult).
             if not self.live:
