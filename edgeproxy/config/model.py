@@ -70,6 +70,14 @@ class PeerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """`queue: {size, timeout}`: requests waiting for a `max_conns` place, per worker."""
+
+    size: int
+    timeout: float = 30.0  # nginx (queue directive): 60s; a browser gives up sooner
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     servers: tuple[PeerConfig, ...]
@@ -81,6 +89,7 @@ class UpstreamConfig:
     read_timeout: float = 60.0  # nginx proxy_read_timeout: 60s
     next_upstream: frozenset[str] = frozenset({"error", "timeout"})  # nginx default
     next_upstream_tries: int = 3  # nginx: 0 (unlimited); 3 bounds the worst case
+    queue: QueueConfig | None = None  # None: a request finding every server full gets 502
 
 
 @dataclass(frozen=True, slots=True)

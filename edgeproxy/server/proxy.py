@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterator
 
 from edgeproxy.errors import UpstreamError
@@ -17,6 +18,7 @@ from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end
 from edgeproxy.server.body import ResponseSpool
 from edgeproxy.server.request import Client, Request, Responder
+from edgeproxy.server.response import Answer
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.pool import UpstreamPool
@@ -68,6 +70,7 @@ class ProxyExchange:
         "last_status",
         "peer",
         "pool",
+        "queued",
         "request",
         "request_head",
         "reused",
@@ -100,6 +103,7 @@ class ProxyExchange:
         self.attempts = 0
         self.peer: Peer | None = None
         self.slot_peer: Peer | None = None  # the peer whose instance-wide slot we hold
+        self.queued: asyncio.TimerHandle | None = None  # waiting in the queue, until this
         self.conn: UpstreamConnection | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.reused = False
@@ -130,13 +134,20 @@ class ProxyExchange:
         if self.slot_peer is not None:
             self._release_slot()
         peer = pool.select(self.tried, self.request.client_ip)
-        if peer is not None and peer.slots is not None:
-            self.slot_peer = peer
         if peer is None:
+            if pool.only_full(self.tried):
+                self._wait_in_queue()
+                return
             if self.attempts == 0:
                 log.error("upstream %s: no live peers", pool.name)
             self._give_up()
             return
+        self._use_peer(peer)
+
+    def _use_peer(self, peer: Peer) -> None:
+        pool = self.pool
+        if peer.slots is not None:
+            self.slot_peer = peer
         self.tried.add(peer)
         self.attempts += 1
         self.peer = peer
@@ -146,6 +157,43 @@ class ProxyExchange:
             self._begin(conn, reused=True)
         else:
             self._connect(peer)
+
+    # --- waiting for a max_conns place ---
+
+    @property
+    def key(self) -> str:
+        return self.request.client_ip
+
+    def _wait_in_queue(self) -> None:
+        pool = self.pool
+        queue = pool.config.queue
+        assert queue is not None
+        if not pool.enqueue(self):
+            log.error("upstream %s: every server is at max_conns and the queue is full", pool.name)
+            self._refuse_busy()
+            return
+        self.queued = pool.loop.call_later(queue.timeout, self._queue_timed_out)
+
+    def take_peer(self, peer: Peer) -> None:
+        """The pool's queue gives us a place."""
+        if self.queued is not None:
+            self.queued.cancel()
+            self.queued = None
+        self._use_peer(peer)
+
+    def _queue_timed_out(self) -> None:
+        self.queued = None
+        self.pool.leave_queue(self)
+        log.error("upstream %s: no max_conns place within the queue timeout", self.pool.name)
+        self._refuse_busy()
+
+    def _refuse_busy(self) -> None:
+        queue = self.pool.config.queue
+        assert queue is not None
+        retry_after = b"%d" % max(1, math.ceil(queue.timeout))
+        self.request.upstream_status = self.request.upstream_status or 503
+        self.client.out.send_answer(Answer(503, [(b"retry-after", retry_after)]))
+        self._finish()
 
     def _connect(self, peer: Peer) -> None:
         # The one await of the request path, and only when no idle connection is at hand.
@@ -347,6 +395,10 @@ class ProxyExchange:
 
     def client_gone(self) -> None:
         """The client connection closed: stop everything, reuse nothing half-done."""
+        if self.queued is not None:
+            self.queued.cancel()
+            self.queued = None
+            self.pool.leave_queue(self)  # at once: its place goes to the next one
         if self.conn is not None:
             self.conn.abort_exchange()
             self.conn = None

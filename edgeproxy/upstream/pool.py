@@ -28,6 +28,9 @@ SWEEP_INTERVAL = 1.0  # how often idle keep-alive connections past keepalive_tim
 SURPLUS_GRACE = 1.0
 # ... but never more than this many times `keepalive` idle at once, whatever the burst.
 SURPLUS_FACTOR = 8
+# How often queued requests look for a place freed by another worker (this worker's own
+# releases wake them at once).
+QUEUE_POLL = 0.02
 
 
 class ConnectionWaiter(Protocol):
@@ -36,6 +39,18 @@ class ConnectionWaiter(Protocol):
     def take_connection(self, conn: UpstreamConnection) -> bool:
         """Use `conn` (a released keep-alive connection) instead; False if no longer wanted."""
         ...
+
+
+class QueueWaiter(Protocol):
+    """A request waiting in the pool's queue for a max_conns place (an exchange)."""
+
+    @property
+    def key(self) -> str:
+        """Its balancing key (the client IP, for ip_hash)."""
+        ...
+
+    def take_peer(self, peer: Peer) -> None:
+        """Leave the queue for `peer` (its slot taken, as from `select`)."""
 
 
 class _Either:
@@ -107,6 +122,10 @@ class UpstreamPool:
         self.idle_count = 0
         self._idle_cap = config.keepalive * SURPLUS_FACTOR
         self._sweeper: asyncio.TimerHandle | None = None
+        # Requests waiting for a max_conns place, first come first served (this worker's).
+        self.queue: deque[QueueWaiter] = deque()
+        self._queue_poll: asyncio.TimerHandle | None = None
+        self._queue_wake: asyncio.Handle | None = None
 
     # --- choosing a peer ---
 
@@ -132,6 +151,58 @@ class UpstreamPool:
         """The request that `select` gave `peer` to is done with it."""
         if peer.slots is not None:
             peer.slots.release()
+        if self.queue:
+            self._wake_queue()
+
+    # --- the queue: requests that found every server at its max_conns ---
+
+    def only_full(self, tried: Container[Peer]) -> bool:
+        """Whether a peer outside `tried` would be selected but for its max_conns: a
+        request may wait for it (never for a failed or down one)."""
+        if self.config.queue is None:
+            return False
+        now = time.monotonic()
+        return any(
+            peer.max_conns and peer not in tried and (self._lone or now >= peer.failed_until)
+            for peer in self.live
+        )
+
+    def enqueue(self, waiter: QueueWaiter) -> bool:
+        """Put `waiter` at the back of the queue; False when the queue is full."""
+        queue = self.config.queue
+        if queue is None or len(self.queue) >= queue.size:
+            return False
+        self.queue.append(waiter)
+        if self._queue_poll is None:
+            self._queue_poll = self.loop.call_later(QUEUE_POLL, self._poll_queue)
+        return True
+
+    def leave_queue(self, waiter: QueueWaiter) -> None:
+        try:
+            self.queue.remove(waiter)
+        except ValueError:
+            return  # served already
+
+    def _wake_queue(self) -> None:
+        # Soon, not now: a release happens inside another request's callbacks.
+        if self._queue_wake is None:
+            self._queue_wake = self.loop.call_soon(self._serve_queue)
+
+    def _poll_queue(self) -> None:
+        # Places freed by other workers are not announced: look again now and then.
+        self._queue_poll = None
+        self._serve_queue()
+        if self.queue:
+            self._queue_poll = self.loop.call_later(QUEUE_POLL, self._poll_queue)
+
+    def _serve_queue(self) -> None:
+        self._queue_wake = None
+        queue = self.queue
+        while queue:
+            peer = self.select((), queue[0].key)
+            if peer is None:
+                return
+            queue.popleft().take_peer(peer)
 
     def _select(self, tried: Container[Peer], key: str) -> Peer | None:
         if self._lone and not tried:
@@ -232,6 +303,8 @@ class UpstreamPool:
                 if waiters.popleft().take_connection(conn):
                     return  # still counted in flight, now for the waiter's request
         peer.active -= 1
+        if self.queue and peer.max_conns:
+            self._wake_queue()  # a place this worker counts itself
         if not reusable or conn.closed or self.idle_count >= self._idle_cap:
             conn.close()
             return
@@ -290,6 +363,10 @@ class UpstreamPool:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def close(self) -> None:
+        for handle in (self._queue_poll, self._queue_wake):
+            if handle is not None:
+                handle.cancel()
+        self._queue_poll = self._queue_wake = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -27,6 +27,7 @@ from edgeproxy.config import (
     parse_config,
 )
 from edgeproxy.config.loader import ACCESS_LOG, ERROR_LOG, TOP
+from edgeproxy.config.model import QueueConfig
 from edgeproxy.config.schema import Block, Key, Later, Text
 from edgeproxy.config.servers import HTTP, RETURN, SERVER
 from edgeproxy.config.upstreams import PEER
@@ -666,11 +667,6 @@ NOT_YET += [
     ("http:\n  charset: utf-8\n" + SERVERS, f"t.yaml:2: http.charset: {STATIC}"),
     (server("    charset: utf-8\n"), f"t.yaml:6: servers[0].charset: {STATIC}"),
     (
-        "upstreams:\n  app:\n    servers: ['a:1']\n    queue: {size: 100, timeout: 30s}\n"
-        + SERVERS,
-        "t.yaml:4: upstreams.app.queue: not supported yet (request queues come in a later release)",
-    ),
-    (
         UPSTREAM + "servers:\n  - listen:\n      - '*:80'\n"
         "      - {address: '*:81', proxy_protocol: true}\n",
         "t.yaml:7: servers[0].listen[1].proxy_protocol: "
@@ -788,7 +784,6 @@ def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
         doc["http"].pop(key)
     for upstream in doc["upstreams"].values():
         upstream.pop("health_check")
-        upstream.pop("queue")
     for srv in doc["servers"]:
         srv.pop("limit_conn", None)
         srv.pop("tls", None)
@@ -813,6 +808,7 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     assert config.access_log.flush == 1.0
     app = config.upstreams["app"]
     assert app.balance == "least_conn"
+    assert app.queue == QueueConfig(size=100, timeout=30.0)
     assert [p.address for p in app.servers] == [
         Address("unix", path="/run/app/gunicorn.sock"),
         Address("tcp", "127.0.0.1", 8001),
