@@ -73,6 +73,8 @@ COMPILED = (
     "edgeproxy/upstream/http1.py",
     "edgeproxy/upstream/peer.py",
     "edgeproxy/upstream/pool.py",
+    "edgeproxy/upstream/slots.py",
+    "edgeproxy/upstream/uwsgi.py",
 )
 
 # Modules of the same packages that stay Python, and why. Empty __init__.py files need no

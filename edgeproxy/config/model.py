@@ -70,6 +70,15 @@ class PeerConfig:
     fail_timeout: float = 10.0  # nginx: 10s
     max_conns: int = 0  # 0 = unlimited, as nginx
     backup: bool = False
+    down: bool = False  # kept in the list (ip_hash keys stay put), never sent a request
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """`queue: {size, timeout}`: requests waiting for a `max_conns` place, per worker."""
+
+    size: int
+    timeout: float = 30.0  # nginx (queue directive): 60s; a browser gives up sooner
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,7 @@ class UpstreamConfig:
     read_timeout: float = 60.0  # nginx proxy_read_timeout: 60s
     next_upstream: frozenset[str] = frozenset({"error", "timeout"})  # nginx default
     next_upstream_tries: int = 3  # nginx: 0 (unlimited); 3 bounds the worst case
+    queue: QueueConfig | None = None  # None: a request finding every server full gets 502
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,10 @@ import re
 
 from yaml.nodes import MappingNode, Node
 
-from edgeproxy.config.model import Address, PeerConfig, UpstreamConfig
+from edgeproxy.config.model import Address, PeerConfig, QueueConfig, UpstreamConfig
 from edgeproxy.config.nodes import Fields, Invalid, address, nonempty_items, word
 from edgeproxy.config.schema import (
-    DOWN,
     HEALTH_CHECKS,
-    QUEUE,
-    UWSGI,
     Block,
     Choice,
     Duration,
@@ -21,6 +18,7 @@ from edgeproxy.config.schema import (
     Key,
     Later,
     Scope,
+    Section,
 )
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -48,7 +46,7 @@ PEER = Block(
     Key("fail_timeout", Duration()),
     Key("backup", Flag()),
     Key("address", _peer_address, required=True),
-    Later("down", DOWN),
+    Key("down", Flag()),
 )
 
 
@@ -65,10 +63,16 @@ def _peer(node: Node, path: str, scope: Scope) -> PeerConfig:
     return PeerConfig(**PEER.read(node, path, scope).values)
 
 
+# `queue:` of a pool: requests waiting for a max_conns place.
+QUEUE = Block(
+    Key("size", Integer(minimum=1), required=True),
+    Key("timeout", Duration()),
+)
+
 # One pool: `upstreams: NAME: {...}`.
 UPSTREAM = Block(
     Key("balance", Choice(("round_robin", "least_conn", "ip_hash", "random_two"))),
-    Key("protocol", Choice(("http", "uwsgi"), later={"uwsgi": UWSGI})),
+    Key("protocol", Choice(("http", "uwsgi"))),
     Key("keepalive", Integer(minimum=0)),
     Key("keepalive_timeout", Duration(zero_ok=True)),
     Key("connect_timeout", Duration()),
@@ -77,7 +81,7 @@ UPSTREAM = Block(
     Key("next_upstream_tries", Integer(minimum=1)),
     Key("servers", _peers, required=True),
     Later("health_check", HEALTH_CHECKS),
-    Later("queue", QUEUE),
+    Key("queue", Section(QUEUE, QueueConfig)),
 )
 
 
@@ -87,5 +91,12 @@ def read_upstreams(node: Node, path: str, scope: Scope) -> dict[str, UpstreamCon
     for name, value in f.values.items():
         if not _NAME_RE.fullmatch(name):
             raise f.key_error(name, "upstream names may use only letters, digits, '_', '.', '-'")
-        result[name] = UpstreamConfig(name=name, **UPSTREAM.read(value, f.sub(name), scope).values)
+        got = UPSTREAM.read(value, f.sub(name), scope)
+        if "queue" in got.values and not any(p.max_conns for p in got.values["servers"]):
+            raise Invalid(
+                got.node_of("queue"),
+                got.sub("queue"),
+                "no server has max_conns: no request would ever wait",
+            )
+        result[name] = UpstreamConfig(name=name, **got.values)
     return result

@@ -15,6 +15,9 @@ table below says why that is harmless for it.
   marking at once write nearly the same `failed_until`. Rows are keyed by name + address,
   so a reload keeps the state of every peer it keeps; a row is cleared and reused only once
   no live worker's config names it any more.
+
+Beside the mapping, a lock file (edgeproxy.upstream.slots) counts each peer's requests in
+flight for `max_conns`, one byte-range lock per request, per peer row.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Iterable
 
 from edgeproxy.config.model import Address, Config
 from edgeproxy.upstream.peer import HEALTH_FIELDS
+from edgeproxy.upstream.slots import PeerSlots, slot_file
 
 log = logging.getLogger("edgeproxy.master")
 
@@ -129,6 +133,9 @@ class PeerTable:
             self._clear(row)
             self._free.append(row)
 
+    def row(self, upstream: str, address: Address) -> int | None:
+        return self._rows.get(_key(upstream, address))
+
     def view(self, upstream: str, address: Address) -> memoryview[float] | None:
         """The health row of a peer (a writable view into shared memory), None if it has none."""
         row = self._rows.get(_key(upstream, address))
@@ -152,3 +159,9 @@ class SharedState:
         fields = memoryview(self._map).cast("d")
         self.workers = WorkerTable(fields[:worker_size], worker_rows)
         self.peers = PeerTable(fields[worker_size:], peer_rows)
+        # max_conns across workers: byte-range locks, one range per peer row (slots.py).
+        self.slot_fd = slot_file()
+
+    def peer_slots(self, upstream: str, address: Address) -> PeerSlots | None:
+        row = self.peers.row(upstream, address)
+        return None if row is None else PeerSlots(self.slot_fd, row)

@@ -20,6 +20,7 @@ from edgeproxy.process.shared import SharedState
 # Imported here, by the master, so that a worker does not import after it switched users
 # (it may no longer be allowed to read the installed packages by then).
 from edgeproxy.server.worker import run_worker
+from edgeproxy.upstream.slots import PeerSlots
 
 log = logging.getLogger("edgeproxy.master")
 
@@ -153,6 +154,9 @@ class ChildHooks:
 
     def peer_health(self, upstream: str, address: Address) -> memoryview[float] | None:
         return self._shared.peers.view(upstream, address)
+
+    def peer_slots(self, upstream: str, address: Address) -> PeerSlots | None:
+        return self._shared.peer_slots(upstream, address)
 
     def ready(self) -> None:
         self._shared.workers.set_ready(self._row)

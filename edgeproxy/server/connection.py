@@ -340,6 +340,14 @@ class DownstreamConnection(asyncio.Protocol):
         self.out.keep_alive = False
         self.transport.abort()
 
+    def ports(self) -> tuple[int, int]:
+        local = self.transport.get_extra_info("sockname")
+        peer = self.transport.get_extra_info("peername")
+        return (
+            local[1] if isinstance(local, tuple) else 0,
+            peer[1] if isinstance(peer, tuple) else 0,
+        )
+
     # --- between requests ---
 
     def _finish_request(self, status: int) -> None:

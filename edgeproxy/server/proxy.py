@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterator
 from typing import Final
 
@@ -18,6 +19,7 @@ from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end
 from edgeproxy.server.body import ResponseSpool
 from edgeproxy.server.request import Client, Request, Responder
+from edgeproxy.server.response import Answer
 from edgeproxy.server.static.accel import InternalRedirects, redirect_target
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
@@ -40,7 +42,14 @@ class ProxyHandler:
         self.redirects = InternalRedirects()  # where X-Accel-Redirect answers go
 
     def start(self, request: Request, client: Client) -> Responder | None:
-        exchange = ProxyExchange(self.pool, request, client, self.temp_path, self.redirects)
+        try:
+            exchange = ProxyExchange(self.pool, request, client, self.temp_path, self.redirects)
+        except UpstreamError as exc:
+            # The request cannot be put in the pool's protocol (a uwsgi variables block
+            # over 64 KiB): no peer would take it.
+            log.error("upstream %s: %s: %s", self.pool.name, request.head.target, exc)
+            client.out.send_error(exc.status)
+            return None
         return exchange.start()
 
 
@@ -65,11 +74,13 @@ class ProxyExchange:
         "last_status",
         "peer",
         "pool",
+        "queued",
         "redirects",
         "request",
         "request_head",
         "reused",
         "settings",
+        "slot_peer",
         "spool",
         "stale_retried",
         "temp_path",
@@ -101,10 +112,13 @@ class ProxyExchange:
             request.client_ip,
             request.body.size,
             pool.config.keepalive > 0,
+            client.ports,
         )
         self.tried: set[Peer] = set()
         self.attempts = 0
         self.peer: Peer | None = None
+        self.slot_peer: Peer | None = None  # the peer whose instance-wide slot we hold
+        self.queued: asyncio.TimerHandle | None = None  # waiting in the queue, until this
         self.conn: UpstreamConnection | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.reused = False
@@ -132,12 +146,23 @@ class ProxyExchange:
         if self.attempts >= pool.config.next_upstream_tries:
             self._give_up()
             return
+        if self.slot_peer is not None:
+            self._release_slot()
         peer = pool.select(self.tried, self.request.client_ip)
         if peer is None:
+            if pool.only_full(self.tried):
+                self._wait_in_queue()
+                return
             if self.attempts == 0:
                 log.error("upstream %s: no live peers", pool.name)
             self._give_up()
             return
+        self._use_peer(peer)
+
+    def _use_peer(self, peer: Peer) -> None:
+        pool = self.pool
+        if peer.slots is not None:
+            self.slot_peer = peer
         self.tried.add(peer)
         self.attempts += 1
         self.peer = peer
@@ -147,6 +172,43 @@ class ProxyExchange:
             self._begin(conn, reused=True)
         else:
             self._connect(peer)
+
+    # --- waiting for a max_conns place ---
+
+    @property
+    def key(self) -> str:
+        return self.request.client_ip
+
+    def _wait_in_queue(self) -> None:
+        pool = self.pool
+        queue = pool.config.queue
+        assert queue is not None
+        if not pool.enqueue(self):
+            log.error("upstream %s: every server is at max_conns and the queue is full", pool.name)
+            self._refuse_busy()
+            return
+        self.queued = pool.loop.call_later(queue.timeout, self._queue_timed_out)
+
+    def take_peer(self, peer: Peer) -> None:
+        """The pool's queue gives us a place."""
+        if self.queued is not None:
+            self.queued.cancel()
+            self.queued = None
+        self._use_peer(peer)
+
+    def _queue_timed_out(self) -> None:
+        self.queued = None
+        self.pool.leave_queue(self)
+        log.error("upstream %s: no max_conns place within the queue timeout", self.pool.name)
+        self._refuse_busy()
+
+    def _refuse_busy(self) -> None:
+        queue = self.pool.config.queue
+        assert queue is not None
+        retry_after = b"%d" % max(1, math.ceil(queue.timeout))
+        self.request.upstream_status = self.request.upstream_status or 503
+        self.client.out.send_answer(Answer(503, [(b"retry-after", retry_after)]))
+        self._finish()
 
     def _connect(self, peer: Peer) -> None:
         # The one await of the request path, and only when no idle connection is at hand.
@@ -303,6 +365,8 @@ class ProxyExchange:
 
     def _upstream_finished(self) -> None:
         self.upstream_done = True
+        if self.slot_peer is not None:
+            self._release_slot()  # the peer is free, however long the client takes
         assert self.peer is not None
         self.peer.record_success()
         if self.spool is None or not self.spool.pending:
@@ -371,6 +435,10 @@ class ProxyExchange:
         if self.inner is not None:
             self.inner.client_gone()
             self.inner = None
+        if self.queued is not None:
+            self.queued.cancel()
+            self.queued = None
+            self.pool.leave_queue(self)  # at once: its place goes to the next one
         if self.conn is not None:
             self.conn.abort_exchange()
             self.conn = None
@@ -381,7 +449,15 @@ class ProxyExchange:
                 self.pool.forget_waiter(self.peer, self)
         self._close()
 
+    def _release_slot(self) -> None:
+        peer = self.slot_peer
+        self.slot_peer = None
+        if peer is not None:
+            self.pool.release_slot(peer)
+
     def _close(self) -> None:
+        if self.slot_peer is not None:
+            self._release_slot()
         self.done = True
         self.body_chunks = None
         if self.spool is not None:

@@ -38,6 +38,11 @@ class Client(Protocol):
     def abort(self) -> None:
         """Drop the connection: part of a response went out and the rest cannot follow."""
 
+    def ports(self) -> tuple[int, int]:
+        """The port the client connected to and the client's own (0 for unix sockets);
+        a system call or two, so only asked for by what needs them (uwsgi's variables)."""
+        ...
+
 
 class Responder(Protocol):
     """A response in progress, told what happens on the client's side."""

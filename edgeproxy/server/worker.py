@@ -27,6 +27,7 @@ from edgeproxy.server.routes import RouteBuilder
 from edgeproxy.server.services import ServedConnection, WorkerServices
 from edgeproxy.upstream.peer import HealthLookup
 from edgeproxy.upstream.pool import UpstreamPool
+from edgeproxy.upstream.slots import PeerSlots, SlotLookup
 
 log = logging.getLogger("edgeproxy.worker")
 
@@ -55,6 +56,8 @@ class WorkerHooks(Protocol):
 
     def peer_health(self, upstream: str, address: Address) -> memoryview[float] | None: ...
 
+    def peer_slots(self, upstream: str, address: Address) -> PeerSlots | None: ...
+
     def ready(self) -> None:
         """Serving: the master may now retire the workers this one replaces."""
 
@@ -63,12 +66,18 @@ class WorkerHooks(Protocol):
 
 
 class Worker:
-    def __init__(self, config: Config, peer_health: HealthLookup | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        peer_health: HealthLookup | None = None,
+        peer_slots: SlotLookup | None = None,
+    ) -> None:
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.codec = resolve_codec(config.http_parser)
         self.pools = {
-            name: UpstreamPool(up, self.codec, peer_health) for name, up in config.upstreams.items()
+            name: UpstreamPool(up, self.codec, peer_health, peer_slots)
+            for name, up in config.upstreams.items()
         }
         self.access_log = AccessLog(config.access_log)
         self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
@@ -133,7 +142,10 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT (fast stop) or SIGQUIT (graceful stop); USR1 reopens logs."""
     loop = asyncio.get_running_loop()
-    worker = Worker(config, hooks.peer_health if hooks else None)
+    if hooks is None:
+        worker = Worker(config)
+    else:
+        worker = Worker(config, hooks.peer_health, hooks.peer_slots)
     await worker.start(sockets)
     stop: asyncio.Future[float] = loop.create_future()
 

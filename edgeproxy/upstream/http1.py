@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from edgeproxy.http.codec import HeadCodec, ResponseParser
@@ -29,6 +30,7 @@ class Http1Protocol:
         client_ip: str,
         body_size: int,
         keepalive: bool,
+        ports: Callable[[], tuple[int, int]],  # not sent: the Host says it
     ) -> bytes:
         host = head.host or default_host
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 from edgeproxy.config.model import Address, PeerConfig
+from edgeproxy.upstream.slots import PeerSlots
 
 # The fields of a health row (float64 each): failures counted, when the count started,
 # and until when the peer is left out.
@@ -34,17 +35,23 @@ class Peer:
         "address",
         "backup",
         "current_weight",
+        "down",
         "fail_timeout",
         "health",
         "index",
         "max_conns",
         "max_fails",
         "name",
+        "slots",
         "weight",
     )
 
     def __init__(
-        self, config: PeerConfig, index: int, health: memoryview[float] | None = None
+        self,
+        config: PeerConfig,
+        index: int,
+        health: memoryview[float] | None = None,
+        slots: PeerSlots | None = None,
     ) -> None:
         self.address = config.address
         self.name = str(config.address)
@@ -54,9 +61,12 @@ class Peer:
         self.fail_timeout = config.fail_timeout
         self.max_conns = config.max_conns
         self.backup = config.backup
+        self.down = config.down  # never a candidate (the pool leaves it out)
         self.active = 0  # requests in flight to this peer (least_conn, max_conns)
         self.current_weight = 0  # smooth weighted round robin state
         self.health = private_health() if health is None else health
+        # max_conns counted for the whole instance (under the master), else per worker.
+        self.slots = slots if config.max_conns else None
 
     def __repr__(self) -> str:
         return f"Peer({self.name})"

@@ -17,6 +17,7 @@ from edgeproxy.upstream.balancers import make_balancer
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import HealthLookup, Peer
 from edgeproxy.upstream.protocols import make_protocol
+from edgeproxy.upstream.slots import SlotLookup
 
 log = logging.getLogger("edgeproxy.upstream")
 
@@ -29,6 +30,9 @@ SWEEP_INTERVAL: Final = (
 SURPLUS_GRACE: Final = 1.0
 # ... but never more than this many times `keepalive` idle at once, whatever the burst.
 SURPLUS_FACTOR: Final = 8
+# How often queued requests look for a place freed by another worker (this worker's own
+# releases wake them at once).
+QUEUE_POLL: Final = 0.02
 
 
 class ConnectionWaiter(Protocol):
@@ -37,6 +41,31 @@ class ConnectionWaiter(Protocol):
     def take_connection(self, conn: UpstreamConnection) -> bool:
         """Use `conn` (a released keep-alive connection) instead; False if no longer wanted."""
         ...
+
+
+class QueueWaiter(Protocol):
+    """A request waiting in the pool's queue for a max_conns place (an exchange)."""
+
+    @property
+    def key(self) -> str:
+        """Its balancing key (the client IP, for ip_hash)."""
+        ...
+
+    def take_peer(self, peer: Peer) -> None:
+        """Leave the queue for `peer` (its slot taken, as from `select`)."""
+
+
+class _Either:
+    """`peer in a or peer in b`, without building their union."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Container[Peer], second: Container[Peer]) -> None:
+        self.first = first
+        self.second = second
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self.first or peer in self.second
 
 
 class _ConnectDeadline:
@@ -55,45 +84,141 @@ class _ConnectDeadline:
 
 class UpstreamPool:
     def __init__(
-        self, config: UpstreamConfig, codec: HeadCodec, health: HealthLookup | None = None
+        self,
+        config: UpstreamConfig,
+        codec: HeadCodec,
+        health: HealthLookup | None = None,
+        slots: SlotLookup | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.protocol = make_protocol(config.protocol, codec)
         peers = [
-            Peer(server, index, health(config.name, server.address) if health else None)
+            Peer(
+                server,
+                index,
+                health(config.name, server.address) if health else None,
+                slots(config.name, server.address) if slots and server.max_conns else None,
+            )
             for index, server in enumerate(config.servers)
         ]
+        # Whether a peer counts max_conns for the whole instance (select takes its slot).
+        self._shared_caps = any(peer.slots is not None for peer in peers)
         self.peers = peers
         # Per peer (by Peer.index): idle keep-alive connections, newest last; and the
         # requests connecting to it, to which a connection released meanwhile goes rather
         # than to the idle list (or, with that full, to a close).
         self._idle: list[deque[UpstreamConnection]] = [deque() for _ in peers]
         self._waiters: list[deque[ConnectionWaiter]] = [deque() for _ in peers]
-        self.primary = [p for p in peers if not p.backup]
-        self.backup = [p for p in peers if p.backup]
-        self.balancer = make_balancer(config.balance, self.primary)
-        self.backup_balancer = make_balancer(config.balance, self.backup) if self.backup else None
+        # Peers marked `down` stay in the balancers' lists, so ip_hash maps every other
+        # client key as before, but never among the candidates they are offered.
+        self.primary = [p for p in peers if not p.backup and not p.down]
+        self.backup = [p for p in peers if p.backup and not p.down]
+        self.balancer = make_balancer(config.balance, [p for p in peers if not p.backup])
+        backups = [p for p in peers if p.backup]
+        self.backup_balancer = make_balancer(config.balance, backups) if backups else None
+        self.live = self.primary + self.backup
         # nginx ignores max_fails for a lone server: there is nowhere else to go.
         self._lone = len(peers) == 1
         self.loop = asyncio.get_running_loop()  # pools are built by a worker, in its loop
         self.idle_count = 0
         self._idle_cap = config.keepalive * SURPLUS_FACTOR
         self._sweeper: asyncio.TimerHandle | None = None
+        # Requests waiting for a max_conns place, first come first served (this worker's).
+        self.queue: deque[QueueWaiter] = deque()
+        self._queue_poll: asyncio.TimerHandle | None = None
+        self._queue_wake: asyncio.Handle | None = None
 
     # --- choosing a peer ---
 
     def select(self, tried: Container[Peer], key: str) -> Peer | None:
-        """A peer for the next attempt, or None when no live peer is left."""
+        """A peer for the next attempt, or None when no live peer is left.
+
+        A peer whose max_conns is counted for the whole instance is taken only with one of
+        its slots: the caller gives it back with `release_slot` once done with the peer.
+        """
+        peer = self._select(tried, key)
+        if peer is None or not self._shared_caps:
+            return peer
+        full: set[Peer] = set()
+        while peer is not None:
+            slots = peer.slots
+            if slots is None or slots.acquire(peer.max_conns):
+                return peer
+            full.add(peer)  # at its cap in other workers: the balancer proposes another
+            peer = self._select(_Either(tried, full), key)
+        return None
+
+    def release_slot(self, peer: Peer) -> None:
+        """The request that `select` gave `peer` to is done with it."""
+        if peer.slots is not None:
+            peer.slots.release()
+        if self.queue:
+            self._wake_queue()
+
+    # --- the queue: requests that found every server at its max_conns ---
+
+    def only_full(self, tried: Container[Peer]) -> bool:
+        """Whether a peer outside `tried` would be selected but for its max_conns: a
+        request may wait for it (never for a failed or down one)."""
+        if self.config.queue is None:
+            return False
+        now = time.monotonic()
+        return any(
+            peer.max_conns and peer not in tried and (self._lone or now >= peer.failed_until)
+            for peer in self.live
+        )
+
+    def enqueue(self, waiter: QueueWaiter) -> bool:
+        """Put `waiter` at the back of the queue; False when the queue is full."""
+        queue = self.config.queue
+        if queue is None or len(self.queue) >= queue.size:
+            return False
+        self.queue.append(waiter)
+        if self._queue_poll is None:
+            self._queue_poll = self.loop.call_later(QUEUE_POLL, self._poll_queue)
+        return True
+
+    def leave_queue(self, waiter: QueueWaiter) -> None:
+        try:
+            self.queue.remove(waiter)
+        except ValueError:
+            return  # served already
+
+    def _wake_queue(self) -> None:
+        # Soon, not now: a release happens inside another request's callbacks.
+        if self._queue_wake is None:
+            self._queue_wake = self.loop.call_soon(self._serve_queue)
+
+    def _poll_queue(self) -> None:
+        # Places freed by other workers are not announced: look again now and then.
+        self._queue_poll = None
+        self._serve_queue()
+        if self.queue:
+            self._queue_poll = self.loop.call_later(QUEUE_POLL, self._poll_queue)
+
+    def _serve_queue(self) -> None:
+        self._queue_wake = None
+        queue = self.queue
+        while queue:
+            peer = self.select((), queue[0].key)
+            if peer is None:
+                return
+            queue.popleft().take_peer(peer)
+
+    def _select(self, tried: Container[Peer], key: str) -> Peer | None:
         if self._lone and not tried:
             # One server: no choice to make (and, as nginx, no failure state to consult).
-            peer = self.primary[0] if self.primary else self.backup[0]
+            if not self.live:
+                return None  # marked down
+            peer = self.live[0]
             return peer if not peer.max_conns or peer.active < peer.max_conns else None
         now = time.monotonic()
         candidates = [p for p in self.primary if p not in tried and self._usable(p, now)]
         if candidates:
             return self.balancer.select(candidates, key)
-        if self.backup_balancer is not None:
+        if self.backup:
+            assert self.backup_balancer is not None
             candidates = [p for p in self.backup if p not in tried and self._usable(p, now)]
             if candidates:
                 return self.backup_balancer.select(candidates, key)
@@ -102,7 +227,7 @@ class UpstreamPool:
     def has_candidate(self, tried: Container[Peer]) -> bool:
         """Whether `select` would find a peer outside `tried` (balancer state untouched)."""
         now = time.monotonic()
-        return any(p not in tried and self._usable(p, now) for p in self.peers)
+        return any(p not in tried and self._usable(p, now) for p in self.live)
 
     def _usable(self, peer: Peer, now: float) -> bool:
         if self._lone:
@@ -180,6 +305,8 @@ class UpstreamPool:
                 if waiters.popleft().take_connection(conn):
                     return  # still counted in flight, now for the waiter's request
         peer.active -= 1
+        if self.queue and peer.max_conns:
+            self._wake_queue()  # a place this worker counts itself
         if not reusable or conn.closed or self.idle_count >= self._idle_cap:
             conn.close()
             return
@@ -238,6 +365,10 @@ class UpstreamPool:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def close(self) -> None:
+        for handle in (self._queue_poll, self._queue_wake):
+            if handle is not None:
+                handle.cancel()
+        self._queue_poll = self._queue_wake = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

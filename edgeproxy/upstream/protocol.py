@@ -8,6 +8,7 @@ class here and one more row in that table; retries and balancing do not change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from edgeproxy.http.codec import ResponseParser
@@ -25,8 +26,14 @@ class UpstreamProtocol(Protocol):
         client_ip: str,  # the client as the request phases resolved it
         body_size: int,
         keepalive: bool,  # whether the connection may be reused after this request
+        ports: Callable[[], tuple[int, int]],  # (listening port, client's port); 0 for unix
     ) -> bytes:
-        """Everything sent before the body's bytes (the body goes as it is, after this)."""
+        """Everything sent before the body's bytes (the body goes as it is, after this).
+
+        Raises UpstreamError when the request cannot be put in this protocol's terms (it
+        is then answered with the error's status, no peer tried). `ports` costs a system
+        call or two: call it only when the protocol sends them.
+        """
         ...
 
     def response_parser(self) -> ResponseParser:

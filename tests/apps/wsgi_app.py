@@ -1,7 +1,7 @@
 """The small WSGI app that integration tests and the demo put behind edgeproxy.
 
 GET  /            -> "hello from <name>"          (name from $APP_NAME, default the pid)
-ANY  /echo        -> JSON: method, path, query, headers, body length and sha256
+ANY  /echo[/...]  -> JSON: method, path, query, headers, body length and sha256, some CGI variables
 GET  /bytes/N     -> N bytes (Content-Length)
 GET  /stream/N    -> N bytes, no Content-Length (gunicorn closes or chunks)
 GET  /sleep/S     -> sleeps S seconds then answers "slept"
@@ -20,6 +20,11 @@ from typing import Any
 
 StartResponse = Callable[..., Any]
 NAME = os.environ.get("APP_NAME", "")
+# The server's variables /echo reports besides the HTTP_* ones (None when not set).
+CGI_VARIABLES = (
+    *("REQUEST_URI", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL"),
+    *("REMOTE_ADDR", "REMOTE_PORT", "CONTENT_TYPE", "CONTENT_LENGTH"),
+)
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -36,7 +41,7 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "/")
     name = NAME or str(os.getpid())
-    if path == "/echo":
+    if path == "/echo" or path.startswith("/echo/"):
         body = _read_body(environ)
         headers = {
             key[5:].replace("_", "-").lower(): value
@@ -54,6 +59,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
                 "headers": headers,
                 "body_length": len(body),
                 "body_sha256": hashlib.sha256(body).hexdigest(),
+                "cgi": {key: environ.get(key) for key in CGI_VARIABLES},
             }
         ).encode()
         start_response("200 OK", [("Content-Type", "application/json")])

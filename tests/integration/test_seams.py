@@ -10,7 +10,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -160,9 +160,10 @@ class TaggingProtocol:
         client_ip: str,
         body_size: int,
         keepalive: bool,
+        ports: Callable[[], tuple[int, int]],
     ) -> bytes:
         encoded = self.http1.encode_request_head(
-            head, default_host, peer_ip, client_ip, body_size, keepalive
+            head, default_host, peer_ip, client_ip, body_size, keepalive, ports
         )
         return encoded[:-2] + b"x-protocol: tagging\r\n\r\n"
 

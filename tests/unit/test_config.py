@@ -27,6 +27,7 @@ from edgeproxy.config import (
     parse_config,
 )
 from edgeproxy.config.loader import ACCESS_LOG, ERROR_LOG, TOP
+from edgeproxy.config.model import QueueConfig
 from edgeproxy.config.schema import Block, Key, Later, Text
 from edgeproxy.config.servers import HTTP, RETURN, SERVER
 from edgeproxy.config.upstreams import PEER
@@ -612,11 +613,6 @@ NOT_YET = [
         "not supported yet (active health checks come in a later release)",
     ),
     (
-        "upstreams:\n  app:\n    protocol: uwsgi\n    servers: ['a:1']\n" + SERVERS,
-        "t.yaml:3: upstreams.app.protocol: "
-        "not supported yet (uwsgi protocol comes in a later release)",
-    ),
-    (
         server("    tls: {certificate: a.pem, key: a.key}\n"),
         "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
@@ -633,17 +629,6 @@ NOT_YET += [
         "shared_state: {redis: 'redis://127.0.0.1:6379/0'}\n" + SERVERS,
         "t.yaml:1: shared_state: "
         "not supported yet (limits shared across instances come in a later release)",
-    ),
-    (
-        "upstreams:\n  app:\n    servers:\n      - 'a:1'\n      - {address: 'b:1', down: true}\n"
-        + SERVERS,
-        "t.yaml:5: upstreams.app.servers[1].down: "
-        "not supported yet (servers marked down come in a later release)",
-    ),
-    (
-        "upstreams:\n  app:\n    servers: ['a:1']\n    queue: {size: 100, timeout: 30s}\n"
-        + SERVERS,
-        "t.yaml:4: upstreams.app.queue: not supported yet (request queues come in a later release)",
     ),
 ]
 
@@ -734,15 +719,13 @@ LATER_LOCATION_KEYS = (
 
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
-    no handler once its `root` is gone, and any peer marked `down`, which is never used)."""
+    no handler once its `root` is gone)."""
     for key in ("metrics", "shared_state"):
         doc.pop(key)
     for key in ("types", "charset"):
         doc["http"].pop(key)
     for upstream in doc["upstreams"].values():
         upstream.pop("health_check")
-        upstream.pop("queue")
-        upstream["servers"] = [p for p in upstream["servers"] if "down" not in p]
     for srv in doc["servers"]:
         srv.pop("tls", None)
         for loc in srv["locations"]:
@@ -764,12 +747,15 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     assert config.worker_connections == 10000
     app = config.upstreams["app"]
     assert app.balance == "least_conn"
+    assert app.queue == QueueConfig(size=100, timeout=30.0)
     assert [p.address for p in app.servers] == [
         Address("unix", path="/run/app/gunicorn.sock"),
         Address("tcp", "127.0.0.1", 8001),
         Address("tcp", "127.0.0.1", 8002),
+        Address("tcp", "127.0.0.1", 8003),
     ]
-    assert [p.backup for p in app.servers] == [False, False, True]
+    assert [p.backup for p in app.servers] == [False, False, True, False]
+    assert [p.down for p in app.servers] == [False, False, False, True]
     main, tls_less = config.servers
     assert main.server_name == ("example.com", "www.example.com")
     assert main.listen == (Address("tcp", "0.0.0.0", 8080), Address("tcp", "0.0.0.0", 8081))
