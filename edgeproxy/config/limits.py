@@ -135,7 +135,7 @@ def _redis_url(node: Node, path: str, scope: Scope) -> str:
             node, path, f"expected redis://HOST:PORT/DB, rediss://... or unix:///PATH, got {text!r}"
         )
     if url.scheme == "unix":
-        if not url.path.startswith("/"):
+        if url.hostname or not url.path.startswith("/"):
             raise Invalid(node, path, f"a unix:// URL needs an absolute socket path: {text!r}")
         db = dict(urllib.parse.parse_qsl(url.query)).get("db", "0")
     else:
