@@ -43,6 +43,9 @@ from edgeproxy.limits.zones import now_ms
 log = logging.getLogger("edgeproxy.limits")
 
 PROBE_INTERVAL = 0.5  # seconds between probes of a Redis found down
+# Calls of one zone start at least this far apart (seconds): a busy worker then makes at
+# most a few hundred calls a second per zone, however many requests they carry.
+SYNC_INTERVAL = 0.002
 BATCH_KEYS = 256  # keys per script call: a long script would stall Redis for everyone
 MAX_VIEWS = 65536  # keys a worker keeps a view of per zone; idle ones go first past this
 LINK_ERRORS = (RedisError, OSError, TimeoutError)
@@ -97,6 +100,14 @@ class RedisLink:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # a task nobody holds may be collected mid-flight
         task.add_done_callback(self._tasks.discard)
+
+    async def pace(self, zone: SharedRateZone | SharedConnectionZone) -> None:
+        """Wait until SYNC_INTERVAL has passed since `zone`'s previous call started."""
+        loop = asyncio.get_running_loop()
+        wait = zone.last_call + SYNC_INTERVAL - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        zone.last_call = loop.time()
 
     async def call(self, script: Any, keys: list[str], args: list[int | str]) -> list[int]:
         async with asyncio.timeout(self.config.timeout):
@@ -161,6 +172,7 @@ class SharedRateZone:
         self.views: dict[str, list[int]] = {}
         self.unsent: dict[str, int] = {}  # requests let through, not yet sent to Redis
         self.flushing = False
+        self.last_call = 0.0  # loop time the previous call started
         link.rate_zones.append(self)
 
     @property
@@ -197,6 +209,7 @@ class SharedRateZone:
         rate = self.bucket.rate
         try:
             while link.up and self.unsent:
+                await link.pace(self)
                 batch = list(self.unsent.items())[:BATCH_KEYS]
                 for key, _ in batch:
                     del self.unsent[key]
@@ -247,6 +260,7 @@ class SharedConnectionZone:
         self.counted_locally: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.flushing = False
+        self.last_call = 0.0
         link.connection_zones.append(self)
 
     @property
@@ -310,6 +324,7 @@ class SharedConnectionZone:
         lease_key = link.lease_prefix + link.holder
         try:
             while link.up and self.dirty:
+                await link.pace(self)
                 batch = list(self.dirty)[:BATCH_KEYS]
                 self.dirty.difference_update(batch)
                 counts = [self.mine.get(key, 0) for key in batch]

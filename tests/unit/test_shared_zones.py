@@ -103,7 +103,8 @@ async def test_without_waiting_an_instance_overshoots_by_at_most_what_one_round_
     await _settled(a)
     await _settled(b)
     # The shared bucket holds 10 requests for a budget of 5: both refuse from now on.
-    assert a.views["k"][0] >= 4000 and b.views["k"][0] == 9000
+    # (The one whose batch came second saw all ten; the other saw its own five.)
+    assert sorted([a.views["k"][0], b.views["k"][0]]) == [4000, 9000]
     assert a.take("k", now_ms()).kind == REJECT
     assert b.take("k", now_ms()).kind == REJECT
 
