@@ -29,11 +29,6 @@ import socket
 import urllib.parse
 from typing import Any
 
-import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from edgeproxy.config.model import SharedStateConfig, ZoneConfig
 from edgeproxy.limits.counters import ConnectionCounter, RateCounter
 from edgeproxy.limits.leaky import PASS, REJECT, Bucket, Outcome, take
@@ -48,7 +43,6 @@ PROBE_INTERVAL = 0.5  # seconds between probes of a Redis found down
 SYNC_INTERVAL = 0.002
 BATCH_KEYS = 256  # keys per script call: a long script would stall Redis for everyone
 MAX_VIEWS = 65536  # keys a worker keeps a view of per zone; idle ones go first past this
-LINK_ERRORS = (RedisError, OSError, TimeoutError)
 _DENIED = Outcome(REJECT, 0, 0, 1000)  # on_error deny: Retry-After 1
 
 
@@ -66,8 +60,16 @@ class RedisLink:
     """One worker's connection to the Redis of a `shared_state`, and whether it is up."""
 
     def __init__(self, config: SharedStateConfig) -> None:
+        # Imported here: an instance without shared_state never loads the client.
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
         self.config = config
         self.url = shown_url(config.redis)
+        # What a failed call raises (TimeoutError: slower than `timeout`).
+        self.errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
         # No retries inside the client: a failed call is the zone's on_error until a probe
         # succeeds, and every call is bounded by `timeout` here.
         self.client: Any = redis.asyncio.from_url(
@@ -118,7 +120,7 @@ class RedisLink:
         try:
             async with asyncio.timeout(self.config.timeout):
                 await self.client.ping()
-        except LINK_ERRORS as e:
+        except self.errors as e:
             self.failed(e)
             return
         log.info("shared zones count in Redis at %s", self.url)
@@ -142,7 +144,7 @@ class RedisLink:
             try:
                 async with asyncio.timeout(self.config.timeout):
                     await self.client.ping()
-            except LINK_ERRORS:
+            except self.errors:
                 continue
             self.up = True
             log.warning("Redis at %s answers again: shared zones count in it", self.url)
@@ -216,7 +218,7 @@ class SharedRateZone:
                 keys = [self.prefix + key for key, _ in batch]
                 try:
                     replies = await link.call(self.script, keys, [rate, 0, *(n for _, n in batch)])
-                except LINK_ERRORS as e:
+                except link.errors as e:
                     link.failed(e)
                     return
                 now = now_ms()
@@ -332,7 +334,7 @@ class SharedConnectionZone:
                 args: list[int | str] = [link.holder, lease_ms, link.lease_prefix, *counts]
                 try:
                     replies = await link.call(self.script, keys, args)
-                except LINK_ERRORS as e:
+                except link.errors as e:
                     link.failed(e)
                     return
                 for key, others in zip(batch, replies, strict=True):
