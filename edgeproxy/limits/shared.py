@@ -356,9 +356,24 @@ class SharedConnectionZone:
         self.dirty.clear()
 
 
+# This worker's links and zones, for the event loop that uses them (a client's connections
+# belong to one loop; a process that runs another loop, as tests do, starts afresh).
 _links: dict[SharedStateConfig, RedisLink] = {}
 _rate_zones: dict[ZoneConfig, SharedRateZone] = {}
 _connection_zones: dict[ZoneConfig, SharedConnectionZone] = {}
+_loop: list[asyncio.AbstractEventLoop | None] = [None]
+
+
+def _for_this_loop() -> None:
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not _loop[0]:
+        _links.clear()
+        _rate_zones.clear()
+        _connection_zones.clear()
+        _loop[0] = loop
 
 
 def _link(config: SharedStateConfig) -> RedisLink:
@@ -371,6 +386,7 @@ def _link(config: SharedStateConfig) -> RedisLink:
 def shared_rate(config: ZoneConfig, local: RateCounter) -> SharedRateZone:
     """This worker's counter of a shared rate zone (one per zone, whatever uses it)."""
     assert config.shared is not None
+    _for_this_loop()
     zone = _rate_zones.get(config)
     if zone is None:
         zone = _rate_zones[config] = SharedRateZone(config, _link(config.shared), local)
@@ -380,6 +396,7 @@ def shared_rate(config: ZoneConfig, local: RateCounter) -> SharedRateZone:
 
 def shared_connections(config: ZoneConfig, local: ConnectionCounter) -> SharedConnectionZone:
     assert config.shared is not None
+    _for_this_loop()
     zone = _connection_zones.get(config)
     if zone is None:
         zone = _connection_zones[config] = SharedConnectionZone(config, _link(config.shared), local)

@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+import redis.asyncio
 
-from tests.conftest import Gunicorn, free_port, wait_until
+from edgeproxy.limits import shared
+from tests.conftest import Gunicorn, Proxy, async_wait_until, free_port, wait_until
 from tests.integration.test_limits import _admitted, _open, request
 from tests.integration.test_master import Edge
 from tests.redis_server import RedisServer, needs_redis, redis_server
@@ -183,3 +186,47 @@ def test_redis_stopped_mid_load_gives_on_error_and_restarted_is_used_again(
         # Both instances count in it again (a restarted Redis starts empty).
         keys = client.keys("site1:rate:plenty:*")
     assert len(keys) == 40
+
+
+def test_an_instance_starts_with_redis_down_says_so_and_applies_on_error(
+    tmp_path: Path, gunicorn_a: Gunicorn
+) -> None:
+    edge = Edge(tmp_path, free_port(), gunicorn_a.address)
+    edge.extra_ports.append(free_port())
+    missing = f"unix://{tmp_path}/no-redis.sock"
+    edge.start(workers=1, top=_top(missing, "deny"), locations=LOCATIONS,
+               servers=_servers(edge.extra_ports[0]))  # fmt: skip
+    try:
+        wait_until(lambda: "shared zones use on_error=deny" in edge.errors(), 10, "logged")
+        assert request(edge.port, "127.0.0.5", "/plenty/").status == 429
+        assert request(edge.port, "127.0.0.5", "/healthz").status == 200  # no zone there
+    finally:
+        edge.stop()
+
+
+async def test_a_worker_in_process_counts_a_shared_zone_in_redis(
+    start_proxy: Callable[..., Awaitable[Proxy]], redis_server: RedisServer
+) -> None:
+    proxy = await start_proxy(
+        f"""shared_state: {{redis: "{redis_server.url}", prefix: inproc}}
+limits:
+  tight: {{rate: 1r/m, burst: 1, nodelay: true, shared: true}}
+servers:
+  - listen: "127.0.0.1:0"
+    limit_req: tight
+    locations: [{{path: /, return: {{status: 200}}}}]
+"""
+    )
+    client = redis.asyncio.Redis(unix_socket_path=str(redis_server.socket))
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url) as http:
+            statuses = []
+            for _ in range(4):
+                statuses.append((await http.get("/")).status_code)
+                await async_wait_until(
+                    lambda: not any(z.flushing for z in shared._rate_zones.values()), 5, "sent"
+                )
+        assert statuses == [200, 200, 429, 429]
+        assert await client.hget("inproc:rate:tight:127.0.0.1", "e") == b"1000"
+    finally:
+        await client.aclose()
