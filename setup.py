@@ -86,6 +86,10 @@ NOT_COMPILED = {
     "per request",
     "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
     "addresses with proxy_protocol",
+    "edgeproxy/limits/counters.py": "interfaces only",
+    "edgeproxy/limits/redis_scripts.py": "the Lua text of the scripts Redis runs",
+    "edgeproxy/limits/shared.py": "asyncio I/O through redis-py; per request it is a dict "
+    "lookup and a call of the compiled leaky.take, as a local zone's",
     "edgeproxy/server/accept_gate.py": "per connection only one len() check in a closure; "
     "the rest runs when worker_connections is reached",
     "edgeproxy/server/listeners.py": "binds the sockets once, in the master, before serving",

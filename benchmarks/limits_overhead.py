@@ -11,6 +11,7 @@ zones (the reference here is edgeproxy itself).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,17 @@ def _with_zones(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _start(ws: Workspace, backend: Endpoint, zones: bool) -> Endpoint:
+# A scenario's zones: given edgeproxy's config without zones and the scenario's temp dir,
+# the config with them.
+AddZones = Callable[[dict[str, Any], Path], dict[str, Any]]
+
+
+def _start(ws: Workspace, backend: Endpoint, add_zones: AddZones | None) -> Endpoint:
+    zones = add_zones is not None
+
     def make(port: int) -> dict[str, Any]:
         config = edgeproxy_config(ws, backend, port)
-        return _with_zones(config) if zones else config
+        return add_zones(config, ws.dir) if add_zones is not None else config
 
     endpoint = start_edgeproxy_with(ws, make)
     name = "zones" if zones else "no_zones"
@@ -57,16 +65,31 @@ def _start(ws: Workspace, backend: Endpoint, zones: bool) -> Endpoint:
 
 
 def measure_limits_overhead(opts: RunOptions) -> dict[str, Any]:
+    return measure_overhead(opts, "limits_overhead", lambda config, tmp: _with_zones(config))
+
+
+def measure_overhead(
+    opts: RunOptions,
+    scenario: str,
+    add_zones: AddZones,
+    target: float = TARGET,
+    start_services: Callable[[Workspace], None] | None = None,
+) -> dict[str, Any]:
+    """`scenario`: edgeproxy with the zones of `add_zones` against edgeproxy without them;
+    `start_services` starts what the zones need (a Redis) before the proxies."""
     assert opts.tools.wrk is not None
     wrk_bin = opts.tools.wrk
     per_round: list[dict[str, Any]] = []
-    with scenario_tmp("limits_overhead", opts.keep_tmp) as tmp, Children() as children:
+    with scenario_tmp(scenario, opts.keep_tmp) as tmp, Children() as children:
         backend = start_nginx_backend(Workspace(tmp, children, opts.tools))
+        if start_services is not None:
+            start_services(Workspace(tmp, children, opts.tools))
         proxies = []
         for zones in (False, True):
             sub = tmp / ("zones" if zones else "no_zones")
             sub.mkdir()
-            proxies.append(_start(Workspace(sub, children, opts.tools), backend, zones))
+            ws = Workspace(sub, children, opts.tools)
+            proxies.append(_start(ws, backend, add_zones if zones else None))
 
         def wrk(proxy: Endpoint, seconds: int) -> dict[str, Any]:
             pids = descendants(proxy.child.proc.pid) if proxy.child is not None else []
@@ -83,14 +106,14 @@ def measure_limits_overhead(opts: RunOptions) -> dict[str, Any]:
             for proxy in proxies:
                 entry[proxy.name] = figures = wrk(proxy, opts.duration)
                 log(
-                    f"  limits_overhead round {n}/{opts.rounds} {proxy.name:9} "
+                    f"  {scenario} round {n}/{opts.rounds} {proxy.name:9} "
                     f"{figures['requests_per_sec']:10,.0f} req/s  p99 {figures['p99_ms']:.2f}ms"
                 )
             per_round.append(entry)
-    return _summarize(per_round)
+    return _summarize(per_round, scenario, target)
 
 
-def _summarize(per_round: list[dict[str, Any]]) -> dict[str, Any]:
+def _summarize(per_round: list[dict[str, Any]], scenario: str, target: float) -> dict[str, Any]:
     names = ("zones", "no_zones")
     median = {
         name: {
@@ -110,7 +133,7 @@ def _summarize(per_round: list[dict[str, Any]]) -> dict[str, Any]:
     if errors["zones"] or errors["no_zones"]:
         met, met_text = False, f"no ({errors['zones']} + {errors['no_zones']} errors)"
     else:
-        met, met_text = ratio >= TARGET, "yes" if ratio >= TARGET else "no"
+        met, met_text = ratio >= target, "yes" if ratio >= target else "no"
     p99_ratio = zones["p99_ms"] / plain["p99_ms"] if plain["p99_ms"] else None
     return {
         "rounds": per_round,
@@ -119,9 +142,9 @@ def _summarize(per_round: list[dict[str, Any]]) -> dict[str, Any]:
         "ratio": ratio,
         "met": met,
         "met_text": met_text,
-        "target": f">={TARGET:g}x rps of edgeproxy without zones",
+        "target": f">={target:g}x rps of edgeproxy without zones",
         "notes": [
-            "limits_overhead: the nginx columns hold edgeproxy without zones (the reference); "
+            f"{scenario}: the nginx columns hold edgeproxy without zones (the reference); "
             f"with zones {zones['requests_per_sec']:,.0f} req/s, without "
             f"{plain['requests_per_sec']:,.0f} req/s (medians); CPU per request (master + "
             f"workers): with {zones.get('cpu_us_per_request', 0):.1f} us, without "

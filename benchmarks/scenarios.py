@@ -17,6 +17,7 @@ from typing import Any
 from idle import measure_idle
 from limits_overhead import measure_limits_overhead
 from servers import Endpoint, RunOptions, Workspace, start_gunicorn, start_nginx_backend
+from shared_zone_overhead import measure_shared_zone_overhead, redis_missing
 from slow import measure_attack, slowhttptest_missing
 from static_files import measure_static
 
@@ -135,6 +136,13 @@ SCENARIOS: dict[str, Scenario] = {
             summary="proxy_small with a rate zone and a connection zone never hit, "
             "against edgeproxy without them",
             measure=measure_limits_overhead,
+        ),
+        Scenario(
+            name="shared_zone_overhead",
+            summary="proxy_small with a rate zone and a connection zone shared through a "
+            "local Redis, never hit, against edgeproxy without zones",
+            measure=measure_shared_zone_overhead,
+            unavailable=redis_missing,
         ),
     ]
 }

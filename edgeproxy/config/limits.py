@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 from yaml.nodes import Node, ScalarNode
 
-from edgeproxy.config.model import AccessRule, ZoneConfig
+from edgeproxy.config.model import AccessRule, SharedStateConfig, ZoneConfig
 from edgeproxy.config.nodes import Fields, Invalid, items, string
 from edgeproxy.config.schema import (
-    SHARED_STATE,
     Block,
+    Choice,
+    Duration,
     Flag,
     Integer,
     Key,
-    Later,
     OneOf,
     Scope,
+    Section,
     Size,
 )
 from edgeproxy.config.units import parse_rate
@@ -75,7 +77,7 @@ ZONE = Block(
     Key("status", _status),
     Key("dry_run", Flag()),
     Key("size", Size()),
-    Later("shared", SHARED_STATE),
+    Key("shared", Flag()),
 )
 _RATE_ONLY = ("burst", "delay", "nodelay")
 
@@ -86,12 +88,18 @@ def read_zones(node: Node, path: str, scope: Scope) -> dict[str, ZoneConfig]:
     for name, value in f.values.items():
         if not _NAME_RE.fullmatch(name):
             raise f.key_error(name, "zone names may use only letters, digits, '_', '.', '-'")
-        zones[name] = _zone(name, ZONE.read(value, f.sub(name), scope).values, value, f.sub(name))
+        values = ZONE.read(value, f.sub(name), scope).values
+        zones[name] = _zone(name, values, value, f.sub(name), scope)
     return zones
 
 
-def _zone(name: str, values: dict[str, object], node: Node, path: str) -> ZoneConfig:
+def _zone(name: str, values: dict[str, object], node: Node, path: str, scope: Scope) -> ZoneConfig:
     got = Fields(node, path, None)
+    if values.pop("shared", False):
+        shared_state = scope.get("shared_state")
+        if not isinstance(shared_state, SharedStateConfig):
+            raise got.key_error("shared", "needs shared_state (a Redis) at the top level")
+        values["shared"] = shared_state
     if "connections" in values:
         for key in _RATE_ONLY:
             if key in values:
@@ -109,6 +117,53 @@ def _zone(name: str, values: dict[str, object], node: Node, path: str) -> ZoneCo
     if isinstance(size, int) and size < MIN_ZONE_SIZE:
         raise got.key_error("size", f"must be at least {MIN_ZONE_SIZE // 1024}k")
     return ZoneConfig(name=name, kind=kind, **values)  # type: ignore[arg-type]
+
+
+_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(node: Node, path: str, scope: Scope) -> str:
+    """The shape of a Redis URL (`-t` checks it; whether Redis answers is the workers' to say)."""
+    text = string(node, path)
+    try:
+        url = urllib.parse.urlsplit(text)
+        port = url.port  # raises on a port that is not a number or out of range
+    except ValueError as e:
+        raise Invalid(node, path, f"bad Redis URL {text!r}: {e}") from None
+    if url.scheme not in _URL_SCHEMES:
+        raise Invalid(
+            node, path, f"expected redis://HOST:PORT/DB, rediss://... or unix:///PATH, got {text!r}"
+        )
+    if url.scheme == "unix":
+        if url.hostname or not url.path.startswith("/"):
+            raise Invalid(node, path, f"a unix:// URL needs an absolute socket path: {text!r}")
+        db = dict(urllib.parse.parse_qsl(url.query)).get("db", "0")
+    else:
+        if not url.hostname:
+            raise Invalid(node, path, f"a {url.scheme}:// URL needs a host: {text!r}")
+        db = url.path.lstrip("/") or "0"
+        if port == 0:
+            raise Invalid(node, path, f"bad port in {text!r}")
+    if not db.isdigit():
+        raise Invalid(node, path, f"the database is a number, got {db!r} in {text!r}")
+    return text
+
+
+def _prefix(node: Node, path: str, scope: Scope) -> str:
+    text = string(node, path)
+    if not text or any(c.isspace() for c in text):
+        raise Invalid(node, path, f"a key prefix is one word, got {text!r}")
+    return text
+
+
+SHARED_STATE = Block(
+    Key("redis", _redis_url, required=True),
+    Key("timeout", Duration()),
+    Key("on_error", Choice(("local", "allow", "deny"))),
+    Key("prefix", _prefix),
+    Key("lease", Duration()),
+)
+read_shared_state = Section(SHARED_STATE, SharedStateConfig)
 
 
 def zone_reader(kind: str, what: str) -> Callable[[Node, str, Scope], ZoneConfig]:

@@ -15,12 +15,11 @@ from collections.abc import Callable
 import yaml
 from yaml.nodes import Node, ScalarNode
 
-from edgeproxy.config.limits import read_zones
+from edgeproxy.config.limits import read_shared_state, read_zones
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
 from edgeproxy.config.nodes import Invalid, integer, string
 from edgeproxy.config.schema import (
     METRICS,
-    SHARED_STATE,
     Block,
     Choice,
     Duration,
@@ -125,11 +124,11 @@ TOP = Block(
     Key("group", _account("group", grp.getgrnam)),
     Key("http", Section(HTTP, HttpSettings)),  # not in Config: each server holds its own
     Key("upstreams", read_upstreams),
+    Key("shared_state", read_shared_state),  # before `limits`, whose shared zones use it
     Key("limits", read_zones),  # before `servers`, whose limit_req / limit_conn name zones
     Key("servers", read_servers, required=True),
     Key("worker_connections", Integer(minimum=1)),
     Later("metrics", METRICS),
-    Later("shared_state", SHARED_STATE),
 )
 
 

@@ -144,6 +144,18 @@ class AccessRule:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedStateConfig:
+    """`shared_state:` the Redis that zones with `shared: true` count in (Envoy, Kong and
+    Traefik share their rate limits the same way)."""
+
+    redis: str  # redis://[:PASSWORD@]HOST[:PORT][/DB], rediss:// (TLS), unix:///PATH[?db=N]
+    timeout: float = 0.05  # every Redis call; slower counts as down (the contract's 50ms)
+    on_error: str = "local"  # Redis down or slow: local (the instance's own zone) | allow | deny
+    prefix: str = "edgeproxy"  # namespace of the keys: one per site sharing a Redis
+    lease: float = 10.0  # a dead instance's connection slots are freed this long after it dies
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneConfig:
     """A named limit of `limits:`, shared by every worker (nginx's limit_req_zone /
     limit_conn_zone); `kind` is "rate" (the `rate` key) or "connections"."""
@@ -160,6 +172,8 @@ class ZoneConfig:
     status: int = 0  # 0 = the kind's default: 429 for rate (RFC 6585), 503 for connections
     dry_run: bool = False  # log what would be limited; limit nothing
     size: int = 10 * 1024 * 1024  # nginx's usual zone size: 10m
+    # `shared: true`: counted across instances in the top-level shared_state's Redis
+    shared: SharedStateConfig | None = None
 
     @property
     def reject_status(self) -> int:
@@ -236,3 +250,4 @@ class Config:
     # Client connections per worker; past it the worker stops accepting until one ends.
     # nginx: worker_connections 512 (its example config: 1024); the contract's: 10000.
     worker_connections: int = 10000
+    shared_state: SharedStateConfig | None = None  # None: zones count per instance only

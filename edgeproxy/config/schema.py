@@ -48,7 +48,6 @@ UWSGI = "uwsgi protocol comes"
 QUEUE = "request queues come"
 DOWN = "servers marked down come"
 METRICS = "metrics come"
-SHARED_STATE = "limits shared across instances come"
 
 
 def later(feature: str) -> str:

@@ -8,9 +8,10 @@ import math
 
 from edgeproxy.config.model import AccessRule, ZoneConfig
 from edgeproxy.limits.access import AccessRules
+from edgeproxy.limits.counters import ConnectionCounter, RateCounter
 from edgeproxy.limits.keys import address_key, key_function
 from edgeproxy.limits.leaky import DELAY, PASS
-from edgeproxy.limits.zones import ConnectionZone, RateZone, now_ms
+from edgeproxy.limits.zones import now_ms
 from edgeproxy.server.request import Delay, Request, Verdict
 from edgeproxy.server.response import Answer
 
@@ -43,7 +44,8 @@ def rate_policy(zone: ZoneConfig) -> bytes:
 
 
 class RateLimitPhase:
-    """`limit_req`: nginx's leaky bucket per key, shared by every worker of the instance.
+    """`limit_req`: nginx's leaky bucket per key, shared by every worker of the instance
+    (and by every instance for a `shared` zone: edgeproxy.limits.shared).
 
     Within the burst, a request over the rate is delayed (unless nodelay, or within the
     first `delay`); beyond it, refused with the zone's status, Retry-After and the
@@ -51,7 +53,7 @@ class RateLimitPhase:
 
     __slots__ = ("dry_run", "key_of", "name", "policy", "status", "zone")
 
-    def __init__(self, zone: RateZone) -> None:
+    def __init__(self, zone: RateCounter) -> None:
         config = zone.config
         self.name = f"limiting requests by zone {config.name!r}"
         self.zone = zone
@@ -106,7 +108,7 @@ class ConnectionLimitPhase:
 
     __slots__ = ("answer", "key_of", "name", "zone")
 
-    def __init__(self, zone: ConnectionZone) -> None:
+    def __init__(self, zone: ConnectionCounter) -> None:
         config = zone.config
         self.name = f"limiting connections by zone {config.name!r}"
         self.zone = zone

@@ -22,6 +22,8 @@ from edgeproxy.config.model import (
     ServerConfig,
     StaticFiles,
 )
+from edgeproxy.limits.counters import ConnectionCounter, RateCounter
+from edgeproxy.limits.shared import shared_connections, shared_rate
 from edgeproxy.limits.zones import store
 from edgeproxy.server.limit_phases import AccessPhase, ConnectionLimitPhase, RateLimitPhase
 from edgeproxy.server.phases import ClientAddressPhase
@@ -75,13 +77,23 @@ def _access(server: ServerConfig, location: Location | None) -> RequestPhase | N
 
 def _limit_req(server: ServerConfig, location: Location | None) -> RequestPhase | None:
     zone = location.limit_req if location is not None and location.limit_req else server.limit_req
-    return RateLimitPhase(store().rate(zone)) if zone is not None else None
+    if zone is None:
+        return None
+    counter: RateCounter = store().rate(zone)
+    if zone.shared is not None:  # counted across instances; the instance's own zone for on_error
+        counter = shared_rate(zone, counter)
+    return RateLimitPhase(counter)
 
 
 def _limit_conn(servers: Sequence[ServerConfig]) -> ConnectionPhase | None:
     # Checked at accept, before a Host names a server: the first zone the address's servers name.
     zone = next((server.limit_conn for server in servers if server.limit_conn), None)
-    return ConnectionLimitPhase(store().connections(zone)) if zone is not None else None
+    if zone is None:
+        return None
+    counter: ConnectionCounter = store().connections(zone)
+    if zone.shared is not None:
+        counter = shared_connections(zone, counter)
+    return ConnectionLimitPhase(counter)
 
 
 # In the order they run: who the client is first, then what it may do.

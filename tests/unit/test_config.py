@@ -603,11 +603,6 @@ def test_error_carries_where_and_what_separately() -> None:
 # Keys of the contract that a later release implements: refused at the line of the key.
 NOT_YET = [
     (
-        "limits:\n  per_ip: {key: client_ip, rate: 10r/s, shared: true}\n" + SERVERS,
-        "t.yaml:2: limits.per_ip.shared: "
-        "not supported yet (limits shared across instances come in a later release)",
-    ),
-    (
         "upstreams:\n  app:\n    servers: ['a:1']\n    health_check: {path: /healthz}\n" + SERVERS,
         "t.yaml:4: upstreams.app.health_check: "
         "not supported yet (active health checks come in a later release)",
@@ -624,11 +619,6 @@ NOT_YET += [
     (
         "metrics: {listen: '127.0.0.1:9145', path: /metrics}\n" + SERVERS,
         "t.yaml:1: metrics: not supported yet (metrics come in a later release)",
-    ),
-    (
-        "shared_state: {redis: 'redis://127.0.0.1:6379/0'}\n" + SERVERS,
-        "t.yaml:1: shared_state: "
-        "not supported yet (limits shared across instances come in a later release)",
     ),
 ]
 
@@ -720,8 +710,7 @@ LATER_LOCATION_KEYS = (
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
     no handler once its `root` is gone)."""
-    for key in ("metrics", "shared_state"):
-        doc.pop(key)
+    doc.pop("metrics")
     for key in ("types", "charset"):
         doc["http"].pop(key)
     for upstream in doc["upstreams"].values():
