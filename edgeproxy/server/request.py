@@ -15,6 +15,8 @@ that build them from the config are in edgeproxy.server.routes.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from edgeproxy.config.model import Location, ServerConfig
@@ -33,6 +35,13 @@ class Client(Protocol):
 
     def abort(self) -> None:
         """Drop the connection: part of a response went out and the rest cannot follow."""
+
+    def hand_over(self, protocol: asyncio.Protocol) -> Callable[[], None]:
+        """After a 101 written whole, instead of `handler_done`: `protocol` owns the
+        client's transport from now on (it hears `connection_made`, then the bytes the
+        client sent past the request). Returns what `protocol` must call once its
+        connection is lost (edgeproxy.server.connection says what that releases)."""
+        ...
 
 
 class Responder(Protocol):
