@@ -219,7 +219,8 @@ async def test_flow_control_holds_the_upstream_when_the_client_does_not_read(
     start_proxy, ws_upstream
 ) -> None:
     proxy = await start_proxy(ws_yaml(ws_upstream))
-    async with ws_connect(proxy.port, "/flood") as ws:
+    ws = await ws_connect(proxy.port, "/flood")
+    try:
         ws.transport.pause_reading()  # the client takes nothing
         (client_side,) = proxy.worker.connections
         client_end = client_side.transport.get_protocol()  # the tunnel's end, after the 101
@@ -239,6 +240,68 @@ async def test_flow_control_holds_the_upstream_when_the_client_does_not_read(
             if ws_upstream.flood_sent > sent_while_held + 16 * MIB:
                 break
         assert ws_upstream.flood_sent > sent_while_held + 16 * MIB
+    finally:
+        ws.transport.abort()  # a close handshake would queue behind the flood
+    await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "the tunnel released")
+
+
+async def test_flow_control_holds_the_client_when_the_upstream_does_not_read(
+    start_proxy, ws_upstream
+) -> None:
+    proxy = await start_proxy(ws_yaml(ws_upstream))
+    ws = await ws_connect(proxy.port, "/hold")  # the server reads nothing past its queue
+
+    async def flood() -> None:
+        chunk = os.urandom(MIB)
+        for _ in range(256):  # bounded, as the server's flood
+            await ws.send(chunk)
+
+    sending = asyncio.ensure_future(flood())
+    try:
+        (client_side,) = proxy.worker.connections
+        client_end = client_side.transport.get_protocol()
+        await async_wait_until(
+            lambda: not client_side.transport.is_reading(), TIMEOUT, "the proxy to stop reading"
+        )
+        assert client_end.other.transport.get_write_buffer_size() < 2 * MIB
+        assert not sending.done()  # the client's sends are held back, not all taken
+    finally:
+        sending.cancel()
+        ws.transport.abort()  # (its FIN waits behind the data the proxy does not read)
+        for server_side in ws_upstream.connections:
+            server_side.transport.abort()  # which the proxy hears at once
+    await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "the tunnel released")
+
+
+def masked_frame(payload: bytes) -> bytes:
+    """A client's text frame (RFC 6455 5.2), masked with a fixed key; payload < 126 bytes."""
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + key + masked
+
+
+async def test_bytes_sent_with_the_upgrade_request_reach_the_upstream(
+    start_proxy, ws_upstream
+) -> None:
+    """A client may send its first frames right behind the request, before the 101."""
+    proxy = await start_proxy(ws_yaml(ws_upstream))
+    client = await Client.connect(proxy.port)
+    await client.send(
+        b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        + masked_frame(b"early") + masked_frame(b"bird")
+    )
+    head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    lowered = head.lower()
+    assert b"\r\nupgrade: websocket\r\n" in lowered
+    assert b"\r\nconnection: upgrade\r\n" in lowered
+    assert b"sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in lowered  # RFC 6455's
+    assert b"content-length" not in lowered and b"transfer-encoding" not in lowered
+    echoed = await asyncio.wait_for(client.reader.readexactly(2 + 5 + 2 + 4), TIMEOUT)
+    assert echoed == b"\x81\x05early\x81\x04bird"
+    client.close()
+    await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "the tunnel released")
 
 
 async def test_an_upgrade_the_upstream_refuses_is_relayed(start_proxy, ws_upstream) -> None:
