@@ -22,6 +22,7 @@ count of connections in flight on the peer end there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -141,10 +142,8 @@ class TunnelEnd(asyncio.Protocol):
             return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
+            with contextlib.suppress(OSError):  # already gone: the abort is all there is
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-            except OSError:
-                pass  # already gone: the abort below is all there is to do
         transport.abort()
 
 

@@ -20,7 +20,7 @@ from websockets.http11 import Request, Response
 
 from tests.conftest import async_wait_until
 from tests.integration.fake_upstreams import proxy_yaml
-from tests.integration.raw_http import Client, RecordingUpstream
+from tests.integration.raw_http import Client
 
 TIMEOUT = 30.0
 MIB = 1024 * 1024
@@ -99,7 +99,8 @@ def ws_yaml(upstream: WebSocketUpstream, read_timeout: str = "30s", access_log: 
     yaml_text = proxy_yaml([upstream.address], upstream=f"read_timeout: {read_timeout}")
     if access_log:
         yaml_text = yaml_text.replace(
-            "access_log: {format: off}", f"access_log: {{path: {access_log}, format: json, flush: 0}}"
+            "access_log: {format: off}",
+            f"access_log: {{path: {access_log}, format: json, flush: 0}}",
         )
     return yaml_text
 
@@ -289,7 +290,8 @@ async def test_bytes_sent_with_the_upgrade_request_reach_the_upstream(
     await client.send(
         b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        + masked_frame(b"early") + masked_frame(b"bird")
+        + masked_frame(b"early")
+        + masked_frame(b"bird")
     )
     head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
     assert head.startswith(b"HTTP/1.1 101 ")
