@@ -384,3 +384,38 @@ async def test_the_access_log_has_one_101_line_per_tunnel(
         assert entry["status"] == 101
     await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "the tunnel released")
     assert len(log_path.read_text().splitlines()) == 1  # not again when it ends
+
+
+async def test_an_open_tunnel_counts_as_a_connection_until_it_closes(
+    start_proxy, ws_upstream
+) -> None:
+    """For limit_conn, and as a connection in flight on its server."""
+    yaml_text = ws_yaml(ws_upstream).replace(
+        "servers:\n  - listen:", "servers:\n  - limit_conn: one\n    listen:"
+    )
+    proxy = await start_proxy("limits: {one: {connections: 1}}\n" + yaml_text)
+    (peer,) = proxy.worker.pools["app"].peers
+    async with ws_connect(proxy.port, "/echo") as ws:
+        await ws.send("x")
+        assert await recv(ws) == "x"
+        assert peer.active == 1
+        client = await Client.connect(proxy.port)  # a second connection from this address
+        assert (await client.response()).status == 503
+        client.close()
+    await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "the tunnel released")
+    async with ws_connect(proxy.port, "/echo") as ws:  # its slot is free again
+        await ws.send("y")
+        assert await recv(ws) == "y"
+
+
+async def test_a_graceful_stop_closes_open_tunnels_at_its_deadline(
+    start_proxy, ws_upstream
+) -> None:
+    proxy = await start_proxy(ws_yaml(ws_upstream))
+    async with ws_connect(proxy.port, "/echo") as ws:
+        await ws.send("x")
+        assert await recv(ws) == "x"
+        await asyncio.wait_for(proxy.worker.stop(timeout=0.5), TIMEOUT)
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+    await async_wait_until(lambda: bool(ws_upstream.closed), TIMEOUT, "the server saw the close")
