@@ -419,3 +419,19 @@ async def test_a_graceful_stop_closes_open_tunnels_at_its_deadline(
         with pytest.raises(ConnectionClosed):
             await recv(ws)
     await async_wait_until(lambda: bool(ws_upstream.closed), TIMEOUT, "the server saw the close")
+
+
+async def test_a_101_to_another_protocol_than_asked_is_502(start_proxy, recorder) -> None:
+    recorder.response = (
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    )
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    assert response.status == 502
+    (sent,) = recorder.requests
+    assert b"\r\nupgrade: websocket\r\n" in sent.lower()
+    client.close()
+    await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "nothing left open")
