@@ -248,8 +248,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._reader = None
         self._switched = early
         exchange.on_switching_protocols(head)
-        if self._switched is not None and not self.closed:
-            self.abort_exchange()  # neither detached nor dropped: never left half-open
+        # Neither detached nor dropped: never left half-open. (`_exchange`, not
+        # `_switched`: the compiled code would take that one as still the list set above.)
+        if self._exchange is not None:
+            self.abort_exchange()
 
     def _fail(self, error: UpstreamError) -> None:
         exchange = self._exchange
