@@ -1,7 +1,8 @@
 """The request path's vocabulary: a complete request, the route it took, and the three
 interfaces that plug into it.
 
-- a **Handler** answers a request (proxy_pass, return; static files and tunnels next);
+- a **Handler** answers a request (proxy_pass, return, static files); after a 101 it may
+  hand the client connection over to another protocol (`Client.hand_over`: a tunnel);
 - a **RequestPhase** runs before the handler, in a declared order, and may answer on its
   own or delay the handler (client address, access rules, rate limits);
 - a **ConnectionPhase** runs when a connection is accepted and when it ends (connection
