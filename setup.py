@@ -67,6 +67,7 @@ COMPILED = (
     "edgeproxy/server/static/responder.py",
     "edgeproxy/server/static/types.py",
     "edgeproxy/server/static/validators.py",
+    "edgeproxy/server/tunnel.py",  # every byte of every WebSocket goes through it
     "edgeproxy/timer.py",
     "edgeproxy/upstream/balancers.py",
     "edgeproxy/upstream/connection.py",

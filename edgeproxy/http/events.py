@@ -26,6 +26,7 @@ class RequestHead:
         "keep_alive",
         "method",
         "target",
+        "upgrade",
         "version",
     )
 
@@ -40,6 +41,7 @@ class RequestHead:
         self.chunked = False
         self.keep_alive = True
         self.expect_continue = False
+        self.upgrade = False  # a WebSocket upgrade, to be tunnelled after the peer's 101
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method!r}, {self.target!r}, {self.version!r}, {self.headers!r})"

@@ -19,8 +19,14 @@ from edgeproxy.http.response_reader import ResponseReader
 from edgeproxy.http.rules import BAD_REQUEST
 
 # A throwaway request that moves a client-role h11 connection to the state where it
-# accepts a response. Our reader frames the body; h11 only needs to see the head.
-_PRIMING_REQUEST: Final = h11.Request(method="GET", target="/", headers=[("Host", "upstream")])
+# accepts a response. Our reader frames the body; h11 only needs to see the head. It
+# proposes an upgrade so that h11 parses a 101 too: whether one was asked for is the
+# response reader's business.
+_PRIMING_REQUEST: Final = h11.Request(
+    method="GET",
+    target="/",
+    headers=[("Host", "upstream"), ("Connection", "upgrade"), ("Upgrade", "websocket")],
+)
 
 _FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
 _HIDDEN_NAME: Final = b"x"  # what h11 sees instead of a framing field's name

@@ -58,6 +58,7 @@ class HttptoolsResponseParser:
         "_parser",
         "_reason",
         "_seen",
+        "_upgrade",
         "_version",
         "body",
         "complete",
@@ -71,10 +72,11 @@ class HttptoolsResponseParser:
         self._kept = bytearray()
         self.reset(b"GET")
 
-    def reset(self, request_method: bytes) -> None:
+    def reset(self, request_method: bytes, upgrade: bool = False) -> None:
         """Ready for the response to the next request on the same connection."""
         if self._parser is None:
             self._parser = _new_parser(self)
+        self._upgrade = upgrade  # a 101 is accepted (and ends the response at its head)
         self._head_only = request_method == b"HEAD"
         self.head: ResponseHead | None = None
         self.body: list[bytes] = []
@@ -105,9 +107,13 @@ class HttptoolsResponseParser:
                 self._version = data[5:8]
         try:
             parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._parser = None
-            raise MalformedResponse("unexpected 101 Switching Protocols") from None
+        except httptools.HttpParserUpgrade as switched:
+            self._parser = None  # what follows is another protocol's
+            if not self.complete:  # (on_headers_complete refused a 101 not asked for)
+                raise MalformedResponse("unexpected 101 Switching Protocols") from None
+            offset = switched.args[0]
+            if offset < len(data):
+                self.body.append(data[offset:])
         except httptools.HttpParserError as exc:
             self._parser = None  # llhttp stays in its error state: a new one for the next
             cause = exc.__context__  # what one of our callbacks raised, if one did
@@ -184,7 +190,10 @@ class HttptoolsResponseParser:
         status = parser.get_status_code()
         if status < 200:
             if status == 101:
-                raise MalformedResponse("unexpected 101 Switching Protocols")
+                if not self._upgrade:
+                    raise MalformedResponse("unexpected 101 Switching Protocols")
+                self._switched(parser)
+                return
             self._interim = True  # e.g. 100 Continue or 103 Early Hints: not passed on
             self._interims += 1
             self._headers = []
@@ -202,6 +211,14 @@ class HttptoolsResponseParser:
             # llhttp cannot be told that a HEAD response has no body: end it here.
             self.complete = True
             raise _StopParsing
+
+    def _switched(self, parser: httptools.HttpResponseParser) -> None:
+        """A 101 asked for: the response ends at its head; llhttp then stops with
+        HttpParserUpgrade at the first byte of the new protocol (see `feed`)."""
+        head = ResponseHead(101, self._reason, parser.get_http_version().encode(), self._headers)
+        head.keep_alive = False
+        self.head = head
+        self.complete = True
 
     def on_body(self, data: bytes) -> None:
         if not self.complete:

@@ -37,7 +37,11 @@ class ResponseParser(Protocol):
     body: list[bytes]
     complete: bool
 
-    def reset(self, request_method: bytes) -> None: ...
+    def reset(self, request_method: bytes, upgrade: bool = False) -> None:
+        """Ready for the next response. With `upgrade` (a WebSocket upgrade was asked for)
+        a 101 is accepted: the response is `complete` at its head, and `body` then holds
+        the bytes that followed the head (the new protocol's). Without it a 101 is
+        malformed."""
 
     def feed(self, data: bytes) -> None: ...
 

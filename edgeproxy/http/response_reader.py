@@ -21,7 +21,7 @@ from edgeproxy.http.framing import (
     UntilCloseDecoder,
 )
 from edgeproxy.http.interface import HeadCodec, MalformedResponse
-from edgeproxy.http.reader import BODY, HEAD, NO_BODY, HeadScanner
+from edgeproxy.http.reader import BODY, DONE, HEAD, NO_BODY, HeadScanner
 from edgeproxy.http.rules import comma_tokens, single_length
 
 MAX_RESPONSE_HEAD: Final = (
@@ -94,21 +94,25 @@ class ResponseReader(HeadScanner):
 
     The ResponseParser interface (edgeproxy.http.interface): `feed` bytes, then read `head`,
     take the `body` pieces, and check `complete`. Raises MalformedResponse.
-    Informational (1xx) responses are skipped: we never ask for 100-continue or upgrades.
+    Informational (1xx) responses are skipped: we never ask for 100-continue. A 101 ends
+    the response at its head when an upgrade was asked for (`reset`), and is malformed
+    otherwise.
     """
 
-    __slots__ = ("body", "complete", "head", "head_only", "parse_head")
+    __slots__ = ("body", "complete", "head", "head_only", "parse_head", "upgrade")
 
     def __init__(self, codec: HeadCodec, parse_head: Callable[[bytes], ResponseHead]) -> None:
         super().__init__(codec, MAX_RESPONSE_HEAD)
         self.parse_head = parse_head
         self.head_only = False
+        self.upgrade = False
         self.head: ResponseHead | None = None
         self.body: list[bytes] = []
         self.complete = False
 
-    def reset(self, request_method: bytes) -> None:
+    def reset(self, request_method: bytes, upgrade: bool = False) -> None:
         """Ready for the response to the next request on the same connection."""
+        self.upgrade = upgrade
         self.buf.clear()
         self._scan_from = self._checked_to = 0
         self.head_only = request_method == b"HEAD"
@@ -157,11 +161,23 @@ class ResponseReader(HeadScanner):
             if head.status >= 200:
                 break
             if head.status == 101:
-                raise MalformedResponse("unexpected 101 Switching Protocols")
+                if not self.upgrade:
+                    raise MalformedResponse("unexpected 101 Switching Protocols")
+                return self._switched(head)
         self._decoder = self._frame(head)
         self._state = BODY
         self.head = head
         return head
+
+    def _switched(self, head: ResponseHead) -> EndOfMessage:
+        """A 101: what follows its head is the new protocol's, handed on as it is."""
+        head.keep_alive = False
+        self.head = head
+        self._state = DONE
+        if self.buf:
+            self.body.append(bytes(self.buf))
+            self.buf.clear()
+        return END_OF_MESSAGE
 
     def _frame(self, head: ResponseHead) -> BodyDecoder:
         framing = response_framing(head, self.head_only)

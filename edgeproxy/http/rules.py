@@ -26,6 +26,12 @@ both codecs to each):
       (identity, gzip, xchunked, stacked, twice)       501    RFC 9112 6.1 (as nginx)
     CONNECT                                            405    RFC 9110 9.3.6 (no tunnels)
     Expect other than 100-continue (or repeated)       417    RFC 9110 10.1.1
+    a WebSocket upgrade that is not a bodiless GET     400    RFC 6455 4.1
+
+Upgrades: an HTTP/1.1 request whose Connection lists "upgrade" and whose Upgrade is exactly
+"websocket" is marked `head.upgrade` (the proxy tunnels it after the peer's 101). Any other
+Upgrade (h2c, several protocols, HTTP/1.0) is ignored as RFC 9110 7.8 allows: the field is
+hop-by-hop, so the request goes on as plain HTTP/1.1 without it.
 
 Where a request has several faults with statuses other than 400, the first in this table
 is answered.
@@ -73,14 +79,16 @@ _HASH: Final = 0x23  # "#"
 _AT: Final = 0x40  # "@"
 
 # The request fields the shared rules look at (none has an underscore: see the filter).
-_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT = range(5)
+_HOST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING, _EXPECT, _UPGRADE = range(6)
 _RULE_FIELDS: Final = {
     b"host": _HOST,
     b"connection": _CONNECTION,
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
 }
+_WEBSOCKET: Final = [b"websocket"]  # the one upgrade tunnelled
 
 
 def check_raw_head(head: bytes | bytearray) -> str | None:
@@ -141,6 +149,7 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
     connection: list[bytes] = []
     hosts: list[bytes] = []
     expect: list[bytes] = []
+    upgrade: list[bytes] = []
     underscores = False
     for name, value in head.headers:
         field = _RULE_FIELDS.get(name)  # one lookup rather than five comparisons
@@ -155,8 +164,10 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
             lengths.append(value)
         elif field == _TRANSFER_ENCODING:
             codings.append(value)
-        else:
+        elif field == _EXPECT:
             expect.append(value)
+        else:
+            upgrade.append(value)
     if underscores:
         # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.
         head.headers = [item for item in head.headers if _UNDERSCORE not in item[0]]
@@ -216,13 +227,25 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
         if not _HOST_RE.match(host):
             raise _refuse("invalid Host")
         known_host = host
+    connection_tokens: Sequence[bytes] = comma_tokens(connection) if connection else ()
+    if (
+        upgrade
+        and http11
+        and b"upgrade" in connection_tokens
+        and comma_tokens(upgrade) == _WEBSOCKET
+    ):
+        if method != b"GET" or head.chunked or head.content_length:
+            # Where its body would end and the WebSocket's bytes begin is nobody's guess.
+            raise _refuse("WebSocket upgrade that is not a GET without a body")
+        head.upgrade = True
 
     # --- the rules with a status of their own ---
     if status:
         raise ClientError(status, _REASONS[status])
     if connection:
-        tokens = comma_tokens(connection)
-        head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
+        head.keep_alive = (
+            b"close" not in connection_tokens if http11 else b"keep-alive" in connection_tokens
+        )
     else:
         head.keep_alive = http11
     if expect:

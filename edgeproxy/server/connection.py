@@ -13,11 +13,15 @@ Its states, and the only method that changes them (`_enter`, with the timer of e
     LINGER  a refused request was answered; what      LINGER_TIMEOUT, then close
             the client still sends is dropped
     CLOSED  closed by us or by the client             none
+    HANDED_OVER  after a 101, another protocol owns   none here (the tunnel has its own)
+            the transport (`hand_over`); the TCP
+            connection still counts until it ends
 
     HEADER -> BODY -> BUSY (or HEADER -> BUSY without a body); BUSY -> IDLE or HEADER
     (pipelined bytes) when the response is done and the connection stays open; IDLE ->
     HEADER when a head begins but does not arrive whole (a whole one goes on at once, with
-    no timer to move); HEADER/BODY -> LINGER on a refused request or a timeout.
+    no timer to move); HEADER/BODY -> LINGER on a refused request or a timeout; BUSY ->
+    HANDED_OVER when the handler switched protocols, then CLOSED when that connection ends.
 
 There is no task per request: the reading loop (`_read`) runs in data_received, and a
 handler that answers later calls `handler_done`, which reads on.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Final, cast
 
 from edgeproxy.config.model import HttpSettings
@@ -51,6 +56,7 @@ BUSY: Final = 2
 IDLE: Final = 3
 LINGER: Final = 4
 CLOSED: Final = 5
+HANDED_OVER: Final = 6
 LINGER_TIMEOUT: Final = 5.0  # nginx lingering_timeout: 5s
 _UNPARSED: Final = RequestHead(b"", b"", b"", [])
 # Shared by every bodiless request; nothing ever writes to it.
@@ -143,7 +149,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        if state >= LINGER:  # LINGER or CLOSED: nothing more is read
+        if state >= LINGER:  # LINGER, CLOSED or HANDED_OVER: nothing more is read
             return
         self.reader.feed(data)
         if state == BUSY:
@@ -163,15 +169,10 @@ class DownstreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.timer.close()  # the timer's callback is our bound method: a cycle, cut here
-        self.state = CLOSED
-        self.services.connections.discard(self)
+        self._closed()
         out = self.out
         out.lost = True
         out.writable = False
-        for phase in self.admitted:
-            phase.release(self.peer_ip)
-        self.admitted = ()
         delayed = self.delayed
         if delayed is not None:
             self.delayed = None
@@ -185,6 +186,15 @@ class DownstreamConnection(asyncio.Protocol):
             self._finish_request(out.status if out.started else 499)
         elif self.request is not None:  # gone while sending it
             self.request.body.close()
+
+    def _closed(self) -> None:
+        """The TCP connection ended (from connection_lost, or after a hand-over)."""
+        self.timer.close()  # the timer's callback is our bound method: a cycle, cut here
+        self.state = CLOSED
+        self.services.connections.discard(self)
+        for phase in self.admitted:
+            phase.release(self.peer_ip)
+        self.admitted = ()
 
     def pause_writing(self) -> None:
         self.out.writable = False
@@ -347,6 +357,41 @@ class DownstreamConnection(asyncio.Protocol):
             local[1] if isinstance(local, tuple) else 0,
             peer[1] if isinstance(peer, tuple) else 0,
         )
+
+    def hand_over(self, protocol: asyncio.Protocol) -> Callable[[], None]:
+        """After a 101 written whole: `protocol` owns the transport from here on.
+
+        The request is logged (with its 101) and released now, and this object reads and
+        times nothing more. `protocol` hears `connection_made`, then `data_received` with
+        the bytes the client sent past the request, `eof_received` if the client had
+        half-closed already, and `pause_writing` if the transport is over its high-water
+        mark. Returns what to call once its connection is lost: until then the connection
+        still counts for the connection phases (limits) and the worker's connections, and
+        a graceful stop still waits for it and aborts it.
+        """
+        transport = self.transport
+        out = self.out
+        full = not out.writable
+        self.responder = None
+        self._finish_request(out.status)
+        self._enter(HANDED_OVER)
+        out.lost = True  # nothing more is written as HTTP
+        out.writable = False
+        buffered = self.reader.buf
+        early = bytes(buffered)
+        buffered.clear()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if early:
+            protocol.data_received(early)
+        if self.peer_eof:
+            protocol.eof_received()
+        if full:
+            protocol.pause_writing()
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        return self._closed
 
     # --- between requests ---
 

@@ -1,5 +1,8 @@
 """proxy_pass: send the complete request to a peer, relay the response, retry safely.
 
+A WebSocket upgrade goes the same way; the peer's answer decides: a 101 joins the two
+connections in a Tunnel (edgeproxy.server.tunnel), anything else is relayed as any response.
+
 Retries follow nginx's next_upstream: a failed connect may always go to the next peer (the
 request never left); other errors and timeouts only for idempotent methods unless
 `non_idempotent` is listed; 502/503/504 answers only when `http_50x` is listed. Nothing is
@@ -16,11 +19,13 @@ from typing import Final
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
-from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end
+from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end, header_values
+from edgeproxy.http.rules import comma_tokens
 from edgeproxy.server.body import ResponseSpool
 from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
 from edgeproxy.server.static.accel import InternalRedirects, redirect_target
+from edgeproxy.server.tunnel import Tunnel
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.pool import UpstreamPool
@@ -29,6 +34,8 @@ log = logging.getLogger("edgeproxy.proxy")
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 RETRY_STATUS: Final = {502: "http_502", 503: "http_503", 504: "http_504"}
+# The fields of our 101: hop-by-hop, so dropped from the peer's with the others.
+_SWITCH_FIELDS: Final = [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
 
 
 class ProxyHandler:
@@ -246,7 +253,8 @@ class ProxyExchange:
     def _begin(self, conn: UpstreamConnection, reused: bool) -> None:
         self.conn = conn
         self.reused = reused
-        conn.begin(self, self.request.head.method, self.pool.config.read_timeout)
+        head = self.request.head
+        conn.begin(self, head.method, self.pool.config.read_timeout, head.upgrade)
         parts = self.request.body.in_memory()
         if parts is not None:
             conn.write_parts(self.request_head, parts)
@@ -304,6 +312,34 @@ class ProxyExchange:
             self._deliver(chunk)
         if complete:
             self._upstream_finished()
+
+    def on_switching_protocols(self, head: ResponseHead) -> None:
+        """The peer accepted the WebSocket upgrade: answer 101, then tunnel both ways."""
+        conn = self.conn
+        peer = self.peer
+        assert conn is not None and peer is not None
+        self.conn = None
+        self.request.upstream_status = 101
+        if comma_tokens(header_values(head.headers, b"upgrade")) != [b"websocket"]:
+            log.error("upstream %s: %s switched to another protocol than asked",
+                      self.pool.name, peer.name)  # fmt: skip
+            conn.abort_exchange()
+            self.pool.record_failure(peer, UpstreamError("error", "wrong upgrade"))
+            self._give_up()
+            return
+        peer.record_success()
+        out = self.client.out
+        # Not closed after this response: the connection becomes the tunnel.
+        out.keep_alive = True
+        headers = end_to_end(head.headers, RESPONSE_REPLACED)
+        headers += _SWITCH_FIELDS
+        out.send_head(101, headers, None, head.reason)
+        self.head_sent = True
+        self._close()
+        name = f"{self.request.client_ip} -> {peer.name}"
+        tunnel = Tunnel(self.pool.loop, self.pool.config.read_timeout, name)
+        tunnel.client.on_lost = self.client.hand_over(tunnel.client)
+        tunnel.upstream.on_lost = conn.detach(tunnel.upstream)
 
     def on_upstream_error(self, error: UpstreamError) -> None:
         conn = self.conn

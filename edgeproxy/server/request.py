@@ -1,7 +1,8 @@
 """The request path's vocabulary: a complete request, the route it took, and the three
 interfaces that plug into it.
 
-- a **Handler** answers a request (proxy_pass, return; static files and tunnels next);
+- a **Handler** answers a request (proxy_pass, return, static files); after a 101 it may
+  hand the client connection over to another protocol (`Client.hand_over`: a tunnel);
 - a **RequestPhase** runs before the handler, in a declared order, and may answer on its
   own or delay the handler (client address, access rules, rate limits);
 - a **ConnectionPhase** runs when a connection is accepted and when it ends (connection
@@ -15,7 +16,8 @@ that build them from the config are in edgeproxy.server.routes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edgeproxy.config.model import Location, ServerConfig
@@ -41,6 +43,13 @@ class Client(Protocol):
     def ports(self) -> tuple[int, int]:
         """The port the client connected to and the client's own (0 for unix sockets);
         a system call or two, so only asked for by what needs them (uwsgi's variables)."""
+        ...
+
+    def hand_over(self, protocol: asyncio.Protocol) -> Callable[[], None]:
+        """After a 101 written whole, instead of `handler_done`: `protocol` owns the
+        client's transport from now on (it hears `connection_made`, then the bytes the
+        client sent past the request). Returns what `protocol` must call once its
+        connection is lost (edgeproxy.server.connection says what that releases)."""
         ...
 
 

@@ -5,6 +5,11 @@ owns the connection for one request is told about each batch of response bytes
 (`on_response`), a failure (`on_upstream_error`) and room to send more of a large request
 body (`on_upstream_writable`). When the response is complete the connection goes back to
 its pool (via `on_release`) before the exchange hears of it, whatever the client is doing.
+
+A 101 to an upgrade request is the one response after which the connection does not go
+back: the exchange hears `on_switching_protocols` and takes the transport with `detach`
+(or drops it with `abort_exchange`); the pool counts it in flight until the protocol that
+took it says it is closed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ class Exchange(Protocol):
     def on_upstream_writable(self) -> None:
         """The peer took what was written; more of the request body may be sent."""
 
+    def on_switching_protocols(self, head: ResponseHead) -> None:
+        """The peer answered an upgrade with this 101: `detach` the connection now (or
+        `abort_exchange`); it is never reused."""
+
 
 class UpstreamConnection(asyncio.Protocol):
     def __init__(
@@ -54,18 +63,22 @@ class UpstreamConnection(asyncio.Protocol):
         self._spare_reader: ResponseParser | None = None  # reused from one exchange to the next
         self._head_passed = False  # the exchange has been given the response head
         self._exchange: Exchange | None = None
+        self._switched: list[bytes] | None = None  # after a 101: the bytes that followed it
         self._paused_writing = False
         self._read_timeout = 60.0
         self._timer = LazyTimer(loop, self._on_read_timeout)
 
     # --- used by the exchange ---
 
-    def begin(self, exchange: Exchange, method: bytes, read_timeout: float) -> None:
-        """Start an exchange on this connection; then `write` the request."""
+    def begin(
+        self, exchange: Exchange, method: bytes, read_timeout: float, upgrade: bool = False
+    ) -> None:
+        """Start an exchange on this connection; then `write` the request. `upgrade`: the
+        request asks for a WebSocket, so a 101 may answer it."""
         reader = self._spare_reader
         if reader is None:
             reader = self._spare_reader = self.protocol.response_parser()
-        reader.reset(method)
+        reader.reset(method, upgrade)
         self._reader = reader
         self._exchange = exchange
         self._head_passed = False
@@ -106,9 +119,40 @@ class UpstreamConnection(asyncio.Protocol):
     def abort_exchange(self) -> None:
         """Cut the current exchange short (client gone, retry): never reuse this connection."""
         if self._exchange is not None:
+            self._switched = None
             self._end()
             self.close()
             self.on_release(self, False)
+
+    def detach(self, protocol: asyncio.Protocol) -> Callable[[], None]:
+        """After `on_switching_protocols`: `protocol` takes the transport for good.
+
+        It hears `connection_made`, then `data_received` with what the peer sent after
+        the 101, and `pause_writing` if the transport is over its high-water mark. Returns
+        what to call once its connection is lost: the pool counts the connection in flight
+        on its peer until then.
+        """
+        transport = self.transport
+        early = self._switched
+        assert transport is not None and early is not None and not self.closed
+        self._switched = None
+        self._exchange = None
+        self.closed = True  # ours no more: never written, read or reused by us again
+        self.transport = None
+        self._timer.close()
+        if self._spare_reader is not None:
+            self._spare_reader.close()
+            self._spare_reader = None
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        for data in early:
+            protocol.data_received(data)
+        if self._paused_writing:
+            protocol.pause_writing()
+        return self._tunnel_closed
+
+    def _tunnel_closed(self) -> None:
+        self.on_release(self, False)
 
     def close(self) -> None:
         self.closed = True
@@ -189,10 +233,25 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self._head_passed = True
         if complete:
+            if head is not None and head.status == 101:
+                self._switch(exchange, head, chunks)
+                return
             reusable = reader.reusable()
             self._end()
             self.on_release(self, reusable)
         exchange.on_response(head, chunks, complete)
+
+    def _switch(self, exchange: Exchange, head: ResponseHead, early: list[bytes]) -> None:
+        """A 101 (only parsed when an upgrade was asked for): the peer speaks another
+        protocol from here on, so nothing more is read as HTTP; the exchange decides."""
+        self._timer.stop()  # the tunnel keeps its own time
+        self._reader = None
+        self._switched = early
+        exchange.on_switching_protocols(head)
+        # Neither detached nor dropped: never left half-open. (`_exchange`, not
+        # `_switched`: the compiled code would take that one as still the list set above.)
+        if self._exchange is not None:
+            self.abort_exchange()
 
     def _fail(self, error: UpstreamError) -> None:
         exchange = self._exchange

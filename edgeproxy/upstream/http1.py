@@ -11,6 +11,7 @@ from edgeproxy.http.headers import PLAIN_CONNECTION, REQUEST_REPLACED, end_to_en
 
 # Methods whose requests carry a body by definition: always send Content-Length, even 0.
 BODY_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
+_UPGRADE: Final = b"connection: upgrade\r\nupgrade: websocket\r\n"
 
 
 class Http1Protocol:
@@ -57,7 +58,9 @@ class Http1Protocol:
         )  # fmt: skip
         if body_size or head.method in BODY_METHODS:
             parts.append(b"content-length: %d\r\n" % body_size)
-        if not keepalive:
+        if head.upgrade:
+            parts.append(_UPGRADE)  # hop-by-hop, so dropped above: asked for again, by us
+        elif not keepalive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)

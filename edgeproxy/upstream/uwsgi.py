@@ -194,8 +194,10 @@ class OneResponseParser:
     def complete(self, complete: bool) -> None:
         self.parser.complete = complete
 
-    def reset(self, request_method: bytes) -> None:
-        self.parser.reset(request_method)
+    def reset(self, request_method: bytes, upgrade: bool = False) -> None:
+        # uwsgi requests never ask for an upgrade (the encoder sends no Upgrade field), so
+        # a 101 from uWSGI stays a malformed answer, as for any request that did not ask.
+        self.parser.reset(request_method, False)
 
     def feed(self, data: bytes) -> None:
         self.parser.feed(data)
