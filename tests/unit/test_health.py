@@ -36,12 +36,15 @@ servers:
 
 
 def upstream_with(check: str, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         upstreams:
           app:
             servers: ['127.0.0.1:1', '127.0.0.1:2']
             health_check: {check}
-        {extra}""") + SERVERS
+        {extra}""")
+        + SERVERS
+    )
 
 
 def check_of(text: str) -> HealthCheckConfig | None:
