@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import Gunicorn, free_port, start_gunicorn, wait_until
 from tests.integration.test_master import Edge, children, get
+from tests.integration.test_uwsgi import UWSGI, Uwsgi, start_uwsgi
 
 INTERVAL = 0.2
 CHECK = f"{{path: /health, interval: {INTERVAL}, timeout: 0.15, fails: 2, passes: 2}}"
@@ -171,3 +172,35 @@ def test_with_every_server_failing_requests_go_to_all_of_them(
     servers[1].set_status(200)
     edge.wait_log(r"upstream app: a server passes its health checks again")
     assert set(answered_by(edge, 2 * ROUND)) == {"b"}
+
+
+@pytest.mark.skipif(
+    UWSGI is None and not os.environ.get("CI"), reason="uWSGI is not installed (see .ci/run)"
+)
+def test_uwsgi_pools_are_probed_with_the_uwsgi_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health = {name: tmp_path / f"{name}.status" for name in ("a", "b")}
+    started: list[Uwsgi] = []
+    edge = CheckedEdge(tmp_path, free_port(), "")
+    try:
+        for name in ("a", "b"):
+            monkeypatch.setenv("HEALTH_FILE", str(health[name]))
+            started.append(start_uwsgi(name))
+        addresses = ", ".join(f'"{u.address}"' for u in started)
+        edge.start(
+            workers=2,
+            upstream=f"{{protocol: uwsgi, servers: [{addresses}], health_check: {CHECK}}}",
+        )
+        assert set(answered_by(edge)) == {"a", "b"}
+        health["a"].write_text("503")
+        edge.wait_log(r"server \S+ fails its health checks")
+        assert set(answered_by(edge, 2 * ROUND)) == {"b"}
+        health["a"].write_text("200")
+        edge.wait_log(r"passes its health checks again")
+        assert "a" in answered_by(edge)
+        assert Path(f"{health['b']}.log").read_text()  # b was probed too, over uwsgi
+    finally:
+        edge.stop()
+        for upstream in started:
+            upstream.stop()
