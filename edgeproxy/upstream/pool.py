@@ -166,7 +166,7 @@ class UpstreamPool:
         if self.config.queue is None:
             return False
         now = time.monotonic()
-        probes = self._probes_count()
+        probes = self._probed and self._probes_count()
         return any(
             peer.max_conns
             and peer not in tried
@@ -219,7 +219,7 @@ class UpstreamPool:
             peer = self.live[0]
             return peer if not peer.max_conns or peer.active < peer.max_conns else None
         now = time.monotonic()
-        probes = self._probes_count()
+        probes = self._probed and self._probes_count()
         candidates = [p for p in self.primary if p not in tried and self._usable(p, now, probes)]
         if candidates:
             return self.balancer.select(candidates, key)
@@ -233,15 +233,14 @@ class UpstreamPool:
     def has_candidate(self, tried: Container[Peer]) -> bool:
         """Whether `select` would find a peer outside `tried` (balancer state untouched)."""
         now = time.monotonic()
-        probes = self._probes_count()
+        probes = self._probed and self._probes_count()
         return any(p not in tried and self._usable(p, now, probes) for p in self.live)
 
     def _probes_count(self) -> bool:
-        """Whether a failed health check leaves a peer out: only in a pool with checks, and
-        only while one of its servers passes them. With every server failing its checks,
+        """Whether a failed health check leaves a peer out, in a pool with checks (callers
+        test `_probed` first: a pool without them pays one attribute read): only while one
+        of its servers passes them. With every server failing its checks,
         they are all tried anyway, as nginx does (the prober logs that once)."""
-        if not self._probed:
-            return False  # the common case: one attribute read, nothing more
         return not all(peer.probed_down for peer in self.live)
 
     def _usable(self, peer: Peer, now: float, probes: bool) -> bool:
