@@ -151,13 +151,20 @@ def test_a_prober_that_dies_is_started_again(
     edge: CheckedEdge, servers: tuple[Server, Server]
 ) -> None:
     a, _ = servers
+    a.set_status(503)
     edge.start(workers=2, upstream=upstream(servers))
+    out = r"server \S+ fails its health checks"
+    edge.wait_log(out)
     (first,) = edge.probers()
     os.kill(first, signal.SIGKILL)
     edge.wait_log(r"health prober \d+ died")
     wait_until(lambda: len(edge.probers()) == 2, 10, "a new prober")
     count = len(a.probes())
-    wait_until(lambda: len(a.probes()) > count, 10, "probes from the new prober")
+    # More probes than `fails` from the new prober: it kept the verdict "out" (a fresh
+    # start would have logged a second "fails"), and a still gets no request.
+    wait_until(lambda: len(a.probes()) > count + 3, 10, "probes from the new prober")
+    assert len(re.findall(out, edge.errors())) == 1
+    assert set(answered_by(edge)) == {"b"}
 
 
 def test_with_every_server_failing_requests_go_to_all_of_them(
@@ -204,3 +211,19 @@ def test_uwsgi_pools_are_probed_with_the_uwsgi_protocol(
         edge.stop()
         for upstream in started:
             upstream.stop()
+
+
+def test_after_a_reload_every_server_starts_healthy_again(
+    edge: CheckedEdge, servers: tuple[Server, Server]
+) -> None:
+    a, _ = servers
+    a.set_status(503)
+    edge.start(workers=2, upstream=upstream(servers))
+    out = r"server \S+ fails its health checks"
+    edge.wait_log(out)
+    edge.signal(signal.SIGHUP)
+    edge.wait_log(r"reloaded: generation 2")
+    # The new prober starts from "healthy" and must prove a failing again: a second
+    # verdict, not a state carried over (a restarted prober, unlike this, keeps it).
+    edge.wait_log(out, count=2)
+    assert set(answered_by(edge, 2 * ROUND)) == {"b"}
