@@ -131,11 +131,12 @@ def _health_check(node: Node, path: str, scope: Scope) -> HealthCheckConfig:
     got = HEALTH_CHECK.read(node, path, scope)
     check = HealthCheckConfig(**got.values)
     if check.timeout >= check.interval:
-        where = got.node_of("timeout") if "timeout" in got.values else node
+        given = "timeout" in got.values
         raise Invalid(
-            where,
+            got.node_of("timeout") if given else node,
             got.sub("timeout"),
-            f"must be below interval ({check.interval:g}s), so that probes never overlap",
+            f"must be below interval ({check.interval:g}s), so that probes never overlap"
+            + ("" if given else f"; the default is {check.timeout:g}s: set a shorter one"),
         )
     return check
 

@@ -76,7 +76,7 @@ def test_every_key_is_read() -> None:
     ("check", "message"),
     [
         ("{interval: 1s, timeout: 1s}", "health_check.timeout: must be below interval (1s)"),
-        ("{interval: 1s}", "health_check.timeout: must be below interval (1s)"),
+        ("{interval: 1s}", "below interval (1s), so that probes never overlap; the default is 2s"),
         ("{status: '300-200'}", "health_check.status: expected statuses within 100-599"),
         ("{status: [200, 'x-y']}", "health_check.status[1]: expected a status or a range"),
         ("{status: 99}", "health_check.status: must be 100..599, got 99"),
