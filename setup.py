@@ -106,6 +106,8 @@ NOT_COMPILED = {
     "its handler; a hit is a dict lookup and one fstat",
     "edgeproxy/server/static/opener.py": "a ctypes binding of openat2 (a ctypes.Structure "
     "subclass); its time per request is the system call's",
+    "edgeproxy/upstream/health.py": "active health checks, run by the prober process on "
+    "its own loop: never on the request path",
     "edgeproxy/upstream/protocol.py": "an interface only",
     "edgeproxy/upstream/protocols.py": "the protocol table, read once per pool",
 }

@@ -82,6 +82,19 @@ class QueueConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """`health_check:` active probes of every server of a pool, once per instance."""
+
+    path: str = "/"  # nginx plus: "/"
+    interval: float = 5.0  # nginx plus: 5s (HAProxy inter: 2s)
+    timeout: float = 2.0  # below interval, so probes of one server never overlap
+    fails: int = 3  # consecutive failures that take a server out (HAProxy fall: 3)
+    passes: int = 2  # consecutive successes that bring it back (HAProxy rise: 2)
+    # Good statuses as inclusive ranges; default 2xx and 3xx (nginx plus, HAProxy).
+    status: tuple[tuple[int, int], ...] = ((200, 399),)
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     servers: tuple[PeerConfig, ...]
@@ -94,6 +107,7 @@ class UpstreamConfig:
     next_upstream: frozenset[str] = frozenset({"error", "timeout"})  # nginx default
     next_upstream_tries: int = 3  # nginx: 0 (unlimited); 3 bounds the worst case
     queue: QueueConfig | None = None  # None: a request finding every server full gets 502
+    health_check: HealthCheckConfig | None = None  # None: passive health only
 
 
 @dataclass(frozen=True, slots=True)

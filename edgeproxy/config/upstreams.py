@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import re
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
-from edgeproxy.config.model import Address, PeerConfig, QueueConfig, UpstreamConfig
-from edgeproxy.config.nodes import Fields, Invalid, address, nonempty_items, word
+from edgeproxy.config.model import (
+    Address,
+    HealthCheckConfig,
+    PeerConfig,
+    QueueConfig,
+    UpstreamConfig,
+)
+from edgeproxy.config.nodes import (
+    Fields,
+    Invalid,
+    address,
+    integer,
+    items,
+    nonempty_items,
+    string,
+    word,
+)
 from edgeproxy.config.schema import (
-    HEALTH_CHECKS,
     Block,
     Choice,
     Duration,
     Flag,
     Integer,
     Key,
-    Later,
     Scope,
     Section,
 )
@@ -69,6 +82,65 @@ QUEUE = Block(
     Key("timeout", Duration()),
 )
 
+
+def _probe_path(node: Node, path: str, scope: Scope) -> str:
+    value = string(node, path)
+    if not value.startswith("/") or any(c in value for c in " \r\n\t"):
+        raise Invalid(node, path, f"must start with / and hold no spaces, got {value!r}")
+    return value
+
+
+def _status_ranges(node: Node, path: str, scope: Scope) -> tuple[tuple[int, int], ...]:
+    """`200`, `"200-399"`, or a list of either: the statuses a probe counts as good."""
+    found = items(node, path, single_ok=True)
+    if not found:
+        raise Invalid(node, path, "must not be empty")
+    ranges = []
+    for item, item_path in found:
+        if isinstance(item, ScalarNode) and "-" in str(item.value):
+            low, _, high = str(item.value).partition("-")
+            if not (low.strip().isdigit() and high.strip().isdigit()):
+                raise Invalid(
+                    item,
+                    item_path,
+                    f"expected a status or a range like 200-399, got {item.value!r}",
+                )
+            first, last = int(low), int(high)
+        else:
+            first = last = integer(item, item_path, 100, 599)
+        if not 100 <= first <= last <= 599:
+            raise Invalid(
+                item, item_path, f"expected statuses within 100-599, low first, got {item.value!r}"
+            )
+        ranges.append((first, last))
+    return tuple(ranges)
+
+
+# `health_check:` of a pool (defaults and their precedents in model.HealthCheckConfig).
+HEALTH_CHECK = Block(
+    Key("path", _probe_path),
+    Key("interval", Duration()),
+    Key("timeout", Duration()),
+    Key("fails", Integer(minimum=1)),
+    Key("passes", Integer(minimum=1)),
+    Key("status", _status_ranges),
+)
+
+
+def _health_check(node: Node, path: str, scope: Scope) -> HealthCheckConfig:
+    got = HEALTH_CHECK.read(node, path, scope)
+    check = HealthCheckConfig(**got.values)
+    if check.timeout >= check.interval:
+        given = "timeout" in got.values
+        raise Invalid(
+            got.node_of("timeout") if given else node,
+            got.sub("timeout"),
+            f"must be below interval ({check.interval:g}s), so that probes never overlap"
+            + ("" if given else f"; the default is {check.timeout:g}s: set a shorter one"),
+        )
+    return check
+
+
 # One pool: `upstreams: NAME: {...}`.
 UPSTREAM = Block(
     Key("balance", Choice(("round_robin", "least_conn", "ip_hash", "random_two"))),
@@ -80,7 +152,7 @@ UPSTREAM = Block(
     Key("next_upstream", _next_upstream),
     Key("next_upstream_tries", Integer(minimum=1)),
     Key("servers", _peers, required=True),
-    Later("health_check", HEALTH_CHECKS),
+    Key("health_check", _health_check),
     Key("queue", Section(QUEUE, QueueConfig)),
 )
 

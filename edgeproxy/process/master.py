@@ -31,6 +31,7 @@ from edgeproxy.process.pidfile import (
     remove_pid_file,
     write_pid_file,
 )
+from edgeproxy.process.prober import ProberControl
 from edgeproxy.process.reload import Reloader
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.sockets import ListenSet
@@ -72,6 +73,7 @@ class Master:
         self.target = config.workers
         self.workers: dict[int, WorkerProc] = {}
         self.shared = SharedState()  # before any fork: every worker maps the same memory
+        self.prober = ProberControl(self.shared)  # active health checks, if any are set
         self.listeners = ListenSet(slots=config.workers)
         self.boot = BootGuard()
         self.respawn_at = 0.0  # after a boot failure: no new worker before this
@@ -120,10 +122,12 @@ class Master:
             ", ".join(str(a) for a in self.listeners.addresses), build_kind(),
         )  # fmt: skip
         try:
+            self.prober.start(self.current.config, self.listeners.all_sockets(), fresh=True)
             self._maintain(time.monotonic())
             while not (self.stopping and not self.workers):
                 self._step()
         finally:
+            self.prober.stop()
             for pid in self.workers:  # only after an unexpected error in the loop itself
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -161,6 +165,7 @@ class Master:
         self.reload.progress(now)
         if not self.stopping:
             self._maintain(now)
+            self.prober.keep(self.current.config, self.listeners.all_sockets(), now)
 
     # --- signal handlers (called from the loop, never from a signal handler) ---
 
@@ -295,6 +300,7 @@ class Master:
             setup_error_log(new.error_log)
         if new.pid_file != self.pid_file:
             self._move_pid_file(new.pid_file)
+        self.prober.replace(new, self.listeners.all_sockets())  # never two at once
         return retiring
 
     def _move_pid_file(self, path: str | None) -> None:
@@ -320,6 +326,8 @@ class Master:
                 return
             if pid == 0:
                 return
+            if self.prober.exited(pid, describe_status(status)):
+                continue
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self.shared.workers.release(worker.row)

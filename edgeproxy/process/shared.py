@@ -15,6 +15,8 @@ table below says why that is harmless for it.
   marking at once write nearly the same `failed_until`. Rows are keyed by name + address,
   so a reload keeps the state of every peer it keeps; a row is cleared and reused only once
   no live worker's config names it any more.
+  The row's last field, probed_down, is the verdict of the active health checks: only the
+  health prober process (edgeproxy.process.prober) writes it, and the workers read it.
 
 Beside the mapping, a lock file (edgeproxy.upstream.slots) counts each peer's requests in
 flight for `max_conns`, one byte-range lock per request, per peer row.

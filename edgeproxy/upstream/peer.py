@@ -16,11 +16,14 @@ from edgeproxy.config.model import Address, PeerConfig
 from edgeproxy.upstream.slots import PeerSlots
 
 # The fields of a health row (float64 each): failures counted, when the count started,
-# and until when the peer is left out.
+# until when the peer is left out, and whether active health checks (the prober,
+# edgeproxy.upstream.health) found it failing: 1.0 then, else 0.0. Only the prober writes
+# PROBED_DOWN, and only pools with a `health_check` read it.
 FAILS: Final = 0
 FIRST_FAIL_AT: Final = 1
 FAILED_UNTIL: Final = 2
-HEALTH_FIELDS: Final = 3
+PROBED_DOWN: Final = 3
+HEALTH_FIELDS: Final = 4
 # (upstream name, peer address) -> that peer's shared health row, or None for a private one.
 HealthLookup = Callable[[str, Address], "memoryview[float] | None"]
 
@@ -75,6 +78,10 @@ class Peer:
         if self.max_conns and self.active >= self.max_conns:
             return False
         return now >= self.health[FAILED_UNTIL]
+
+    @property
+    def probed_down(self) -> bool:
+        return self.health[PROBED_DOWN] != 0.0
 
     @property
     def failed_until(self) -> float:

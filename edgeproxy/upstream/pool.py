@@ -120,6 +120,8 @@ class UpstreamPool:
         self.live = self.primary + self.backup
         # nginx ignores max_fails for a lone server: there is nowhere else to go.
         self._lone = len(peers) == 1
+        # Whether active health checks run for this pool: only then is PROBED_DOWN read.
+        self._probed = config.health_check is not None
         self.loop = asyncio.get_running_loop()  # pools are built by a worker, in its loop
         self.idle_count = 0
         self._idle_cap = config.keepalive * SURPLUS_FACTOR
@@ -164,8 +166,11 @@ class UpstreamPool:
         if self.config.queue is None:
             return False
         now = time.monotonic()
+        probes = self._probed and self._probes_count()
         return any(
-            peer.max_conns and peer not in tried and (self._lone or now >= peer.failed_until)
+            peer.max_conns
+            and peer not in tried
+            and (self._lone or (now >= peer.failed_until and not (probes and peer.probed_down)))
             for peer in self.live
         )
 
@@ -214,12 +219,13 @@ class UpstreamPool:
             peer = self.live[0]
             return peer if not peer.max_conns or peer.active < peer.max_conns else None
         now = time.monotonic()
-        candidates = [p for p in self.primary if p not in tried and self._usable(p, now)]
+        probes = self._probed and self._probes_count()
+        candidates = [p for p in self.primary if p not in tried and self._usable(p, now, probes)]
         if candidates:
             return self.balancer.select(candidates, key)
         if self.backup:
             assert self.backup_balancer is not None
-            candidates = [p for p in self.backup if p not in tried and self._usable(p, now)]
+            candidates = [p for p in self.backup if p not in tried and self._usable(p, now, probes)]
             if candidates:
                 return self.backup_balancer.select(candidates, key)
         return None
@@ -227,11 +233,21 @@ class UpstreamPool:
     def has_candidate(self, tried: Container[Peer]) -> bool:
         """Whether `select` would find a peer outside `tried` (balancer state untouched)."""
         now = time.monotonic()
-        return any(p not in tried and self._usable(p, now) for p in self.live)
+        probes = self._probed and self._probes_count()
+        return any(p not in tried and self._usable(p, now, probes) for p in self.live)
 
-    def _usable(self, peer: Peer, now: float) -> bool:
+    def _probes_count(self) -> bool:
+        """Whether a failed health check leaves a peer out, in a pool with checks (callers
+        test `_probed` first: a pool without them pays one attribute read): only while one
+        of its servers passes them. With every server failing its checks,
+        they are all tried anyway, as nginx does (the prober logs that once)."""
+        return not all(peer.probed_down for peer in self.live)
+
+    def _usable(self, peer: Peer, now: float, probes: bool) -> bool:
         if self._lone:
             return not peer.max_conns or peer.active < peer.max_conns
+        if probes and peer.probed_down:
+            return False
         return peer.available(now)
 
     def record_failure(self, peer: Peer, error: UpstreamError) -> None:

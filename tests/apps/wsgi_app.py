@@ -7,10 +7,13 @@ GET  /stream/N    -> N bytes, no Content-Length (gunicorn closes or chunks)
 GET  /sleep/S     -> sleeps S seconds then answers "slept"
 GET  /status/N    -> answers status N
 GET  /pid         -> this worker's pid
+GET  /health      -> the status the file $HEALTH_FILE holds (200 without one); each call
+                     appends its time (CLOCK_MONOTONIC) to $HEALTH_FILE.log
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -97,6 +100,16 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/pid":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
+    if path == "/health":  # a test flips the status and counts the probes
+        health = os.environ.get("HEALTH_FILE", "")
+        status = 200
+        if health:
+            with open(health + ".log", "a") as calls:
+                calls.write(f"{time.monotonic()}\n")
+            with contextlib.suppress(FileNotFoundError, ValueError), open(health) as wanted:
+                status = int(wanted.read())
+        start_response(f"{status} Health", [("Content-Type", "text/plain")])
+        return [f"health {status} from {name}".encode()]
     _read_body(environ)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"hello from {name}\n".encode()]

@@ -603,11 +603,6 @@ def test_error_carries_where_and_what_separately() -> None:
 # Keys of the contract that a later release implements: refused at the line of the key.
 NOT_YET = [
     (
-        "upstreams:\n  app:\n    servers: ['a:1']\n    health_check: {path: /healthz}\n" + SERVERS,
-        "t.yaml:4: upstreams.app.health_check: "
-        "not supported yet (active health checks come in a later release)",
-    ),
-    (
         server("    tls: {certificate: a.pem, key: a.key}\n"),
         "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
@@ -713,8 +708,6 @@ def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     doc.pop("metrics")
     for key in ("types", "charset"):
         doc["http"].pop(key)
-    for upstream in doc["upstreams"].values():
-        upstream.pop("health_check")
     for srv in doc["servers"]:
         srv.pop("tls", None)
         for loc in srv["locations"]:
