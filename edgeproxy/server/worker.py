@@ -25,6 +25,8 @@ from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
 from edgeproxy.server.routes import RouteBuilder
 from edgeproxy.server.services import ServedConnection, WorkerServices
+from edgeproxy.server.tls import address_contexts
+from edgeproxy.server.tls_front import tls_factory
 from edgeproxy.upstream.peer import HealthLookup
 from edgeproxy.upstream.pool import UpstreamPool
 
@@ -74,6 +76,11 @@ class Worker:
         self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
         self.routers = build_routers(config, RouteBuilder(self.services))
         self.gate = AcceptGate(self.loop, self.services.connections, config.worker_connections)
+        # Built by each worker: a reload's new workers read the certificates afresh.
+        self.tls = address_contexts(
+            {a: [r.config for r in router.routes] for a, router in self.routers.items()},
+            {a: router.default.config for a, router in self.routers.items()},
+        )
 
     @property
     def connections(self) -> set[ServedConnection]:
@@ -88,6 +95,8 @@ class Worker:
                 return DownstreamConnection(self.services, router)
 
             factory: Callable[[], asyncio.Protocol] = connection
+            if address in self.tls:
+                factory = tls_factory(connection, router, self.tls[address], self.loop)
             if address in proxied:
                 factory = proxy_protocol_factory(connection, router, self.loop)
             await self.gate.listen(sock, factory, address.kind == "unix")

@@ -29,6 +29,7 @@ class Http1Protocol:
         client_ip: str,
         body_size: int,
         keepalive: bool,
+        scheme: bytes,
     ) -> bytes:
         host = head.host or default_host
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
@@ -50,7 +51,7 @@ class Http1Protocol:
         client = peer if client_ip is peer_ip else client_ip.encode()
         parts += (
             b"x-forwarded-for: ", forwarded + b", " + peer if forwarded else peer,
-            b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ", host,
+            b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", host,
             b"\r\nx-real-ip: ", client, b"\r\n",
         )  # fmt: skip
         if body_size or head.method in BODY_METHODS:

@@ -25,6 +25,7 @@ class UpstreamProtocol(Protocol):
         client_ip: str,  # the client as the request phases resolved it
         body_size: int,
         keepalive: bool,  # whether the connection may be reused after this request
+        scheme: bytes,  # b"https" when the client came over TLS, else b"http"
     ) -> bytes:
         """Everything sent before the body's bytes (the body goes as it is, after this)."""
         ...

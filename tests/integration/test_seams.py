@@ -160,9 +160,10 @@ class TaggingProtocol:
         client_ip: str,
         body_size: int,
         keepalive: bool,
+        scheme: bytes,
     ) -> bytes:
         encoded = self.http1.encode_request_head(
-            head, default_host, peer_ip, client_ip, body_size, keepalive
+            head, default_host, peer_ip, client_ip, body_size, keepalive, scheme
         )
         return encoded[:-2] + b"x-protocol: tagging\r\n\r\n"
 

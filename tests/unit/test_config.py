@@ -584,6 +584,14 @@ ERRORS = [
         "t.yaml:6: servers[1].listen: "
         "a second default server on 0.0.0.0:80 is already served by servers[0]",
     ),
+    # tls is built: its files are checked at load (tests/unit/test_tls_config.py has more)
+    (
+        server(
+            "    tls: {certificate: a.pem, key: a.key}\n"
+            "    locations: [{path: /, return: {status: 204}}]\n"
+        ),
+        "t.yaml:6: servers[0].tls.certificate: cannot read a.pem: No such file or directory",
+    ),
 ]
 
 
@@ -615,10 +623,6 @@ NOT_YET = [
         "upstreams:\n  app:\n    protocol: uwsgi\n    servers: ['a:1']\n" + SERVERS,
         "t.yaml:3: upstreams.app.protocol: "
         "not supported yet (uwsgi protocol comes in a later release)",
-    ),
-    (
-        server("    tls: {certificate: a.pem, key: a.key}\n"),
-        "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
 ]
 

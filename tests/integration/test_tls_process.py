@@ -1,0 +1,77 @@
+"""TLS through the real CLI (master and workers in a subprocess, gunicorn behind)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Gunicorn, free_port, run_cli
+from tests.integration.test_master import Edge
+from tests.tls_certs import Pair, TestCA
+
+
+@pytest.fixture
+def edge(tmp_path: Path, gunicorn_a: Gunicorn) -> Iterator[Edge]:
+    proxy = Edge(tmp_path, free_port(), gunicorn_a.address)
+    proxy.extra_ports.append(free_port())
+    yield proxy
+    proxy.stop()
+
+
+def tls_server(edge: Edge, pair: Pair) -> str:
+    """A second server: the same upstream over TLS on the edge's extra port."""
+    return f"""  - listen: ["127.0.0.1:{edge.extra_ports[0]}"]
+    server_name: [a.example]
+    tls: {pair.yaml()}
+    locations:
+      - {{path: /, proxy_pass: app}}
+"""
+
+
+def test_https_through_the_cli_reaches_the_upstream_with_x_forwarded_proto_https(
+    edge: Edge, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path)
+    edge.start(workers=2, servers=tls_server(edge, ca.issue("a.example")))
+    with httpx.Client(verify=ca.client_context(), timeout=10) as client:
+        url = f"https://127.0.0.1:{edge.extra_ports[0]}"
+        for _ in range(5):  # keep-alive: one connection, several requests
+            response = client.get(url + "/echo", extensions={"sni_hostname": "a.example"})
+            assert response.status_code == 200
+            assert response.json()["headers"]["x-forwarded-proto"] == "https"
+    plain = httpx.get(edge.url + "/echo", timeout=10)
+    assert plain.json()["headers"]["x-forwarded-proto"] == "http"
+
+
+def test_check_names_the_key_and_line_of_a_mismatched_key(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    a, b = ca.issue("a.example"), ca.issue("b.example")
+    path = tmp_path / "proxy.yaml"
+    path.write_text(
+        "upstreams: {}\nservers:\n  - listen: '127.0.0.1:8443'\n"
+        f"    tls:\n      certificate: {a.certificate}\n      key: {b.key}\n"
+        "    locations: [{path: /, return: {status: 204}}]\n"
+    )
+    result = run_cli("-t", "-c", str(path))
+    assert result.returncode != 0
+    assert f"{path}:6: servers[0].tls.key: {b.key} does not match the certificate" in result.stderr
+
+
+def test_check_warns_of_an_expired_certificate(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    past = datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC)
+    expired = ca.issue("a.example", not_after=past)
+    path = tmp_path / "proxy.yaml"
+    path.write_text(
+        "upstreams: {}\nservers:\n  - listen: '127.0.0.1:8443'\n"
+        f"    tls: {expired.yaml()}\n    locations: [{{path: /, return: {{status: 204}}}}]\n"
+    )
+    result = run_cli("-t", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "servers[0].tls.certificate" in result.stderr and "expired on 2020-01-02" in result.stderr
+    )
