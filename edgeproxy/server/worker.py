@@ -97,8 +97,8 @@ class Worker:
             factory: Callable[[], asyncio.Protocol] = connection
             if address in self.tls:
                 factory = tls_factory(connection, router, self.tls[address], self.loop)
-            if address in proxied:
-                factory = proxy_protocol_factory(connection, router, self.loop)
+            if address in proxied:  # the PROXY header comes first, before any TLS
+                factory = proxy_protocol_factory(factory, router, self.loop)
             await self.gate.listen(sock, factory, address.kind == "unix")
 
     async def stop(self, timeout: float = GRACEFUL_TIMEOUT) -> None:

@@ -5,6 +5,7 @@ the handshake timed by client_header_timeout. Certificates come from a CA made h
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Proxy
+from tests.conftest import Gunicorn, Proxy
 from tests.tls_certs import Pair, TestCA, same_certificate, served_certificate
 
 StartProxy = Callable[[str], Any]
@@ -190,3 +191,34 @@ async def test_tls_versions_and_alpn(start_proxy: StartProxy, ca: TestCA) -> Non
 
     assert await asyncio.to_thread(handshake, ssl.TLSVersion.TLSv1_3) == ("TLSv1.3", "http/1.1")
     assert await asyncio.to_thread(handshake, ssl.TLSVersion.TLSv1_2) == ("TLSv1.2", "http/1.1")
+
+
+async def test_a_proxy_protocol_header_comes_before_the_handshake(
+    start_proxy: StartProxy, ca: TestCA, gunicorn_a: Gunicorn
+) -> None:
+    pair = ca.issue("a.example")
+    proxy = await start_proxy(f"""
+upstreams:
+  app: {{servers: ["{gunicorn_a.address}"]}}
+servers:
+  - listen: [{{address: "127.0.0.1:0", proxy_protocol: true}}]
+    server_name: [a.example]
+    tls: {pair.yaml()}
+    locations: [{{path: /, proxy_pass: app}}]
+""")
+
+    def exchange() -> bytes:
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        raw.sendall(b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 443\r\n")
+        with ca.client_context().wrap_socket(raw, server_hostname="a.example") as sock:
+            sock.sendall(b"GET /echo HTTP/1.0\r\nHost: a.example\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data
+
+    head, _, body = (await asyncio.to_thread(exchange)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    headers = json.loads(body)["headers"]
+    assert headers["x-real-ip"] == "198.51.100.9"
+    assert headers["x-forwarded-proto"] == "https"
