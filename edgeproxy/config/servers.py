@@ -33,7 +33,6 @@ from edgeproxy.config.schema import (
     OneOf,
     Scope,
     Size,
-    Text,
     names_in,
 )
 from edgeproxy.config.tls import read_tls
@@ -127,15 +126,29 @@ def _proxy_pass(node: Node, path: str, scope: Scope) -> ProxyPass:
     return ProxyPass(upstream)
 
 
+# The variables a `return` may use in location and body (nginx's names and meanings).
+RETURN_VARIABLES = ("scheme", "host", "request_uri")
+_VARIABLE_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _with_variables(node: Node, path: str, scope: Scope) -> str:
+    text = string(node, path)
+    for found in _VARIABLE_RE.finditer(text):
+        if found.group(1) not in RETURN_VARIABLES:
+            known = ", ".join("$" + name for name in RETURN_VARIABLES)
+            raise Invalid(node, path, f"unknown variable ${found.group(1)} (known: {known})")
+    return text
+
+
 def _body(node: Node, path: str, scope: Scope) -> bytes:
-    return string(node, path).encode()
+    return _with_variables(node, path, scope).encode()
 
 
 # `return: {status, body, location}`
 RETURN = Block(
     Key("status", Integer(minimum=200, maximum=599), required=True),
     Key("body", _body),
-    Key("location", Text()),
+    Key("location", _with_variables),
 )
 
 

@@ -222,3 +222,49 @@ servers:
     headers = json.loads(body)["headers"]
     assert headers["x-real-ip"] == "198.51.100.9"
     assert headers["x-forwarded-proto"] == "https"
+
+
+async def test_the_redirect_to_https_server_is_two_lines(start_proxy: StartProxy) -> None:
+    proxy = await start_proxy("""
+upstreams: {}
+servers:
+  - listen: ["127.0.0.1:0"]
+    locations: [{path: /, return: {status: 301, location: "https://$host$request_uri"}}]
+""")
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(
+            f"{proxy.url}/a/b%20c?x=1&y=2", headers={"host": "Shop.Example:8080"}
+        )
+    assert response.status_code == 301
+    assert response.headers["location"] == "https://shop.example/a/b%20c?x=1&y=2"
+
+
+async def test_return_variables_in_body_and_location(start_proxy: StartProxy, ca: TestCA) -> None:
+    pair = ca.issue("a.example")
+    body = "$scheme $host $request_uri; $scheme\\n"
+    proxy = await start_proxy(f"""
+upstreams: {{}}
+servers:
+  - listen: ["127.0.0.1:0"]
+    server_name: [a.example]
+    tls: {pair.yaml()}
+    locations:
+      - {{path: /moved, return: {{status: 302, location: "$scheme://$host/new"}}}}
+      - {{path: /, return: {{status: 200, body: "{body}"}}}}
+""")
+    response = await get(ca, proxy.port, "a.example", host="a.example:8443", path="/p?q=1")
+    assert response.text == "https a.example /p?q=1; https\n"
+    assert response.headers["content-type"].startswith("text/plain")
+    moved = await get(ca, proxy.port, "a.example", path="/moved")
+    assert (moved.status_code, moved.headers["location"]) == (302, "https://a.example/new")
+
+    def http10_without_host() -> bytes:
+        with tls_session(proxy.port, ca, "a.example") as sock:
+            sock.sendall(b"GET /x HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data
+
+    data = await asyncio.to_thread(http10_without_host)
+    assert data.endswith(b"\r\n\r\nhttps a.example /x; https\n")  # $host: the server's name

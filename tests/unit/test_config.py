@@ -790,3 +790,16 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     root = main.locations[-1]
     assert root.limit_req is rate
     assert root.access is not None and [rule.allow for rule in root.access] == [False, True, True]
+
+
+def test_return_variables_are_nginx_names_and_unknown_ones_are_refused() -> None:
+    from edgeproxy.config.servers import RETURN_VARIABLES
+    from edgeproxy.server.return_handler import _READ
+
+    assert set(RETURN_VARIABLES) == set(_READ)  # what config accepts, the handler fills in
+    text = location('path: /\nreturn: {status: 301, location: "https://$hostname$uri"}')
+    assert error(text) == (
+        "t.yaml:8: servers[0].locations[0].return.location: "
+        "unknown variable $hostname (known: $scheme, $host, $request_uri)"
+    )
+    assert parse(location('path: /\nreturn: {status: 200, body: "costs $5"}'))
