@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Gunicorn, free_port, run_cli
+from tests.conftest import Gunicorn, free_port, run_cli, wait_until
 from tests.integration.test_master import Edge
-from tests.tls_certs import Pair, TestCA
+from tests.tls_certs import Pair, TestCA, same_certificate, served_certificate
 
 
 @pytest.fixture
@@ -75,3 +78,52 @@ def test_check_warns_of_an_expired_certificate(tmp_path: Path) -> None:
     assert (
         "servers[0].tls.certificate" in result.stderr and "expired on 2020-01-02" in result.stderr
     )
+
+
+def test_a_reload_swaps_the_certificate_with_no_failed_request(edge: Edge, tmp_path: Path) -> None:
+    ca = TestCA(tmp_path)
+    old = ca.issue("a.example")
+    edge.start(workers=2, servers=tls_server(edge, old))
+    port = edge.extra_ports[0]
+    assert same_certificate(served_certificate(port, "a.example"), old.leaf_pem)
+    stop = threading.Event()
+    failures: list[str] = []
+    done = collections.Counter[str]()
+
+    def load(keep_alive: bool) -> None:
+        headers = {"host": "a.example"} | ({} if keep_alive else {"connection": "close"})
+        with httpx.Client(verify=ca.client_context(), timeout=10, headers=headers) as client:
+            while not stop.is_set():
+                try:
+                    response = client.get(
+                        f"https://127.0.0.1:{port}/", extensions={"sni_hostname": "a.example"}
+                    )
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if response.status_code != 200:
+                    failures.append(str(response.status_code))
+                done[str(keep_alive)] += 1
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in (True, True, False, False)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: sum(done.values()) > 50, 10, "the load to run")
+        # A renewal as certbot does it: new files in place of the old, then a reload.
+        new = ca.issue("a.example", tag="-renewed")
+        new.certificate.replace(old.certificate)
+        new.key.replace(old.key)
+        workers = edge.workers()
+        edge.signal(signal.SIGHUP)
+        edge.wait_log("reloaded: generation 2")
+        edge.wait_workers(2, exclude=workers)
+        before = sum(done.values())
+        wait_until(lambda: sum(done.values()) > before + 50, 10, "load after the reload")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert failures == [], (failures[:5], len(failures), done)
+    assert done["True"] > 0 and done["False"] > 0
+    assert same_certificate(served_certificate(port, "a.example"), new.leaf_pem)
