@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 
-from edgeproxy.config.model import ServerConfig, TlsConfig
+from edgeproxy.config.model import Address, Config, ServerConfig, TlsConfig
 
 # Mozilla "intermediate" (v5.7) for TLS 1.2, without the DHE suites (no DH parameters are
 # configured, so OpenSSL would never pick them).
@@ -86,18 +86,44 @@ class AddressContexts:
         return self.server_of.get(id(ssl_object.context))
 
 
-def address_contexts(
-    servers_by_address: dict[object, list[ServerConfig]], defaults: dict[object, ServerConfig]
-) -> dict[object, AddressContexts]:
-    """Each TLS address's contexts; one context per server however many addresses it has."""
+def _build(config: Config) -> dict[Address, AddressContexts]:
+    by_address: dict[Address, list[ServerConfig]] = {}
+    for server in config.servers:
+        for address in server.listen:
+            by_address.setdefault(address, []).append(server)
     contexts: dict[int, ssl.SSLContext] = {}
-    found: dict[object, AddressContexts] = {}
-    for address, servers in servers_by_address.items():
+    found: dict[Address, AddressContexts] = {}
+    for address, servers in by_address.items():
         if servers[0].tls is None:
             continue
         for server in servers:
             if id(server) not in contexts:
                 assert server.tls is not None
                 contexts[id(server)] = server_context(server.tls)
-        found[address] = AddressContexts(servers, defaults[address], contexts)
+        # nginx's default server, as the router chooses it: no names, else the first.
+        default = next((s for s in servers if not s.server_name), servers[0])
+        found[address] = AddressContexts(servers, default, contexts)
     return found
+
+
+# The contexts of the configs most recently served, by id: the master builds them before it
+# forks the workers of a config, so that every worker has the same session ticket keys
+# (OpenSSL makes them at random with each context) and a client resumes its session on
+# whichever worker the kernel gives its next connection. A reload builds new contexts,
+# which reads the certificates afresh and rotates the ticket keys (as nginx does without
+# ssl_session_ticket_key files).
+_PREPARED: dict[int, tuple[Config, dict[Address, AddressContexts]]] = {}
+_KEEP = 2  # the generation serving and the one a reload is starting
+
+
+def tls_contexts(config: Config) -> dict[Address, AddressContexts]:
+    """Each TLS listen address's contexts (one context per server, whatever its addresses)."""
+    found = _PREPARED.get(id(config))
+    if found is not None and found[0] is config:
+        return found[1]
+    contexts = _build(config)
+    if contexts:
+        while len(_PREPARED) >= _KEEP:
+            del _PREPARED[next(iter(_PREPARED))]
+        _PREPARED[id(config)] = (config, contexts)
+    return contexts

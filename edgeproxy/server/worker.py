@@ -25,7 +25,7 @@ from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
 from edgeproxy.server.routes import RouteBuilder
 from edgeproxy.server.services import ServedConnection, WorkerServices
-from edgeproxy.server.tls import address_contexts
+from edgeproxy.server.tls import tls_contexts
 from edgeproxy.server.tls_front import tls_factory
 from edgeproxy.upstream.peer import HealthLookup
 from edgeproxy.upstream.pool import UpstreamPool
@@ -76,11 +76,9 @@ class Worker:
         self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
         self.routers = build_routers(config, RouteBuilder(self.services))
         self.gate = AcceptGate(self.loop, self.services.connections, config.worker_connections)
-        # Built by each worker: a reload's new workers read the certificates afresh.
-        self.tls = address_contexts(
-            {a: [r.config for r in router.routes] for a, router in self.routers.items()},
-            {a: router.default.config for a, router in self.routers.items()},
-        )
+        # Built by the master before it forked this worker (each config's own: a reload's
+        # workers serve the certificates read afresh), else here.
+        self.tls = tls_contexts(config)
 
     @property
     def connections(self) -> set[ServedConnection]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import datetime
 import signal
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +129,38 @@ def test_a_reload_swaps_the_certificate_with_no_failed_request(edge: Edge, tmp_p
     assert failures == [], (failures[:5], len(failures), done)
     assert done["True"] > 0 and done["False"] > 0
     assert same_certificate(served_certificate(port, "a.example"), new.leaf_pem)
+
+
+def https_get(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[ssl.SSLSession, bool]:
+    """One request on a new connection offering `session`: the session to offer next time
+    (TLS 1.3 sends its tickets after the handshake: read a response first), and whether
+    this one was resumed."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="a.example", session=session) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: a.example\r\n\r\n")
+        while sock.recv(65536):
+            pass
+        assert sock.session is not None
+        return sock.session, sock.session_reused
+
+
+def test_sessions_resume_on_every_worker_until_a_reload_rotates_the_keys(
+    edge: Edge, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path)
+    edge.start(workers=2, servers=tls_server(edge, ca.issue("a.example")))
+    port = edge.extra_ports[0]
+    client = ca.client_context()
+    session, reused = https_get(port, client, None)
+    assert not reused
+    resumed = [https_get(port, client, session)[1] for _ in range(20)]
+    assert resumed == [True] * 20
+    wait_until(lambda: sum(edge.access_pids().values()) == 21, 10, "21 access log lines")
+    assert len(edge.access_pids()) == 2  # both workers resumed the session one made
+    workers = edge.workers()
+    edge.signal(signal.SIGHUP)
+    edge.wait_log("reloaded: generation 2")
+    edge.wait_workers(2, exclude=workers)
+    assert https_get(port, client, session)[1] is False  # new keys: the old ticket is refused
