@@ -9,6 +9,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edgeproxy.config import parse_config
 from edgeproxy.config.model import TlsConfig
@@ -107,3 +108,17 @@ def test_the_context_follows_the_intermediate_policy(ca: TestCA) -> None:
     tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert tls12 and all(name.startswith("ECDHE-") for name in tls12)
     assert not any("CBC" in name or name[-3:] == "SHA" for name in tls12)
+
+
+def test_the_contracts_tls_server_loads_with_real_files(ca: TestCA, tmp_path: Path) -> None:
+    from tests.unit.test_config import EXAMPLE
+
+    contract = yaml.safe_load(EXAMPLE.read_text())
+    server = next(s for s in contract["servers"] if "tls" in s)
+    assert set(server["tls"]) == {"certificate", "key"}
+    pair = ca.issue("example.com")
+    server["tls"] = {"certificate": str(pair.certificate), "key": str(pair.key)}
+    doc = {"upstreams": {"app": {"servers": ["127.0.0.1:8001"]}}, "servers": [server]}
+    loaded = parse_config(yaml.safe_dump(doc), "t.yaml")
+    assert loaded.servers[0].tls == TlsConfig(str(pair.certificate), str(pair.key))
+    assert loaded.servers[0].server_name == ("example.com",)
