@@ -33,6 +33,7 @@ from edgeproxy.server.router import Router, ServerRoutes
 from edgeproxy.server.tls import AddressContexts
 
 HANDSHAKE_RECORD = 0x16  # TLS ContentType handshake: every ClientHello starts with it
+LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: 5s
 
 _PLAIN_HTTP_BODY = (
     b"<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n"
@@ -120,6 +121,7 @@ class TlsFront(asyncio.Protocol):
         self.deadline = 0.0
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.refused = False  # plain HTTP was answered with 400: lingering until closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -129,10 +131,11 @@ class TlsFront(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         transport = self.transport
         assert transport is not None
+        if self.refused:
+            return  # the rest of a plain request: dropped while we linger
         self._stop()
         if data[0] != HANDSHAKE_RECORD:
-            transport.write(PLAIN_HTTP_ANSWER)
-            transport.close()
+            self._refuse_plain_http(transport)
             return
         waiter = self.loop.create_future()
         # A failed handshake is the client's business (logged by the loop at debug level).
@@ -151,6 +154,19 @@ class TlsFront(asyncio.Protocol):
         tls.buffer_updated(size)
         if size < len(data):  # its buffer is larger than one read; but never assume
             asyncio.protocols._feed_data_to_buffered_proto(tls, data[size:])  # type: ignore[attr-defined]
+
+    def _refuse_plain_http(self, transport: asyncio.Transport) -> None:
+        """Answer, then read and drop what the client still sends until it closes (or
+        LINGER_TIMEOUT): closing with unread bytes would reset the connection, and the
+        client might lose the answer (nginx lingers the same way)."""
+        self.refused = True
+        transport.write(PLAIN_HTTP_ANSWER)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.timer = self.loop.call_later(LINGER_TIMEOUT, transport.close)
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close (a refused one has had its answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop()

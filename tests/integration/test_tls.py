@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
 import ssl
 import time
@@ -148,6 +149,33 @@ async def test_plain_http_to_a_tls_port_gets_a_plain_400_and_is_closed(
     assert f"content-length: {len(body)}".encode() in head
     # The port still speaks TLS to the next client.
     assert (await get(ca, proxy.port, "a.example")).status_code == 200
+
+
+async def test_the_plain_400_survives_a_body_still_arriving(
+    start_proxy: StartProxy, ca: TestCA
+) -> None:
+    proxy = await start_three(start_proxy, ca)
+    chunk, chunks = b"x" * 65536, 100
+
+    def send() -> bytes:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            length = len(chunk) * chunks
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % length)
+            readable, _, _ = select.select([sock], [], [], 10)  # the answer is there
+            assert readable
+            # The body goes on arriving after the answer: a server that closed at once
+            # resets the connection (these sends fail, and the unread answer is lost).
+            for _ in range(chunks):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while part := sock.recv(65536):
+                data += part
+            return data
+
+    data = await asyncio.to_thread(send)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert data.endswith(b"</html>\r\n")
 
 
 def closed_after(port: int, first: bytes) -> float:
