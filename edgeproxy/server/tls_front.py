@@ -30,6 +30,7 @@ from edgeproxy.server.request import Route
 from edgeproxy.server.response import Answer
 from edgeproxy.server.return_handler import AnswerHandler
 from edgeproxy.server.router import Router, ServerRoutes
+from edgeproxy.server.services import ServedConnection
 from edgeproxy.server.tls import AddressContexts
 
 HANDSHAKE_RECORD = 0x16  # TLS ContentType handshake: every ClientHello starts with it
@@ -112,9 +113,13 @@ class TlsFront(asyncio.Protocol):
 
     def __init__(
         self, accepted: Handshaken, context: ssl.SSLContext, loop: asyncio.AbstractEventLoop,
-        timeout: float,
+        timeout: float, connections: set[ServedConnection],
     ) -> None:  # fmt: skip
         self.accepted = accepted
+        # Counted among the worker's connections until the handshake ends (then the
+        # connection counts itself): worker_connections bounds handshakes too, and a
+        # graceful stop drops those still under way.
+        self.connections = connections
         self.context = context
         self.loop = loop
         self.timeout = timeout
@@ -125,6 +130,7 @@ class TlsFront(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.connections.add(self)
         self.deadline = self.loop.time() + self.timeout
         self.timer = self.loop.call_at(self.deadline, self.transport.abort)
 
@@ -139,7 +145,7 @@ class TlsFront(asyncio.Protocol):
             return
         waiter = self.loop.create_future()
         # A failed handshake is the client's business (logged by the loop at debug level).
-        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
+        waiter.add_done_callback(self._handshake_done)
         tls = _tls_protocol(self.loop)(
             self.loop, self.accepted, self.context, waiter, server_side=True,
             ssl_handshake_timeout=max(self.deadline - self.loop.time(), 0.001),
@@ -155,6 +161,19 @@ class TlsFront(asyncio.Protocol):
         if size < len(data):  # its buffer is larger than one read; but never assume
             asyncio.protocols._feed_data_to_buffered_proto(tls, data[size:])  # type: ignore[attr-defined]
 
+    def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        self.connections.discard(self)
+        if not waiter.cancelled():
+            waiter.exception()  # retrieved: a failed handshake is the client's business
+
+    def close_if_idle(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()  # no request has begun: nothing is lost
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def _refuse_plain_http(self, transport: asyncio.Transport) -> None:
         """Answer, then read and drop what the client still sends until it closes (or
         LINGER_TIMEOUT): closing with unread bytes would reset the connection, and the
@@ -169,6 +188,7 @@ class TlsFront(asyncio.Protocol):
         return False  # the client is done: close (a refused one has had its answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
         self._stop()
 
     def _stop(self) -> None:
@@ -182,10 +202,11 @@ def tls_factory(
     router: Router,
     address: AddressContexts,
     loop: asyncio.AbstractEventLoop,
+    connections: set[ServedConnection],
 ) -> Callable[[], asyncio.Protocol]:
     """The protocol factory of a TLS listen address. The handshake must be done within the
     default server's client_header_timeout of the connection's start."""
     timeout = router.default.config.http.client_header_timeout
     routers = pinned_routers(router)
     accepted = Handshaken(connection, address, routers)  # holds no per-connection state
-    return lambda: TlsFront(accepted, address.initial, loop, timeout)
+    return lambda: TlsFront(accepted, address.initial, loop, timeout, connections)

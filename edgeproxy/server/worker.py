@@ -94,7 +94,8 @@ class Worker:
 
             factory: Callable[[], asyncio.Protocol] = connection
             if address in self.tls:
-                factory = tls_factory(connection, router, self.tls[address], self.loop)
+                tls = self.tls[address]
+                factory = tls_factory(connection, router, tls, self.loop, self.connections)
             if address in proxied:  # the PROXY header comes first, before any TLS
                 factory = proxy_protocol_factory(factory, router, self.loop)
             await self.gate.listen(sock, factory, address.kind == "unix")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Gunicorn, Proxy
+from tests.conftest import Gunicorn, Proxy, async_wait_until
 from tests.tls_certs import Pair, TestCA, same_certificate, served_certificate
 
 StartProxy = Callable[[str], Any]
@@ -296,3 +296,22 @@ servers:
 
     data = await asyncio.to_thread(http10_without_host)
     assert data.endswith(b"\r\n\r\nhttps a.example /x; https\n")  # $host: the server's name
+
+
+async def test_handshakes_count_against_worker_connections(
+    start_proxy: StartProxy, ca: TestCA
+) -> None:
+    pairs = ca.issue("a.example"), ca.issue("*.b.example"), ca.issue("default.example")
+    proxy = await start_proxy("worker_connections: 2\n" + three_servers(*pairs))
+    silent = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10) for _ in range(2)]
+    try:
+        # Neither has sent a byte: still they are the worker's two connections, and it
+        # stops accepting (it would go on, a handshake at a time, if they were not counted).
+        await async_wait_until(lambda: proxy.worker.gate.paused, 5, "the gate to pause")
+        assert len(proxy.worker.connections) == 2
+        silent.pop().close()
+        await async_wait_until(lambda: not proxy.worker.gate.paused, 5, "the gate to resume")
+        assert (await get(ca, proxy.port, "a.example")).text == "server a\n"
+    finally:
+        for sock in silent:
+            sock.close()
