@@ -89,6 +89,15 @@ def test_an_expired_certificate_loads_with_a_warning(
     assert caplog.records == []
 
 
+def test_not_after_reads_both_time_encodings(ca: TestCA) -> None:
+    # X.509 writes dates before 2050 as UTCTime (two-digit year), later as GeneralizedTime.
+    for year in (2049, 2050, 2061):
+        when = datetime.datetime(year, 6, 7, 8, 9, 10, tzinfo=datetime.UTC)
+        pair = ca.issue("a.example", not_after=when, tag=str(year))
+        assert not_after(first_der(pair.leaf_pem)) == when.timestamp()
+    assert not_after(b"\x30\x03\x02\x01\x00") is None  # not a certificate: no date
+
+
 def test_tls_and_plain_servers_cannot_share_an_address(ca: TestCA) -> None:
     plain = (
         "  - listen: '127.0.0.1:8443'\n    server_name: [b.example]\n"
