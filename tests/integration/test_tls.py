@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import select
 import socket
 import ssl
@@ -100,9 +101,31 @@ async def test_a_host_naming_another_server_than_sni_chose_gets_421(
     assert misdirected.status_code == 421
     assert "server b" not in misdirected.text
     assert (await get(ca, proxy.port, "x.b.example", host="a.example:443")).status_code == 421
+    # An unknown name chose the default server: a Host naming another is misdirected too.
+    assert (await get_unverified(proxy.port, "nobody.example", "a.example")).status_code == 421
     # The server SNI chose answers for its own names, and for a Host naming no server.
     assert (await get(ca, proxy.port, "a.example", host="A.example:443")).text == "server a\n"
     assert (await get(ca, proxy.port, "a.example", host="nobody.example")).text == "server a\n"
+
+
+async def get_unverified(port: int, sni: str, host: str) -> httpx.Response:
+    """As `get`, for a name no certificate here covers (so not verified)."""
+    async with httpx.AsyncClient(verify=False, timeout=10) as client:
+        return await client.get(
+            f"https://127.0.0.1:{port}/", headers={"host": host}, extensions={"sni_hostname": sni}
+        )
+
+
+async def test_a_failed_handshake_closes_quietly(
+    start_proxy: StartProxy, ca: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await start_three(start_proxy, ca)
+    garbage = b"\x16\x03\x01\x00\x10" + b"not a client hello"
+    with caplog.at_level(logging.DEBUG):
+        elapsed = await asyncio.to_thread(closed_after, proxy.port, garbage)
+        assert elapsed < 5  # refused at once, not left to time out
+        assert (await get(ca, proxy.port, "a.example")).status_code == 200
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def tls_session(port: int, ca: TestCA, sni: str) -> ssl.SSLSocket:
