@@ -16,6 +16,7 @@ import statistics
 from typing import Any
 
 from harness import Children, StartupError, log, scenario_tmp
+from procfs import cpu_seconds, descendants
 from servers import (
     HOST,
     Endpoint,
@@ -124,14 +125,21 @@ def measure_tls_small(opts: RunOptions) -> dict[str, Any]:
         for n in range(1, opts.rounds + 1):
             entry: dict[str, Any] = {"round": n}
             for server in servers:  # alternate, so the machine's drift hits both alike
+                # CPU per request as well: wrk's own TLS work shares the two cores, so
+                # req/s may say more about the machine than about either proxy.
+                pids = descendants(server.child.proc.pid) if server.child is not None else []
+                before = cpu_seconds(pids)
                 res = run_wrk(
                     children, opts.tools.wrk, urls[server.name], opts.duration,
                     tmp / f"wrk-{server.name}.log",
                 )  # fmt: skip
-                entry[server.name] = res.to_json()
+                used = cpu_seconds(pids) - before
+                cpu = used / res.requests * 1e6 if pids and res.requests else None
+                entry[server.name] = {**res.to_json(), "cpu_us_per_request": cpu}
                 log(
                     f"  tls_small round {n}/{opts.rounds} {server.name:9} "
                     f"{res.requests_per_sec:10,.0f} req/s  p99 {fmt_ms(res.p99_ms)}"
+                    + (f"  CPU {cpu:.1f} us/request" if cpu else "")
                     + (f"  errors {res.errors}" if res.errors else "")
                 )
             per_round.append(entry)
@@ -148,6 +156,10 @@ def _summarize(per_round: list[dict[str, Any]], names: list[str]) -> dict[str, A
         }
         for n in names
     }
+    for n in names:
+        cpu = [r[n]["cpu_us_per_request"] for r in per_round if r[n].get("cpu_us_per_request")]
+        if cpu:
+            median[n]["cpu_us_per_request"] = statistics.median(cpu)
     errors = sum(r["edgeproxy"]["non_2xx"] + r["edgeproxy"]["socket_errors"] for r in per_round)
     edge, ref = median["edgeproxy"], median.get("nginx")
     ratio = edge["requests_per_sec"] / ref["requests_per_sec"] if ref else None
@@ -168,7 +180,9 @@ def _summarize(per_round: list[dict[str, Any]], names: list[str]) -> dict[str, A
         "target": f">={MIN_RATIO:g}x rps",
         "notes": [
             "tls_small: proxy_small over HTTPS, keep-alive, the same ECDSA certificate and "
-            "the intermediate policy on both; ratio of medians"
+            "the intermediate policy on both; ratio of medians; CPU per request (all the "
+            "proxy's processes, medians): "
+            + ", ".join(f"{n} {median[n].get('cpu_us_per_request', 0):.1f} us" for n in names)
         ],
         "row": {
             "unit": "req/s",
