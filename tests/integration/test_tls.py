@@ -226,7 +226,7 @@ async def test_the_handshake_counts_against_client_header_timeout(
     )
     proxy = await start_proxy(text)
     elapsed = await asyncio.to_thread(closed_after, proxy.port, first)
-    assert 0.8 < elapsed < 5  # closed by the timeout (1s), not by the client's 10s
+    assert 0.5 < elapsed < 5  # closed by the timeout (1s), not by the client's 10s
 
 
 async def test_tls_versions_and_alpn(start_proxy: StartProxy, ca: TestCA) -> None:
