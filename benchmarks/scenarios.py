@@ -19,6 +19,7 @@ from limits_overhead import measure_limits_overhead
 from servers import Endpoint, RunOptions, Workspace, start_gunicorn, start_nginx_backend
 from slow import measure_attack, slowhttptest_missing
 from static_files import measure_static
+from tls_small import measure_tls_small, trustme_missing
 
 POST_BODY_SIZE = 64 * 1024
 
@@ -135,6 +136,13 @@ SCENARIOS: dict[str, Scenario] = {
             summary="proxy_small with a rate zone and a connection zone never hit, "
             "against edgeproxy without them",
             measure=measure_limits_overhead,
+        ),
+        Scenario(
+            name="tls_small",
+            summary="proxy_small over HTTPS with keep-alive, nginx terminating TLS with the "
+            "same certificate",
+            measure=measure_tls_small,
+            unavailable=trustme_missing,
         ),
     ]
 }
