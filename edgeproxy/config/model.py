@@ -194,6 +194,14 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """`tls: {certificate, key}`: every listen address of the server speaks TLS."""
+
+    certificate: str  # PEM: the leaf certificate, then its intermediates (as nginx's)
+    key: str  # PEM private key of the leaf
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """A virtual server."""
 
@@ -209,6 +217,7 @@ class ServerConfig:
         Address, ...
     ] = ()  # listen addresses whose connections open with a PROXY header
     where: str = ""  # "servers[0]"
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
