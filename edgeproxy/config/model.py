@@ -199,6 +199,10 @@ class TlsConfig:
 
     certificate: str  # PEM: the leaf certificate, then its intermediates (as nginx's)
     key: str  # PEM private key of the leaf
+    # Where `certificate` is written ("servers[0].tls.certificate", its line), for the
+    # warning about an expired certificate; not part of what the value is.
+    where: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Checked at load (so by `-t` and before a reload changes anything): both files can be read,
 the certificate file holds a certificate, and the key matches it (OpenSSL loads the pair
-as the server will). An expired certificate is only a warning: refusing to start would
-take every other server down with the one whose renewal failed (nginx starts too).
+as the server will). An expired certificate is found by `expired_certificates`: an error
+for `-t`, only a warning when the proxy starts or reloads (refusing would take every other
+server down with the one whose renewal failed; nginx starts too).
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import logging
 import re
 import ssl
 import time
 
 from yaml.nodes import Node
 
-from edgeproxy.config.model import TlsConfig
+from edgeproxy.config.model import Config, TlsConfig
 from edgeproxy.config.nodes import Invalid, string
 from edgeproxy.config.schema import Block, Key, Scope
-
-log = logging.getLogger("edgeproxy.config")
 
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.S)
 
@@ -45,11 +43,11 @@ TLS = Block(
 
 def read_tls(node: Node, path: str, scope: Scope) -> TlsConfig:
     got = TLS.read(node, path, scope)
-    tls = TlsConfig(**got.values)
+    where = got.node_of("certificate")
+    tls = TlsConfig(**got.values, where=got.sub("certificate"), line=where.start_mark.line + 1)
     with open(tls.certificate, "rb") as f:
         leaf = _first_certificate(f.read())
     if leaf is None:
-        where = got.node_of("certificate")
         raise Invalid(where, got.sub("certificate"), f"no PEM certificate in {tls.certificate}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
@@ -60,13 +58,30 @@ def read_tls(node: Node, path: str, scope: Scope) -> TlsConfig:
         else:
             what = f"cannot load {tls.key} with {tls.certificate}: {exc.reason or exc}"
         raise Invalid(got.node_of("key"), got.sub("key"), what) from None
-    expires = not_after(leaf)
-    if expires is not None and expires < time.time():
-        line = got.node_of("certificate").start_mark.line + 1
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
-        log.warning("line %d: %s: %s expired on %s", line, got.sub("certificate"),
-                    tls.certificate, when)  # fmt: skip
     return tls
+
+
+def expired_certificates(config: Config, now: float | None = None) -> list[str]:
+    """`file:line: key: what` for each certificate of `config` that has expired."""
+    now = time.time() if now is None else now
+    found = []
+    seen: set[str] = set()
+    for server in config.servers:
+        tls = server.tls
+        if tls is None or tls.certificate in seen:
+            continue
+        seen.add(tls.certificate)
+        try:
+            with open(tls.certificate, "rb") as f:
+                leaf = _first_certificate(f.read())
+        except OSError:
+            continue  # checked at load; a file gone since is the server's to report
+        expires = not_after(leaf) if leaf is not None else None
+        if expires is not None and expires < now:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+            found.append(f"{config.source}:{tls.line}: {tls.where}: "
+                         f"{tls.certificate} expired on {when}")  # fmt: skip
+    return found
 
 
 def _first_certificate(pem: bytes) -> bytes | None:

@@ -66,20 +66,27 @@ def test_check_names_the_key_and_line_of_a_mismatched_key(tmp_path: Path) -> Non
     assert f"{path}:6: servers[0].tls.key: {b.key} does not match the certificate" in result.stderr
 
 
-def test_check_warns_of_an_expired_certificate(tmp_path: Path) -> None:
+def test_an_expired_certificate_fails_the_check_but_only_warns_at_start(
+    edge: Edge, tmp_path: Path
+) -> None:
     ca = TestCA(tmp_path)
     past = datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC)
     expired = ca.issue("a.example", not_after=past)
-    path = tmp_path / "proxy.yaml"
-    path.write_text(
-        "upstreams: {}\nservers:\n  - listen: '127.0.0.1:8443'\n"
-        f"    tls: {expired.yaml()}\n    locations: [{{path: /, return: {{status: 204}}}}]\n"
-    )
-    result = run_cli("-t", "-c", str(path))
-    assert result.returncode == 0, result.stderr
+    edge.write_config(servers=tls_server(edge, expired))
+    result = run_cli("-t", "-c", str(edge.config))
+    assert result.returncode == 1
+    line = edge.config.read_text().splitlines().index(f"    tls: {expired.yaml()}") + 1
     assert (
-        "servers[0].tls.certificate" in result.stderr and "expired on 2020-01-02" in result.stderr
-    )
+        f"{edge.config}:{line}: servers[1].tls.certificate: {expired.certificate} "
+        "expired on 2020-01-02 00:00:00 UTC"
+    ) in result.stderr
+    edge.start(workers=1, servers=tls_server(edge, expired))  # serves all the same
+    warning = f"{edge.config}:{line}: servers[1].tls.certificate"
+    assert warning in edge.errors()
+    assert same_certificate(served_certificate(edge.extra_ports[0], "a.example"), expired.leaf_pem)
+    edge.signal(signal.SIGHUP)  # a reload warns again, and goes ahead
+    edge.wait_log("reloaded: generation 2")
+    assert edge.errors().count(warning) == 2
 
 
 def test_a_reload_swaps_the_certificate_with_no_failed_request(edge: Edge, tmp_path: Path) -> None:

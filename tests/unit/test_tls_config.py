@@ -4,7 +4,6 @@ expiry, servers sharing an address; and the contexts built from it."""
 from __future__ import annotations
 
 import datetime
-import logging
 import ssl
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import yaml
 
 from edgeproxy.config import parse_config
 from edgeproxy.config.model import TlsConfig
-from edgeproxy.config.tls import not_after
+from edgeproxy.config.tls import expired_certificates, not_after
 from edgeproxy.errors import ConfigError
 from edgeproxy.server.tls import server_context
 from tests.tls_certs import TestCA, first_der
@@ -71,22 +70,18 @@ def test_a_file_without_a_certificate_is_an_error(ca: TestCA) -> None:
     assert error(text) == f"t.yaml:5: servers[0].tls.certificate: no PEM certificate in {a.key}"
 
 
-def test_an_expired_certificate_loads_with_a_warning(
-    ca: TestCA, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_an_expired_certificate_loads_and_is_found_with_its_key_and_line(ca: TestCA) -> None:
     past = datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     expired = ca.issue("a.example", not_after=past)
     assert not_after(first_der(expired.leaf_pem)) == past.timestamp()
-    with caplog.at_level(logging.WARNING, logger="edgeproxy.config"):
-        parse_config(config(expired.yaml()), "t.yaml")
-    assert [r.getMessage() for r in caplog.records] == [
-        f"line 5: servers[0].tls.certificate: {expired.certificate} expired on "
+    loaded = parse_config(config(expired.yaml()), "t.yaml")  # not refused
+    assert expired_certificates(loaded) == [
+        f"t.yaml:5: servers[0].tls.certificate: {expired.certificate} expired on "
         "2020-01-02 03:04:05 UTC"
     ]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="edgeproxy.config"):
-        parse_config(config(ca.issue("b.example").yaml()), "t.yaml")
-    assert caplog.records == []
+    valid = parse_config(config(ca.issue("b.example").yaml()), "t.yaml")
+    assert expired_certificates(valid) == []
+    assert expired_certificates(valid, now=datetime.datetime(3001, 1, 1).timestamp()) != []
 
 
 def test_not_after_reads_both_time_encodings(ca: TestCA) -> None:
