@@ -585,6 +585,14 @@ ERRORS = [
         "t.yaml:6: servers[1].listen: "
         "a second default server on 0.0.0.0:80 is already served by servers[0]",
     ),
+    # tls is built: its files are checked at load (tests/unit/test_tls_config.py has more)
+    (
+        server(
+            "    tls: {certificate: a.pem, key: a.key}\n"
+            "    locations: [{path: /, return: {status: 204}}]\n"
+        ),
+        "t.yaml:6: servers[0].tls.certificate: cannot read a.pem: No such file or directory",
+    ),
 ]
 
 
@@ -606,10 +614,6 @@ NOT_YET = [
         "upstreams:\n  app:\n    servers: ['a:1']\n    health_check: {path: /healthz}\n" + SERVERS,
         "t.yaml:4: upstreams.app.health_check: "
         "not supported yet (active health checks come in a later release)",
-    ),
-    (
-        server("    tls: {certificate: a.pem, key: a.key}\n"),
-        "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
     ),
 ]
 
@@ -764,3 +768,16 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     root = main.locations[-1]
     assert root.limit_req is rate
     assert root.access is not None and [rule.allow for rule in root.access] == [False, True, True]
+
+
+def test_return_variables_are_nginx_names_and_unknown_ones_are_refused() -> None:
+    from edgeproxy.config.servers import RETURN_VARIABLES
+    from edgeproxy.server.return_handler import _READ
+
+    assert set(RETURN_VARIABLES) == set(_READ)  # what config accepts, the handler fills in
+    text = location('path: /\nreturn: {status: 301, location: "https://$hostname$uri"}')
+    assert error(text) == (
+        "t.yaml:8: servers[0].locations[0].return.location: "
+        "unknown variable $hostname (known: $scheme, $host, $request_uri)"
+    )
+    assert parse(location('path: /\nreturn: {status: 200, body: "costs $5"}'))
