@@ -102,6 +102,10 @@ NOT_COMPILED = {
     "edgeproxy/server/routes.py": "the handler and phase tables, and the builder that reads "
     "them once per config",
     "edgeproxy/server/static/__init__.py": "the package's docstring only",
+    "edgeproxy/server/tls.py": "builds the TLS contexts once per worker; per handshake only "
+    "the SNI callback's dict lookup (the cryptography is OpenSSL's)",
+    "edgeproxy/server/tls_front.py": "runs once per TLS connection (first bytes, then a "
+    "hand-over to the loop's TLS protocol); the records are the loop's and OpenSSL's work",
     "edgeproxy/server/static/cache.py": "closes its fds in __del__ when a reload drops "
     "its handler; a hit is a dict lookup and one fstat",
     "edgeproxy/server/static/opener.py": "a ctypes binding of openat2 (a ctypes.Structure "

@@ -20,6 +20,7 @@ from servers import Endpoint, RunOptions, Workspace, start_gunicorn, start_nginx
 from shared_zone_overhead import measure_shared_zone_overhead, redis_missing
 from slow import measure_attack, slowhttptest_missing
 from static_files import measure_static
+from tls_small import measure_tls_small, trustme_missing
 
 POST_BODY_SIZE = 64 * 1024
 
@@ -143,6 +144,13 @@ SCENARIOS: dict[str, Scenario] = {
             "local Redis, never hit, against edgeproxy without zones",
             measure=measure_shared_zone_overhead,
             unavailable=redis_missing,
+        ),
+        Scenario(
+            name="tls_small",
+            summary="proxy_small over HTTPS with keep-alive, nginx terminating TLS with the "
+            "same certificate",
+            measure=measure_tls_small,
+            unavailable=trustme_missing,
         ),
     ]
 }

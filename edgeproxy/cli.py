@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -10,6 +11,7 @@ import sys
 from edgeproxy import __version__, build_kind, warn_if_pure_build
 from edgeproxy.check import check_config
 from edgeproxy.config.model import Config
+from edgeproxy.config.tls import expired_certificates
 from edgeproxy.errors import ConfigError
 
 DEFAULT_PATHS = ("proxy.yaml", "/etc/edgeproxy/proxy.yaml")
@@ -71,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"edgeproxy: configuration file {path} test failed", file=sys.stderr)
         return 1
     if args.test:
+        expired = expired_certificates(config)  # only a warning when serving
+        for what in expired:
+            print(f"edgeproxy: {what}", file=sys.stderr)
+        if expired:
+            print(f"edgeproxy: configuration file {path} test failed", file=sys.stderr)
+            return 1
         print("configuration ok")
         return 0
     return serve(config, path)
@@ -124,6 +132,8 @@ def serve(config: Config, path: str) -> int:
 
     setup_error_log(config.error_log)
     warn_if_pure_build()
+    for what in expired_certificates(config):
+        logging.getLogger("edgeproxy").warning("%s", what)
     master = Master(config, path)
     try:
         master.start()

@@ -208,6 +208,18 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """`tls: {certificate, key}`: every listen address of the server speaks TLS."""
+
+    certificate: str  # PEM: the leaf certificate, then its intermediates (as nginx's)
+    key: str  # PEM private key of the leaf
+    # Where `certificate` is written ("servers[0].tls.certificate", its line), for the
+    # warning about an expired certificate; not part of what the value is.
+    where: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """A virtual server."""
 
@@ -223,6 +235,7 @@ class ServerConfig:
         Address, ...
     ] = ()  # listen addresses whose connections open with a PROXY header
     where: str = ""  # "servers[0]"
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ from edgeproxy.config.model import (
 )
 from edgeproxy.config.nodes import Invalid, address, duration, items, nonempty_items, string
 from edgeproxy.config.schema import (
-    TLS,
     Block,
     Choice,
     Duration,
@@ -31,13 +30,12 @@ from edgeproxy.config.schema import (
     Got,
     Integer,
     Key,
-    Later,
     OneOf,
     Scope,
     Size,
-    Text,
     names_in,
 )
+from edgeproxy.config.tls import read_tls
 
 
 def _types(node: Node, path: str, scope: Scope) -> tuple[tuple[str, str], ...]:
@@ -128,15 +126,29 @@ def _proxy_pass(node: Node, path: str, scope: Scope) -> ProxyPass:
     return ProxyPass(upstream)
 
 
+# The variables a `return` may use in location and body (nginx's names and meanings).
+RETURN_VARIABLES = ("scheme", "host", "request_uri")
+_VARIABLE_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _with_variables(node: Node, path: str, scope: Scope) -> str:
+    text = string(node, path)
+    for found in _VARIABLE_RE.finditer(text):
+        if found.group(1) not in RETURN_VARIABLES:
+            known = ", ".join("$" + name for name in RETURN_VARIABLES)
+            raise Invalid(node, path, f"unknown variable ${found.group(1)} (known: {known})")
+    return text
+
+
 def _body(node: Node, path: str, scope: Scope) -> bytes:
-    return string(node, path).encode()
+    return _with_variables(node, path, scope).encode()
 
 
 # `return: {status, body, location}`
 RETURN = Block(
     Key("status", Integer(minimum=200, maximum=599), required=True),
     Key("body", _body),
-    Key("location", Text()),
+    Key("location", _with_variables),
 )
 
 
@@ -343,7 +355,7 @@ SERVER = Block(
     Key("access", read_access),
     Key("limit_req", zone_reader("rate", "a request-rate zone")),
     Key("limit_conn", zone_reader("connections", "a connection zone")),
-    Later("tls", TLS),
+    Key("tls", read_tls),
 )
 
 
@@ -352,12 +364,19 @@ def read_servers(node: Node, path: str, scope: Scope) -> tuple[ServerConfig, ...
     claimed: dict[tuple[Address, str], str] = {}
     # Whether each address expects a PROXY header: every server on it must agree.
     proxied: dict[Address, bool] = {}
+    # Whether each address speaks TLS: a server's tls covers all its addresses, so the
+    # servers sharing an address must all have tls or none (SNI chooses among them).
+    secured: dict[Address, bool] = {}
     servers = []
     for n, p in nonempty_items(node, path):
         got = SERVER.read(n, p, scope)
+        tls = "tls" in got.values
         for addr, (item, where, proxy_protocol) in got.values["listen"].items():
             if proxied.setdefault(addr, proxy_protocol) != proxy_protocol:
                 raise Invalid(item, where, f"proxy_protocol differs from another server on {addr}")
+            if secured.setdefault(addr, tls) != tls:
+                other = "without" if tls else "with"
+                raise Invalid(item, where, f"{addr} is served {other} tls by another server")
         servers.append(_server(got, scope, claimed))
     return tuple(servers)
 
@@ -387,4 +406,5 @@ def _server(got: Got, scope: Scope, claimed: dict[tuple[Address, str], str]) -> 
         limit_conn=got.values.get("limit_conn"),
         proxy_protocol=tuple(a for a, (_, _, pp) in listen_entries.items() if pp),
         where=got.path,
+        tls=got.values.get("tls"),
     )

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from edgeproxy.check import check_config
 from edgeproxy.config.model import Address, Config
+from edgeproxy.config.tls import expired_certificates
 from edgeproxy.errors import ConfigError
 from edgeproxy.limits.zones import store as zone_store
 from edgeproxy.process.fd_limit import raise_fd_limit
@@ -129,6 +130,8 @@ class Reloader:
         except ConfigError as exc:
             log.error("reload failed, still running the previous configuration: %s", exc)
             return
+        for what in expired_certificates(config):  # served all the same (see config.tls)
+            log.warning("%s", what)
         fleet.shared.peers.assign(config)  # known peers keep their rows, and their state
         zone_store().prepare(config.limits.values())  # known zones keep theirs too
         raise_fd_limit(config)

@@ -19,6 +19,7 @@ from edgeproxy.process.shared import SharedState
 
 # Imported here, by the master, so that a worker does not import after it switched users
 # (it may no longer be allowed to read the installed packages by then).
+from edgeproxy.server.tls import tls_contexts
 from edgeproxy.server.worker import run_worker
 from edgeproxy.upstream.slots import PeerSlots
 
@@ -179,6 +180,10 @@ def fork_worker(
 ) -> int:
     """Fork a worker serving `sockets`; its pid. `inherited`: the master's other sockets."""
     master_pid = os.getpid()
+    try:
+        tls_contexts(config)  # built once, before the fork: the workers share ticket keys
+    except OSError as exc:  # the worker builds its own, and fails to start with the reason
+        log.error("cannot load a certificate: %s", exc)
     pid = os.fork()
     if pid:
         return pid

@@ -120,6 +120,8 @@ class ProxyExchange:
             request.body.size,
             pool.config.keepalive > 0,
             client.ports,
+            # A TLS server's every address speaks TLS (and no plain server shares one).
+            b"https" if route.server.tls is not None else b"http",
         )
         self.tried: set[Peer] = set()
         self.attempts = 0

@@ -110,21 +110,25 @@ class ServerRoutes:
 class Router:
     """The virtual servers that share one listen address."""
 
-    __slots__ = ("_cache", "by_name", "connection_phases", "default", "wildcards")
+    __slots__ = ("_cache", "by_name", "connection_phases", "default", "routes", "wildcards")
 
     def __init__(
         self,
         servers: list[ServerConfig],
         make_route: MakeRoute,
         connection_phases: tuple[ConnectionPhase, ...] = (),
+        routes: list[ServerRoutes] | None = None,  # already built (a TLS connection's view)
+        default: ServerRoutes | None = None,  # instead of nginx's choice below
     ) -> None:
-        routes = [ServerRoutes(server, make_route) for server in servers]
+        if routes is None:
+            routes = [ServerRoutes(server, make_route) for server in servers]
+        self.routes = routes
         self.connection_phases = connection_phases  # run on every connection accepted
         self.by_name: dict[bytes, ServerRoutes] = {}
         self.wildcards: list[tuple[bytes, ServerRoutes]] = []
         self._cache: dict[bytes, ServerRoutes] = {}
         # nginx: the default server is the one without names ("_"), else the first listed.
-        self.default = next((r for r in routes if not r.config.server_name), routes[0])
+        self.default = default or next((r for r in routes if not r.config.server_name), routes[0])
         for route in routes:
             for name in route.config.server_name:
                 encoded = name.encode()

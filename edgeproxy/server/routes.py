@@ -30,7 +30,12 @@ from edgeproxy.server.phases import ClientAddressPhase
 from edgeproxy.server.proxy import ProxyHandler
 from edgeproxy.server.request import ConnectionPhase, Handler, RequestPhase, Route
 from edgeproxy.server.response import Answer
-from edgeproxy.server.return_handler import AnswerHandler, return_answer
+from edgeproxy.server.return_handler import (
+    AnswerHandler,
+    TemplateHandler,
+    has_variables,
+    return_answer,
+)
 from edgeproxy.server.services import WorkerServices
 from edgeproxy.server.static.handler import StaticHandler
 
@@ -44,6 +49,8 @@ def _proxy_pass(spec: ProxyPass, services: WorkerServices) -> Handler:
 
 
 def _return(spec: ReturnAction, services: WorkerServices) -> Handler:
+    if has_variables(spec):
+        return TemplateHandler(spec)
     return AnswerHandler(return_answer(spec))
 
 

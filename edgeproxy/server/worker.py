@@ -25,6 +25,8 @@ from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
 from edgeproxy.server.routes import RouteBuilder
 from edgeproxy.server.services import ServedConnection, WorkerServices
+from edgeproxy.server.tls import tls_contexts
+from edgeproxy.server.tls_front import tls_factory
 from edgeproxy.upstream.peer import HealthLookup
 from edgeproxy.upstream.pool import UpstreamPool
 from edgeproxy.upstream.slots import PeerSlots, SlotLookup
@@ -83,6 +85,9 @@ class Worker:
         self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
         self.routers = build_routers(config, RouteBuilder(self.services))
         self.gate = AcceptGate(self.loop, self.services.connections, config.worker_connections)
+        # Built by the master before it forked this worker (each config's own: a reload's
+        # workers serve the certificates read afresh), else here.
+        self.tls = tls_contexts(config)
 
     @property
     def connections(self) -> set[ServedConnection]:
@@ -97,8 +102,11 @@ class Worker:
                 return DownstreamConnection(self.services, router)
 
             factory: Callable[[], asyncio.Protocol] = connection
-            if address in proxied:
-                factory = proxy_protocol_factory(connection, router, self.loop)
+            if address in self.tls:
+                tls = self.tls[address]
+                factory = tls_factory(connection, router, tls, self.loop, self.connections)
+            if address in proxied:  # the PROXY header comes first, before any TLS
+                factory = proxy_protocol_factory(factory, router, self.loop)
             await self.gate.listen(sock, factory, address.kind == "unix")
 
     async def stop(self, timeout: float = GRACEFUL_TIMEOUT) -> None:

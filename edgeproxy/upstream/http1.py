@@ -32,6 +32,7 @@ class Http1Protocol:
         body_size: int,
         keepalive: bool,
         ports: Callable[[], tuple[int, int]],  # not sent: the Host says it
+        scheme: bytes,
     ) -> bytes:
         host = head.host or default_host
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
@@ -53,7 +54,7 @@ class Http1Protocol:
         client = peer if client_ip is peer_ip else client_ip.encode()
         parts += (
             b"x-forwarded-for: ", forwarded + b", " + peer if forwarded else peer,
-            b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ", host,
+            b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", host,
             b"\r\nx-real-ip: ", client, b"\r\n",
         )  # fmt: skip
         if body_size or head.method in BODY_METHODS:

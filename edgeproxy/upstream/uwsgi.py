@@ -106,6 +106,7 @@ class UwsgiProtocol:
         body_size: int,
         keepalive: bool,
         ports: Callable[[], tuple[int, int]],
+        scheme: bytes,
     ) -> bytes:
         host = head.host or default_host
         target = head.target
@@ -144,6 +145,8 @@ class UwsgiProtocol:
             (b"REMOTE_PORT", b"%d" % (peer_port if client_ip is peer_ip else 0)),
             (b"HTTP_HOST", host),
         ]
+        if scheme == b"https":  # as nginx's uwsgi_params: HTTPS=on makes wsgi.url_scheme https
+            variables.append((b"HTTPS", b"on"))
         if content_type:
             variables.append((b"CONTENT_TYPE", content_type))
         if body_size or head.method in BODY_METHODS:
@@ -151,7 +154,7 @@ class UwsgiProtocol:
         variables += fields.items()
         variables += (
             (b"HTTP_X_FORWARDED_FOR", forwarded + b", " + peer if forwarded else peer),
-            (b"HTTP_X_FORWARDED_PROTO", b"http"),
+            (b"HTTP_X_FORWARDED_PROTO", scheme),
             (b"HTTP_X_FORWARDED_HOST", host),
             (b"HTTP_X_REAL_IP", client),
         )

@@ -63,6 +63,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
                 "body_length": len(body),
                 "body_sha256": hashlib.sha256(body).hexdigest(),
                 "cgi": {key: environ.get(key) for key in CGI_VARIABLES},
+                "url_scheme": environ["wsgi.url_scheme"],
             }
         ).encode()
         start_response("200 OK", [("Content-Type", "application/json")])

@@ -161,9 +161,10 @@ class TaggingProtocol:
         body_size: int,
         keepalive: bool,
         ports: Callable[[], tuple[int, int]],
+        scheme: bytes,
     ) -> bytes:
         encoded = self.http1.encode_request_head(
-            head, default_host, peer_ip, client_ip, body_size, keepalive, ports
+            head, default_host, peer_ip, client_ip, body_size, keepalive, ports, scheme
         )
         return encoded[:-2] + b"x-protocol: tagging\r\n\r\n"
 

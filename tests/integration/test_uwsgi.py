@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ import pytest
 from edgeproxy.upstream.uwsgi import encode_packet
 from tests.conftest import APPS, Gunicorn, async_wait_until, can_connect, free_port, wait_until
 from tests.integration.fake_upstreams import proxy_yaml
+from tests.tls_certs import TestCA
 
 TIMEOUT = httpx.Timeout(30.0)
 UWSGI = shutil.which("uwsgi")
@@ -312,3 +314,26 @@ async def test_head_and_bodiless_statuses(start_proxy, uwsgi_a: Uwsgi) -> None:
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "10")
     assert (no_content.status_code, no_content.content) == (204, b"")
     assert after.content == pattern(5)
+
+
+async def test_a_tls_client_is_https_to_the_uwsgi_app(
+    start_proxy, uwsgi_a: Uwsgi, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path)
+    pair = ca.issue("a.example")
+    proxy = await start_proxy(f"""
+upstreams:
+  app: {{protocol: uwsgi, servers: ["{uwsgi_a.address}"]}}
+servers:
+  - listen: ["127.0.0.1:0"]
+    server_name: [a.example]
+    tls: {pair.yaml()}
+    locations: [{{path: /, proxy_pass: app}}]
+""")
+    async with httpx.AsyncClient(verify=ca.client_context(), timeout=TIMEOUT) as client:
+        response = await client.get(
+            f"https://127.0.0.1:{proxy.port}/echo", extensions={"sni_hostname": "a.example"}
+        )
+    data = response.json()
+    assert data["url_scheme"] == "https"  # uWSGI reads HTTPS=on, and X-Forwarded-Proto
+    assert data["headers"]["x-forwarded-proto"] == "https"

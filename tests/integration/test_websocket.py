@@ -435,3 +435,27 @@ async def test_a_101_to_another_protocol_than_asked_is_502(start_proxy, recorder
     assert b"\r\nupgrade: websocket\r\n" in sent.lower()
     client.close()
     await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "nothing left open")
+
+
+async def test_a_websocket_over_tls(start_proxy, ws_upstream, tmp_path) -> None:
+    from tests.tls_certs import TestCA
+
+    ca = TestCA(tmp_path)
+    pair = ca.issue("a.example")
+    yaml_text = ws_yaml(ws_upstream).replace(
+        "    locations:", f"    server_name: [a.example]\n    tls: {pair.yaml()}\n    locations:", 1
+    )
+    proxy = await start_proxy(yaml_text)
+    async with connect(
+        f"wss://127.0.0.1:{proxy.port}/echo", ssl=ca.client_context(), server_hostname="a.example",
+        max_size=None, ping_interval=None, compression=None,
+        open_timeout=TIMEOUT, close_timeout=TIMEOUT,
+    ) as ws:  # fmt: skip
+        large = os.urandom(8 * MIB)
+        await ws.send(large)
+        assert await recv(ws) == large
+        await ws.send("hello")
+        assert await recv(ws) == "hello"
+    (request,) = ws_upstream.requests
+    assert request.headers["X-Forwarded-Proto"] == "https"
+    await async_wait_until(lambda: tunnels_released(proxy), TIMEOUT, "the tunnel released")

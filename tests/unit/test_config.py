@@ -585,6 +585,14 @@ ERRORS = [
         "t.yaml:6: servers[1].listen: "
         "a second default server on 0.0.0.0:80 is already served by servers[0]",
     ),
+    # tls is built: its files are checked at load (tests/unit/test_tls_config.py has more)
+    (
+        server(
+            "    tls: {certificate: a.pem, key: a.key}\n"
+            "    locations: [{path: /, return: {status: 204}}]\n"
+        ),
+        "t.yaml:6: servers[0].tls.certificate: cannot read a.pem: No such file or directory",
+    ),
 ]
 
 
@@ -602,15 +610,6 @@ def test_error_carries_where_and_what_separately() -> None:
 
 # Keys of the contract that a later release implements: refused at the line of the key.
 NOT_YET = [
-    (
-        server("    tls: {certificate: a.pem, key: a.key}\n"),
-        "t.yaml:6: servers[0].tls: not supported yet (TLS comes in a later release)",
-    ),
-]
-
-
-# The keys the contract gained with limits, static files, pools, PROXY protocol and metrics.
-NOT_YET += [
     (
         "metrics: {listen: '127.0.0.1:9145', path: /metrics}\n" + SERVERS,
         "t.yaml:1: metrics: not supported yet (metrics come in a later release)",
@@ -757,3 +756,16 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     root = main.locations[-1]
     assert root.limit_req is rate
     assert root.access is not None and [rule.allow for rule in root.access] == [False, True, True]
+
+
+def test_return_variables_are_nginx_names_and_unknown_ones_are_refused() -> None:
+    from edgeproxy.config.servers import RETURN_VARIABLES
+    from edgeproxy.server.return_handler import _READ
+
+    assert set(RETURN_VARIABLES) == set(_READ)  # what config accepts, the handler fills in
+    text = location('path: /\nreturn: {status: 301, location: "https://$hostname$uri"}')
+    assert error(text) == (
+        "t.yaml:8: servers[0].locations[0].return.location: "
+        "unknown variable $hostname (known: $scheme, $host, $request_uri)"
+    )
+    assert parse(location('path: /\nreturn: {status: 200, body: "costs $5"}'))

@@ -22,10 +22,18 @@ def encode(
     peer_ip: str = "192.0.2.1",
     client_ip: str | None = None,
     ports: tuple[int, int] = (8080, 54321),
+    scheme: bytes = b"http",
 ) -> dict[bytes, bytes]:
     protocol = UwsgiProtocol(CODECS["h11"]())
     packet = protocol.encode_request_head(
-        head, b"default.example", peer_ip, client_ip or peer_ip, body_size, True, lambda: ports
+        head,
+        b"default.example",
+        peer_ip,
+        client_ip or peer_ip,
+        body_size,
+        True,
+        lambda: ports,
+        scheme,
     )
     variables, rest = decode_packet(packet)
     assert rest == b""  # the body follows, sent by the proxy as it is
@@ -153,3 +161,13 @@ def test_responses_are_read_by_the_codec_and_never_reused() -> None:
         assert not parser.complete
         parser.feed_eof()
         assert parser.complete and not parser.reusable()
+
+
+def test_a_tls_client_is_https_to_the_app() -> None:
+    head = request(b"/", [(b"host", b"app.example"), (b"x-forwarded-proto", b"http")])
+    got = encode(head, scheme=b"https")
+    assert got[b"HTTPS"] == b"on"  # uWSGI makes wsgi.url_scheme "https" of it
+    assert got[b"HTTP_X_FORWARDED_PROTO"] == b"https"
+    plain = encode(head)
+    assert b"HTTPS" not in plain
+    assert plain[b"HTTP_X_FORWARDED_PROTO"] == b"http"
