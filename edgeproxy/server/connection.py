@@ -189,8 +189,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _closed(self) -> None:
         """The TCP connection ended (from connection_lost, or after a hand-over)."""
+        self._enter(CLOSED)
         self.timer.close()  # the timer's callback is our bound method: a cycle, cut here
-        self.state = CLOSED
         self.services.connections.discard(self)
         for phase in self.admitted:
             phase.release(self.peer_ip)
