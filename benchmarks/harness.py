@@ -217,3 +217,13 @@ def wait_until(what: str, predicate: Callable[[], bool], timeout: float) -> None
         if time.monotonic() >= deadline:
             raise StartupError(f"{what}: not reached within {timeout:.0f}s")
         time.sleep(0.05)
+
+
+def ratio_verdict(errors: int, ratio: float | None, min_ratio: float) -> tuple[bool | None, str]:
+    """(met?, why) of a ratio target: any error fails it; no reference figure: None."""
+    if errors:
+        return False, f"no ({errors} errors)"
+    if ratio is None:
+        return None, "n/a (no nginx)"
+    met = ratio >= min_ratio
+    return met, "yes" if met else "no"

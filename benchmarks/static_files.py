@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from harness import Children, StartupError, http_request, log, scenario_tmp
+from harness import Children, StartupError, http_request, log, ratio_verdict, scenario_tmp
 from servers import Endpoint, RunOptions, Workspace, start_edgeproxy_static, start_nginx_static
 from wrkrun import run_wrk
 
@@ -81,13 +81,7 @@ def _summarize(
             return f"{figures['bytes_per_sec'] / 2**20:,.1f}"
         return f"{figures['requests_per_sec']:,.0f}"
 
-    if errors:
-        met, met_text = False, f"no ({errors} errors)"
-    elif ratio is None:
-        met, met_text = None, "n/a (no nginx)"
-    else:
-        met = ratio >= MIN_RATIO
-        met_text = "yes" if met else "no"
+    met, met_text = ratio_verdict(errors, ratio, MIN_RATIO)
     p99_ratio = edge["p99_ms"] / ref["p99_ms"] if ref and ref["p99_ms"] else None
     return {
         "file_size": size,

@@ -15,7 +15,7 @@ import ssl
 import statistics
 from typing import Any
 
-from harness import Children, StartupError, log, scenario_tmp
+from harness import Children, StartupError, log, ratio_verdict, scenario_tmp
 from procfs import cpu_seconds, descendants
 from servers import (
     HOST,
@@ -163,13 +163,7 @@ def _summarize(per_round: list[dict[str, Any]], names: list[str]) -> dict[str, A
     errors = sum(r["edgeproxy"]["non_2xx"] + r["edgeproxy"]["socket_errors"] for r in per_round)
     edge, ref = median["edgeproxy"], median.get("nginx")
     ratio = edge["requests_per_sec"] / ref["requests_per_sec"] if ref else None
-    if errors:
-        met, met_text = False, f"no ({errors} errors)"
-    elif ratio is None:
-        met, met_text = None, "n/a (no nginx)"
-    else:
-        met = ratio >= MIN_RATIO
-        met_text = "yes" if met else "no"
+    met, met_text = ratio_verdict(errors, ratio, MIN_RATIO)
     p99_ratio = edge["p99_ms"] / ref["p99_ms"] if ref and ref["p99_ms"] else None
     return {
         "rounds": per_round,
