@@ -228,13 +228,15 @@ class ProxyExchange:
         task = asyncio.current_task()  # self.connecting, unless a connection was taken
         assert task is not None
         try:
-            conn = await self.pool.connect(peer, task)
+            conn = await self.pool.connect(peer, task, self)
         except UpstreamError as exc:
             if self.connecting is task:
                 self.connecting = None
                 self.pool.forget_waiter(peer, self)
                 self._failed(exc, started=False)
             return
+        if conn is None:
+            return  # taken by take_new_connection when it was made
         if self.connecting is not task or self.done:
             # A released connection was taken meanwhile, or the client left: this one
             # goes to the pool for other requests.
@@ -250,6 +252,15 @@ class ProxyExchange:
             return False
         self.connecting = None  # the connect goes on; its connection goes to the pool
         self._begin(conn, reused=True)
+        return True
+
+    def take_new_connection(self, conn: UpstreamConnection) -> bool:
+        """The connection being made for us, the moment it is made (its task ends later)."""
+        if self.connecting is None or self.done or conn.peer is not self.peer:
+            return False
+        self.connecting = None
+        self.pool.forget_waiter(conn.peer, self)
+        self._begin(conn, reused=False)
         return True
 
     def _begin(self, conn: UpstreamConnection, reused: bool) -> None:

@@ -51,8 +51,10 @@ class UpstreamConnection(asyncio.Protocol):
         protocol: UpstreamProtocol,
         on_release: Callable[[UpstreamConnection, bool], None],
         loop: asyncio.AbstractEventLoop,
+        on_made: Callable[[UpstreamConnection], None] | None = None,
     ) -> None:
         self.peer = peer
+        self._on_made = on_made  # told once the connection is made
         self.protocol = protocol
         self.on_release = on_release
         self.transport: asyncio.Transport | None = None
@@ -165,6 +167,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
+        on_made = self._on_made
+        if on_made is not None:
+            self._on_made = None
+            on_made(self)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader

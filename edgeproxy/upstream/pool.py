@@ -42,6 +42,11 @@ class ConnectionWaiter(Protocol):
         """Use `conn` (a released keep-alive connection) instead; False if no longer wanted."""
         ...
 
+    def take_new_connection(self, conn: UpstreamConnection) -> bool:
+        """Use `conn`, the connection being made for it, as soon as it is made (the connect
+        then ends with None); False if no longer wanted."""
+        ...
+
 
 class QueueWaiter(Protocol):
     """A request waiting in the pool's queue for a max_conns place (an exchange)."""
@@ -68,18 +73,31 @@ class _Either:
         return peer in self.first or peer in self.second
 
 
-class _ConnectDeadline:
-    """Cancels a connecting task when its connect_timeout is up, and remembers it did."""
+class _Connecting:
+    """One connect in progress: the task making it, its connect_timeout, and the request
+    it is made for, which gets the connection the moment it is made."""
 
-    __slots__ = ("expired", "task")
+    __slots__ = ("conn", "expired", "task", "waiter")
 
-    def __init__(self, task: asyncio.Task[None]) -> None:
+    def __init__(self, task: asyncio.Task[None], waiter: ConnectionWaiter) -> None:
         self.task = task
+        self.waiter = waiter
         self.expired = False
+        self.conn: UpstreamConnection | None = None  # taken by the waiter when made
 
     def expire(self) -> None:
-        self.expired = True
-        self.task.cancel()
+        if self.conn is None:
+            self.expired = True
+            self.task.cancel()
+
+    def made(self, conn: UpstreamConnection) -> None:
+        # From connection_made, before the connecting task resumes (a loop iteration
+        # later): a sync gunicorn worker has accepted this connection and waits for the
+        # request, so the request is written now rather than after that iteration's
+        # other events.
+        if self.waiter.take_new_connection(conn):
+            self.conn = conn
+            conn.peer.active += 1
 
 
 class UpstreamPool:
@@ -272,21 +290,24 @@ class UpstreamPool:
             peer.active += 1
         return conn
 
-    async def connect(self, peer: Peer, task: asyncio.Task[None]) -> UpstreamConnection:
+    async def connect(
+        self, peer: Peer, task: asyncio.Task[None], waiter: ConnectionWaiter
+    ) -> UpstreamConnection | None:
         """A new connection to `peer` (counted in flight until `release`), made by `task`:
-        the task that awaits this, which the connect timeout cancels."""
+        the task that awaits this, which the connect timeout cancels. `waiter` is offered
+        the connection as soon as it is made; None when it took it then."""
         loop = self.loop
 
         protocol = self.protocol
-
-        def factory() -> UpstreamConnection:
-            return UpstreamConnection(peer, protocol, self.release, loop)
-
-        address = peer.address
         # A loop timer that cancels the task, rather than asyncio.timeout(): that is
         # interpreted Python run on every connect, and behind gunicorn (which closes each
         # connection) the proxy connects once per request.
-        deadline = _ConnectDeadline(task)
+        deadline = _Connecting(task, waiter)
+
+        def factory() -> UpstreamConnection:
+            return UpstreamConnection(peer, protocol, self.release, loop, deadline.made)
+
+        address = peer.address
         timer = loop.call_later(self.config.connect_timeout, deadline.expire)
         try:
             if address.kind == "unix":
@@ -305,6 +326,8 @@ class UpstreamPool:
             ) from None
         finally:
             timer.cancel()
+        if deadline.conn is not None:
+            return None  # the waiter has it (and counted it in flight)
         # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport already.
         peer.active += 1
         return conn
