@@ -3,11 +3,17 @@
 The loader composes the file into nodes (not Python objects) and reads them with these
 helpers (through the readers of schema.py); each failure is an `Invalid(node, key_path,
 message)` that the loader turns into a ConfigError located at `file:line`.
+
+A file is read to its end whatever it holds, so that one run reports every error: an
+Invalid leaves out the value it is about (the key, the list item), `Problems` keeps it, and
+reading goes on with the next value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import difflib
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -23,12 +29,59 @@ _CONSTRUCT = SafeConstructor()
 
 
 class Invalid(Exception):
-    """A bad value at a node; `what` already starts with the key path."""
+    """A bad value at a node; `what` already starts with the key path.
 
-    def __init__(self, node: Node, path: str, message: str) -> None:
+    `depends_on` is the key path of another value this check needs (the upstream a
+    proxy_pass names): when that value had an error of its own, this one is only its echo,
+    and is not reported.
+    """
+
+    def __init__(self, node: Node, path: str, message: str, *, depends_on: str = "") -> None:
         super().__init__(message)
         self.line = node.start_mark.line + 1 if node.start_mark else 0
+        self.path = path
         self.what = f"{path}: {message}" if path else message
+        self.depends_on = depends_on
+
+
+class Skipped(Exception):
+    """A value left out because of errors inside it, which are in the Problems already (a
+    block with a bad key is left out as a whole: its checks across keys would only echo)."""
+
+
+def _within(path: str, outer: str) -> bool:
+    return path == outer or path.startswith((outer + ".", outer + "["))
+
+
+class Problems:
+    """Every error found in one file so far, in the order found."""
+
+    def __init__(self) -> None:
+        self.found: list[Invalid] = []
+        self.count = 0  # every error, echoes included: each one left a value out
+
+    def add(self, error: Invalid) -> None:
+        self.count += 1
+        if not (error.depends_on and self.failed(error.depends_on)):
+            self.found.append(error)
+
+    def failed(self, path: str) -> bool:
+        """Whether an error was found at `path`, within it, or at a value that holds it."""
+        return any(
+            _within(found.path, path) or (found.path and _within(path, found.path))
+            for found in self.found
+        )
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Run the reading of one value: an error leaves the value out and is kept, and
+        reading goes on after the `with`."""
+        try:
+            yield
+        except Invalid as error:
+            self.add(error)
+        except Skipped:
+            pass  # its errors are kept already
 
 
 def join(path: str, key: str) -> str:
@@ -48,7 +101,8 @@ def describe(node: Node) -> str:
 
 class Fields:
     """A YAML mapping checked for duplicate, unknown and not-yet-supported keys (`unsupported`
-    maps each such key to its refusal).
+    maps each such key to its refusal). Each bad key goes to `problems` and is left out; the
+    other keys are kept.
 
     `allowed=None` accepts any key (the mapping of upstream names). Keys are read as the
     text written, so `on:` is the key "on", not the boolean YAML 1.1 would make of it.
@@ -59,6 +113,7 @@ class Fields:
         node: Node,
         path: str,
         allowed: Collection[str] | None,
+        problems: Problems,
         unsupported: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(node, MappingNode):
@@ -67,16 +122,23 @@ class Fields:
         self.keys: dict[str, Node] = {}
         self.values: dict[str, Node] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == NULL:
-                raise Invalid(key_node, path, f"keys must be words, got {describe(key_node)}")
-            key = str(key_node.value)
-            if key in self.keys:
-                raise Invalid(key_node, self.sub(key), "duplicate key")
-            if unsupported and key in unsupported:
-                raise Invalid(key_node, self.sub(key), unsupported[key])
-            if allowed is not None and key not in allowed:
-                raise Invalid(key_node, self.sub(key), "unknown key")
-            self.keys[key], self.values[key] = key_node, value_node
+            with problems.collect():
+                key = self._check_key(key_node, allowed, unsupported)
+                self.keys[key], self.values[key] = key_node, value_node
+
+    def _check_key(
+        self, node: Node, allowed: Collection[str] | None, unsupported: Mapping[str, str] | None
+    ) -> str:
+        if not isinstance(node, ScalarNode) or node.tag == NULL:
+            raise Invalid(node, self.path, f"keys must be words, got {describe(node)}")
+        key = str(node.value)
+        if key in self.keys:
+            raise Invalid(node, self.sub(key), "duplicate key")
+        if unsupported and key in unsupported:
+            raise Invalid(node, self.sub(key), unsupported[key])
+        if allowed is not None and key not in allowed:
+            raise Invalid(node, self.sub(key), "unknown key" + did_you_mean(key, allowed))
+        return key
 
     def sub(self, key: str) -> str:
         return join(self.path, key)
@@ -91,6 +153,12 @@ class Fields:
 
     def key_error(self, key: str, message: str) -> Invalid:
         return Invalid(self.keys[key], self.sub(key), message)
+
+
+def did_you_mean(word: str, known: Collection[str]) -> str:
+    """`; did you mean 'balance'?` for a misspelt `balanse`, or nothing when no word is near."""
+    near = difflib.get_close_matches(word, known, n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def items(node: Node, path: str, *, single_ok: bool = False) -> list[tuple[Node, str]]:
