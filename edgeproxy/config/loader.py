@@ -71,8 +71,8 @@ def parse_config(text: str, source: str) -> Config:
 
 
 def _config_error(problems: Problems, source: str) -> ConfigError:
-    """One ConfigError for every problem found, in the order of their lines."""
-    found = sorted(problems.found, key=lambda problem: problem.line)
+    """One ConfigError for every problem found, in the order they are written."""
+    found = sorted(problems.found, key=lambda problem: (problem.line, problem.column))
     located = [(f"{source}:{problem.line}", problem.what) for problem in found[:MAX_ERRORS]]
     if len(found) > MAX_ERRORS:
         located.append((source, f"{len(found) - MAX_ERRORS} more errors not shown"))

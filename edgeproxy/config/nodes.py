@@ -39,6 +39,7 @@ class Invalid(Exception):
     def __init__(self, node: Node, path: str, message: str, *, depends_on: str = "") -> None:
         super().__init__(message)
         self.line = node.start_mark.line + 1 if node.start_mark else 0
+        self.column = node.start_mark.column if node.start_mark else 0
         self.path = path
         self.what = f"{path}: {message}" if path else message
         self.depends_on = depends_on
@@ -54,22 +55,27 @@ def _within(path: str, outer: str) -> bool:
 
 
 class Problems:
-    """Every error found in one file so far, in the order found."""
+    """Every error found in one file so far: `found` to report, in the order found, and
+    `echoes`, the errors of checks whose value they depend on had an error already."""
 
     def __init__(self) -> None:
         self.found: list[Invalid] = []
-        self.count = 0  # every error, echoes included: each one left a value out
+        self.echoes: list[Invalid] = []
+
+    @property
+    def count(self) -> int:
+        """Every error, echoes included: each one left a value out."""
+        return len(self.found) + len(self.echoes)
 
     def add(self, error: Invalid) -> None:
-        self.count += 1
-        if not (error.depends_on and self.failed(error.depends_on)):
-            self.found.append(error)
+        echo = error.depends_on and self.failed(error.depends_on)
+        (self.echoes if echo else self.found).append(error)
 
     def failed(self, path: str) -> bool:
         """Whether an error was found at `path`, within it, or at a value that holds it."""
         return any(
-            _within(found.path, path) or (found.path and _within(path, found.path))
-            for found in self.found
+            _within(error.path, path) or (error.path and _within(path, error.path))
+            for error in (*self.found, *self.echoes)
         )
 
     @contextmanager
@@ -121,6 +127,9 @@ class Fields:
         self.node, self.path = node, path
         self.keys: dict[str, Node] = {}
         self.values: dict[str, Node] = {}
+        # known key -> the path of an unknown key that looks like a misspelling of it: that
+        # key being "required" is the same mistake, and is not reported twice.
+        self.misspelt: dict[str, str] = {}
         for key_node, value_node in node.value:
             with problems.collect():
                 key = self._check_key(key_node, allowed, unsupported)
@@ -137,7 +146,11 @@ class Fields:
         if unsupported and key in unsupported:
             raise Invalid(node, self.sub(key), unsupported[key])
         if allowed is not None and key not in allowed:
-            raise Invalid(node, self.sub(key), "unknown key" + did_you_mean(key, allowed))
+            near = difflib.get_close_matches(key, allowed, n=1)
+            if near:
+                self.misspelt.setdefault(near[0], self.sub(key))
+                raise Invalid(node, self.sub(key), f"unknown key; did you mean {near[0]!r}?")
+            raise Invalid(node, self.sub(key), "unknown key")
         return key
 
     def sub(self, key: str) -> str:
@@ -148,17 +161,12 @@ class Fields:
 
     def required(self, key: str) -> Node:
         if key not in self.values:
-            raise Invalid(self.node, self.sub(key), "required")
+            misspelt = self.misspelt.get(key, "")
+            raise Invalid(self.node, self.sub(key), "required", depends_on=misspelt)
         return self.values[key]
 
     def key_error(self, key: str, message: str) -> Invalid:
         return Invalid(self.keys[key], self.sub(key), message)
-
-
-def did_you_mean(word: str, known: Collection[str]) -> str:
-    """`; did you mean 'balance'?` for a misspelt `balanse`, or nothing when no word is near."""
-    near = difflib.get_close_matches(word, known, n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def items(node: Node, path: str, *, single_ok: bool = False) -> list[tuple[Node, str]]:

@@ -97,7 +97,8 @@ class OneOf:
     def check(self, fields: Fields) -> None:
         present = [key for key in fields.values if key in self.keys]
         if not present:
-            raise Invalid(fields.node, fields.path, self.missing)
+            misspelt = next((fields.misspelt[k] for k in self.keys if k in fields.misspelt), "")
+            raise Invalid(fields.node, fields.path, self.missing, depends_on=misspelt)
         if len(present) > 1:
             raise fields.key_error(present[1], self.extra.format(present[0]))
 

@@ -508,8 +508,8 @@ ERRORS = [
     ),
     (
         UPSTREAM + "servers:\n  - listen: [{port: 80}]\n" + LOCATIONS,
-        "t.yaml:5: servers[0].listen[0].port: unknown key\n"
-        "t.yaml:5: servers[0].listen[0].address: required",
+        "t.yaml:5: servers[0].listen[0].address: required\n"  # at the `{`: before `port`
+        "t.yaml:5: servers[0].listen[0].port: unknown key",
     ),
     (
         UPSTREAM + "servers:\n  - listen: [{}]\n" + LOCATIONS,
