@@ -192,7 +192,7 @@ def read_each(
 
 
 def read_top(block: Block, node: Node, scope: Scope) -> Got:
-    """The whole file's mapping, read with an empty scope."""
+    """The whole file's mapping, read with an empty scope (whose problems it fills)."""
     return block.read(node, "", scope)
 
 
