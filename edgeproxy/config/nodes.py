@@ -12,8 +12,8 @@ reading goes on with the next value.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping
+from types import TracebackType
 
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -78,16 +78,24 @@ class Problems:
             for error in (*self.found, *self.echoes)
         )
 
-    @contextmanager
-    def collect(self) -> Iterator[None]:
-        """Run the reading of one value: an error leaves the value out and is kept, and
-        reading goes on after the `with`."""
-        try:
-            yield
-        except Invalid as error:
+    def collect(self) -> Problems:
+        """`with problems.collect():` around the reading of one value: an error leaves the
+        value out and is kept, and reading goes on after the `with`."""
+        return self  # a plain context manager: a generator one costs more, once per key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if isinstance(error, Invalid):
             self.add(error)
-        except Skipped:
-            pass  # its errors are kept already
+            return True
+        return isinstance(error, Skipped)  # its errors are kept already
 
 
 def join(path: str, key: str) -> str:

@@ -136,9 +136,9 @@ class Block:
         values: dict[str, Any] = {}
         inner = scope.within(values)
         for key in self.keys:
-            with problems.collect():
-                value = fields.required(key.name) if key.required else fields.get(key.name)
-                if value is not None:
+            if key.required or key.name in fields.values:
+                with problems.collect():
+                    value = fields.required(key.name)
                     values[key.name] = key.read(value, fields.sub(key.name), inner)
         if problems.count > count_before:
             raise Skipped
