@@ -67,6 +67,7 @@ def parse_config(text: str, source: str) -> Config:
     scope = Scope()
     with scope.problems.collect():
         return _config(root, scope, source)
+    # Not returned: the file was read to its end all the same, and every problem is kept.
     raise _config_error(scope.problems, source)
 
 

@@ -308,10 +308,10 @@ LISTEN = Block(
 
 def _listen(node: Node, path: str, scope: Scope) -> dict[Address, tuple[Node, str, bool]]:
     """Each address, where it is written, and whether it expects a PROXY header."""
-    entries = nonempty_items(node, path, single_ok=True)
+    written = nonempty_items(node, path, single_ok=True)
+    entries = read_each(written, lambda n, p: _listen_entry(n, p, scope), scope)
     listen: dict[Address, tuple[Node, str, bool]] = {}
-    read = read_each(entries, lambda n, p: _listen_entry(n, p, scope), scope)
-    for addr, item, p, proxy_protocol in read:
+    for addr, item, p, proxy_protocol in entries:
         if addr in listen:  # would fail later, at bind, with a less helpful message
             raise Invalid(item, p, f"{addr} is listed twice")
         listen[addr] = (item, p, proxy_protocol)
