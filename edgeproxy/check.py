@@ -8,7 +8,8 @@ from edgeproxy.http.codec import resolve_codec
 
 
 def check_config(path: str) -> Config:
-    """The validated config at `path`, or a ConfigError saying where and what is wrong."""
+    """The validated config at `path`, or a ConfigError with every problem of the file (its
+    `lines`, one `file:line: key.path: what` each); the codec is checked once the file is."""
     config = load_config(path)
     resolve_codec(config.http_parser)  # the codec named is installed
     return config

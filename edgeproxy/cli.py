@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = check_config(path)
     except ConfigError as exc:
-        print(f"edgeproxy: {exc}", file=sys.stderr)
+        print_error(exc)
         if args.test:
             print(f"edgeproxy: configuration file {path} test failed", file=sys.stderr)
         return 1
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration ok")
         return 0
     return serve(config, path)
+
+
+def print_error(exc: Exception) -> None:
+    """`edgeproxy: ` and the error, once per line: a ConfigError has a line per problem."""
+    for line in str(exc).splitlines():
+        print(f"edgeproxy: {line}", file=sys.stderr)
 
 
 def _raw_pid_file(path: str) -> str | None:
@@ -107,7 +113,7 @@ def send_signal(name: str, path: str) -> int:
         # other signals only need the pid file, which a broken config may still name.
         pid_file = None if name == "reload" else _raw_pid_file(path)
         if pid_file is None:
-            print(f"edgeproxy: {exc}", file=sys.stderr)
+            print_error(exc)
             print(f"edgeproxy: {path} is invalid; no signal sent", file=sys.stderr)
             return 1
     if not pid_file:
@@ -139,7 +145,7 @@ def serve(config: Config, path: str) -> int:
         master.start()
     except (ConfigError, MasterError) as exc:
         master.close()
-        print(f"edgeproxy: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     try:
         return master.run()

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ConfigError(Exception):
-    """A config problem, located as `file:line: key.path: what`."""
+    """A config problem, located as `file:line: key.path: what`.
 
-    def __init__(self, where: str, what: str) -> None:
-        super().__init__(f"{where}: {what}" if where else what)
+    A file with several problems raises one ConfigError for them all: `where` and `what`
+    are the first one's, `more` holds the others as (where, what), and `lines` has each
+    one as a line of its own (str() is those lines).
+    """
+
+    def __init__(self, where: str, what: str, more: Sequence[tuple[str, str]] = ()) -> None:
         self.where = where
         self.what = what
+        self.lines = tuple(f"{w}: {x}" if w else x for w, x in ((where, what), *more))
+        super().__init__("\n".join(self.lines))
 
 
 class ClientError(Exception):

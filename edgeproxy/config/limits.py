@@ -6,6 +6,7 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 from yaml.nodes import Node, ScalarNode
 
@@ -16,12 +17,14 @@ from edgeproxy.config.schema import (
     Choice,
     Duration,
     Flag,
+    Got,
     Integer,
     Key,
     OneOf,
     Scope,
     Section,
     Size,
+    read_each,
 )
 from edgeproxy.config.units import parse_rate
 
@@ -83,40 +86,46 @@ _RATE_ONLY = ("burst", "delay", "nodelay")
 
 
 def read_zones(node: Node, path: str, scope: Scope) -> dict[str, ZoneConfig]:
-    f = Fields(node, path, None)  # any name is a key
+    """The zones that read well: a bad one is left out, with its errors kept, and the others
+    stay known to the keys that name them (the top block fails all the same)."""
+    f = Fields(node, path, None, scope.problems)  # any name is a key
     zones = {}
     for name, value in f.values.items():
-        if not _NAME_RE.fullmatch(name):
-            raise f.key_error(name, "zone names may use only letters, digits, '_', '.', '-'")
-        values = ZONE.read(value, f.sub(name), scope).values
-        zones[name] = _zone(name, values, value, f.sub(name), scope)
+        with scope.problems.collect():
+            if not _NAME_RE.fullmatch(name):
+                what = "zone names may use only letters, digits, '_', '.', '-'"
+                raise f.key_error(name, what)
+            zones[name] = _zone(name, ZONE.read(value, f.sub(name), scope), scope)
     return zones
 
 
-def _zone(name: str, values: dict[str, object], node: Node, path: str, scope: Scope) -> ZoneConfig:
-    got = Fields(node, path, None)
+def _zone(name: str, got: Got, scope: Scope) -> ZoneConfig:
+    values = dict(got.values)
+    kind: Literal["rate", "connections"]
     if values.pop("shared", False):
         shared_state = scope.get("shared_state")
         if not isinstance(shared_state, SharedStateConfig):
-            raise got.key_error("shared", "needs shared_state (a Redis) at the top level")
+            what = "needs shared_state (a Redis) at the top level"
+            where = got.fields.keys["shared"]
+            raise Invalid(where, got.sub("shared"), what, depends_on="shared_state")
         values["shared"] = shared_state
     if "connections" in values:
         for key in _RATE_ONLY:
             if key in values:
-                raise got.key_error(key, "only for a request-rate zone (one with `rate`)")
+                raise got.fields.key_error(key, "only for a request-rate zone (one with `rate`)")
         if str(values.get("key", "")).startswith("header:"):
-            raise got.key_error("key", "a connection zone is keyed by the client address")
+            raise got.fields.key_error("key", "a connection zone is keyed by the client address")
         kind = "connections"
     else:
         kind = "rate"
-        rate: tuple[float, int] = values.pop("rate")  # type: ignore[assignment]
+        rate: tuple[float, int] = values.pop("rate")
         values["rate"], values["rate_window"] = rate
         if "delay" in values and values.get("nodelay"):
-            raise got.key_error("delay", "delay and nodelay exclude each other")
+            raise got.fields.key_error("delay", "delay and nodelay exclude each other")
     size = values.get("size")
     if isinstance(size, int) and size < MIN_ZONE_SIZE:
-        raise got.key_error("size", f"must be at least {MIN_ZONE_SIZE // 1024}k")
-    return ZoneConfig(name=name, kind=kind, **values)  # type: ignore[arg-type]
+        raise got.fields.key_error("size", f"must be at least {MIN_ZONE_SIZE // 1024}k")
+    return ZoneConfig(name=name, kind=kind, **values)
 
 
 _URL_SCHEMES = ("redis", "rediss", "unix")
@@ -174,7 +183,8 @@ def zone_reader(kind: str, what: str) -> Callable[[Node, str, Scope], ZoneConfig
         zones = scope.get("limits")
         zone = zones.get(name) if isinstance(zones, Mapping) else None
         if not isinstance(zone, ZoneConfig):
-            raise Invalid(node, path, f"no zone named {name!r} in limits")
+            missing = f"no zone named {name!r} in limits"
+            raise Invalid(node, path, missing, depends_on=f"limits.{name}")
         if zone.kind != kind:
             raise Invalid(node, path, f"zone {name!r} is not {what}")
         return zone
@@ -202,4 +212,4 @@ def _rule(node: Node, path: str) -> AccessRule:
 
 
 def read_access(node: Node, path: str, scope: Scope) -> tuple[AccessRule, ...]:
-    return tuple(_rule(item, p) for item, p in items(node, path, single_ok=True))
+    return tuple(read_each(items(node, path, single_ok=True), _rule, scope))

@@ -2,7 +2,8 @@
 
 The file is composed into YAML nodes rather than loaded into dicts, so that every error
 can name its line: `proxy.yaml:14: servers[0].locations[1].proxy_pass: no upstream named 'ap'`.
-Everything is checked here, once, at startup; nothing downstream re-validates.
+Everything is checked here, once, at startup; nothing downstream re-validates. Every error
+of the file is reported at once (up to MAX_ERRORS), in the order of their lines.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from yaml.nodes import Node, ScalarNode
 
 from edgeproxy.config.limits import read_shared_state, read_zones
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
-from edgeproxy.config.nodes import Invalid, integer, string
+from edgeproxy.config.nodes import Invalid, Problems, integer, string
 from edgeproxy.config.schema import (
     METRICS,
     Block,
@@ -36,6 +37,7 @@ from edgeproxy.config.upstreams import read_upstreams
 from edgeproxy.errors import ConfigError
 
 MAX_WORKERS = 256  # the master's shared worker table has room for twice this (reloads overlap)
+MAX_ERRORS = 50  # a file with more is not worth reading line by line: say how many more
 
 
 def load_config(path: str) -> Config:
@@ -62,10 +64,21 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError(source, f"YAML error: {e}") from None
     if root is None:
         raise ConfigError(f"{source}:1", "the config is empty; it needs at least `servers`")
-    try:
-        return _config(root, source)
-    except Invalid as e:
-        raise ConfigError(f"{source}:{e.line}", e.what) from None
+    scope = Scope()
+    with scope.problems.collect():
+        return _config(root, scope, source)
+    # Not returned: the file was read to its end all the same, and every problem is kept.
+    raise _config_error(scope.problems, source)
+
+
+def _config_error(problems: Problems, source: str) -> ConfigError:
+    """One ConfigError for every problem found, in the order they are written."""
+    found = sorted(problems.found, key=lambda problem: (problem.line, problem.column))
+    located = [(f"{source}:{problem.line}", problem.what) for problem in found[:MAX_ERRORS]]
+    if len(found) > MAX_ERRORS:
+        located.append((source, f"{len(found) - MAX_ERRORS} more errors not shown"))
+    (where, what), *more = located
+    return ConfigError(where, what, more)
 
 
 def _workers(node: Node, path: str, scope: Scope) -> int:
@@ -132,7 +145,7 @@ TOP = Block(
 )
 
 
-def _config(root: Node, source: str) -> Config:
-    values = dict(read_top(TOP, root).values)
+def _config(root: Node, scope: Scope, source: str) -> Config:
+    values = dict(read_top(TOP, root, scope).values)
     values.pop("http", None)
     return Config(source=source, upstreams=values.pop("upstreams", {}), **values)

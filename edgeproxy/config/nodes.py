@@ -3,11 +3,17 @@
 The loader composes the file into nodes (not Python objects) and reads them with these
 helpers (through the readers of schema.py); each failure is an `Invalid(node, key_path,
 message)` that the loader turns into a ConfigError located at `file:line`.
+
+A file is read to its end whatever it holds, so that one run reports every error: an
+Invalid leaves out the value it is about (the key, the list item), `Problems` keeps it, and
+reading goes on with the next value.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Mapping
+from types import TracebackType
 
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -23,12 +29,73 @@ _CONSTRUCT = SafeConstructor()
 
 
 class Invalid(Exception):
-    """A bad value at a node; `what` already starts with the key path."""
+    """A bad value at a node; `what` already starts with the key path.
 
-    def __init__(self, node: Node, path: str, message: str) -> None:
+    `depends_on` is the key path of another value this check needs (the upstream a
+    proxy_pass names): when that value had an error of its own, this one is only its echo,
+    and is not reported.
+    """
+
+    def __init__(self, node: Node, path: str, message: str, *, depends_on: str = "") -> None:
         super().__init__(message)
         self.line = node.start_mark.line + 1 if node.start_mark else 0
+        self.column = node.start_mark.column if node.start_mark else 0
+        self.path = path
         self.what = f"{path}: {message}" if path else message
+        self.depends_on = depends_on
+
+
+class Skipped(Exception):
+    """A value left out because of errors inside it, which are in the Problems already (a
+    block with a bad key is left out as a whole: its checks across keys would only echo)."""
+
+
+def _within(path: str, outer: str) -> bool:
+    return path == outer or path.startswith((outer + ".", outer + "["))
+
+
+class Problems:
+    """Every error found in one file so far: `found` to report, in the order found, and
+    `echoes`, the errors of checks whose value they depend on had an error already."""
+
+    def __init__(self) -> None:
+        self.found: list[Invalid] = []
+        self.echoes: list[Invalid] = []
+
+    @property
+    def count(self) -> int:
+        """Every error, echoes included: each one left a value out."""
+        return len(self.found) + len(self.echoes)
+
+    def add(self, error: Invalid) -> None:
+        echo = error.depends_on and self.failed(error.depends_on)
+        (self.echoes if echo else self.found).append(error)
+
+    def failed(self, path: str) -> bool:
+        """Whether an error was found at `path`, within it, or at a value that holds it."""
+        return any(
+            _within(error.path, path) or (error.path and _within(path, error.path))
+            for error in (*self.found, *self.echoes)
+        )
+
+    def collect(self) -> Problems:
+        """`with problems.collect():` around the reading of one value: an error leaves the
+        value out and is kept, and reading goes on after the `with`."""
+        return self  # a plain context manager: a generator one costs more, once per key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if isinstance(error, Invalid):
+            self.add(error)
+            return True
+        return isinstance(error, Skipped)  # its errors are kept already
 
 
 def join(path: str, key: str) -> str:
@@ -48,7 +115,8 @@ def describe(node: Node) -> str:
 
 class Fields:
     """A YAML mapping checked for duplicate, unknown and not-yet-supported keys (`unsupported`
-    maps each such key to its refusal).
+    maps each such key to its refusal). Each bad key goes to `problems` and is left out; the
+    other keys are kept.
 
     `allowed=None` accepts any key (the mapping of upstream names). Keys are read as the
     text written, so `on:` is the key "on", not the boolean YAML 1.1 would make of it.
@@ -59,6 +127,7 @@ class Fields:
         node: Node,
         path: str,
         allowed: Collection[str] | None,
+        problems: Problems,
         unsupported: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(node, MappingNode):
@@ -66,17 +135,31 @@ class Fields:
         self.node, self.path = node, path
         self.keys: dict[str, Node] = {}
         self.values: dict[str, Node] = {}
+        # known key -> the path of an unknown key that looks like a misspelling of it: that
+        # key being "required" is the same mistake, and is not reported twice.
+        self.misspelt: dict[str, str] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == NULL:
-                raise Invalid(key_node, path, f"keys must be words, got {describe(key_node)}")
-            key = str(key_node.value)
-            if key in self.keys:
-                raise Invalid(key_node, self.sub(key), "duplicate key")
-            if unsupported and key in unsupported:
-                raise Invalid(key_node, self.sub(key), unsupported[key])
-            if allowed is not None and key not in allowed:
-                raise Invalid(key_node, self.sub(key), "unknown key")
-            self.keys[key], self.values[key] = key_node, value_node
+            with problems.collect():
+                key = self._check_key(key_node, allowed, unsupported)
+                self.keys[key], self.values[key] = key_node, value_node
+
+    def _check_key(
+        self, node: Node, allowed: Collection[str] | None, unsupported: Mapping[str, str] | None
+    ) -> str:
+        if not isinstance(node, ScalarNode) or node.tag == NULL:
+            raise Invalid(node, self.path, f"keys must be words, got {describe(node)}")
+        key = str(node.value)
+        if key in self.keys:
+            raise Invalid(node, self.sub(key), "duplicate key")
+        if unsupported and key in unsupported:
+            raise Invalid(node, self.sub(key), unsupported[key])
+        if allowed is not None and key not in allowed:
+            near = difflib.get_close_matches(key, allowed, n=1)
+            if near:
+                self.misspelt.setdefault(near[0], self.sub(key))
+                raise Invalid(node, self.sub(key), f"unknown key; did you mean {near[0]!r}?")
+            raise Invalid(node, self.sub(key), "unknown key")
+        return key
 
     def sub(self, key: str) -> str:
         return join(self.path, key)
@@ -86,7 +169,8 @@ class Fields:
 
     def required(self, key: str) -> Node:
         if key not in self.values:
-            raise Invalid(self.node, self.sub(key), "required")
+            misspelt = self.misspelt.get(key, "")
+            raise Invalid(self.node, self.sub(key), "required", depends_on=misspelt)
         return self.values[key]
 
     def key_error(self, key: str, message: str) -> Invalid:

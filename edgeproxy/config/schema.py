@@ -19,23 +19,42 @@ that each table and its model name the same keys).
 A reader is called as reader(node, key_path, scope) and raises Invalid for a bad value.
 `scope` maps the keys read before it, in its block and in the blocks around it, to their
 values (a location's proxy_pass looks up the upstream names read at the top).
+
+One run reports every error of a file: a block reads all its keys even after a bad one,
+keeping each error in `scope.problems`, then is left out as a whole (Skipped) if any was
+found. A reader that reads several values of its own (list items, named pools) does the
+same with `read_each` or `scope.problems.collect()`. A check that needs a value read
+elsewhere names it in `Invalid(..., depends_on=key_path)`, so that an error there is not
+echoed here.
 """
 
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from yaml.nodes import Node
 
 from edgeproxy.config import nodes
-from edgeproxy.config.nodes import Fields, Invalid
+from edgeproxy.config.nodes import Fields, Invalid, Problems, Skipped
 
 T = TypeVar("T")
 
-Scope = ChainMap[str, Any]
+
+class Scope(ChainMap[str, Any]):
+    """The values read so far (see the module docstring), and the problems found so far."""
+
+    def __init__(self, *maps: MutableMapping[str, Any], problems: Problems | None = None) -> None:
+        super().__init__(*maps)
+        self.problems = Problems() if problems is None else problems
+
+    def within(self, values: MutableMapping[str, Any]) -> Scope:
+        """The scope of a nested block: its own values first, then those around it."""
+        return Scope(values, *self.maps, problems=self.problems)
+
+
 Reader = Callable[[Node, str, Scope], Any]
 
 LATER = "not supported yet"
@@ -78,7 +97,8 @@ class OneOf:
     def check(self, fields: Fields) -> None:
         present = [key for key in fields.values if key in self.keys]
         if not present:
-            raise Invalid(fields.node, fields.path, self.missing)
+            misspelt = next((fields.misspelt[k] for k in self.keys if k in fields.misspelt), "")
+            raise Invalid(fields.node, fields.path, self.missing, depends_on=misspelt)
         if len(present) > 1:
             raise fields.key_error(present[1], self.extra.format(present[0]))
 
@@ -106,15 +126,22 @@ class Block:
         self.groups = tuple(row for row in self.rows if isinstance(row, OneOf))
 
     def read(self, node: Node, path: str, scope: Scope) -> Got:
-        fields = Fields(node, path, self.supported, self.later)
+        """The block's values; Skipped (its errors kept in scope.problems) if any is bad."""
+        problems = scope.problems
+        count_before = problems.count
+        fields = Fields(node, path, self.supported, problems, self.later)
         for group in self.groups:
-            group.check(fields)
+            with problems.collect():
+                group.check(fields)
         values: dict[str, Any] = {}
-        inner = scope.new_child(values)
+        inner = scope.within(values)
         for key in self.keys:
-            value = fields.required(key.name) if key.required else fields.get(key.name)
-            if value is not None:
-                values[key.name] = key.read(value, fields.sub(key.name), inner)
+            if key.required or key.name in fields.values:
+                with problems.collect():
+                    value = fields.required(key.name)
+                    values[key.name] = key.read(value, fields.sub(key.name), inner)
+        if problems.count > count_before:
+            raise Skipped
         return Got(fields, values)
 
 
@@ -148,9 +175,25 @@ class Section(Generic[T]):
         return self.model(**self.block.read(node, path, scope).values)
 
 
-def read_top(block: Block, node: Node) -> Got:
-    """The whole file's mapping, read with an empty scope."""
-    return block.read(node, "", ChainMap())
+def read_each(
+    pairs: Iterable[tuple[Node, str]], read: Callable[[Node, str], T], scope: Scope
+) -> list[T]:
+    """read(node, path) for each item of a list. An item with an error does not stop the
+    ones after it from being read; the list is Skipped at the end if any had one."""
+    problems = scope.problems
+    count_before = problems.count
+    found = []
+    for node, path in pairs:
+        with problems.collect():
+            found.append(read(node, path))
+    if problems.count > count_before:
+        raise Skipped
+    return found
+
+
+def read_top(block: Block, node: Node, scope: Scope) -> Got:
+    """The whole file's mapping, read with an empty scope (whose problems it fills)."""
+    return block.read(node, "", scope)
 
 
 # --- readers of plain values (nodes.py does the parsing and says what is wrong) ----------

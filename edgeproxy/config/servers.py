@@ -34,6 +34,7 @@ from edgeproxy.config.schema import (
     Scope,
     Size,
     names_in,
+    read_each,
 )
 from edgeproxy.config.tls import read_tls
 
@@ -122,7 +123,8 @@ def _route_regex(node: Node, path: str, scope: Scope) -> re.Pattern[str]:
 def _proxy_pass(node: Node, path: str, scope: Scope) -> ProxyPass:
     upstream = string(node, path)
     if upstream not in names_in(scope, "upstreams"):
-        raise Invalid(node, path, f"no upstream named {upstream!r}")
+        what = f"no upstream named {upstream!r}"
+        raise Invalid(node, path, what, depends_on=f"upstreams.{upstream}")
     return ProxyPass(upstream)
 
 
@@ -204,7 +206,8 @@ def _try_files(node: Node, path: str, scope: Scope) -> tuple[str, ...]:
             if not last:
                 raise Invalid(item, p, "an @upstream entry can only be the last")
             if entry[1:] not in names_in(scope, "upstreams"):
-                raise Invalid(item, p, f"no upstream named {entry[1:]!r}")
+                what = f"no upstream named {entry[1:]!r}"
+                raise Invalid(item, p, what, depends_on=f"upstreams.{entry[1:]}")
         elif entry.startswith("="):
             if not last:
                 raise Invalid(item, p, "an =CODE entry can only be the last")
@@ -259,7 +262,8 @@ LOCATION = Block(
 
 
 def _locations(node: Node, path: str, scope: Scope) -> tuple[Location, ...]:
-    return tuple(_location(LOCATION.read(n, p, scope)) for n, p in nonempty_items(node, path))
+    locations = nonempty_items(node, path)
+    return tuple(read_each(locations, lambda n, p: _location(LOCATION.read(n, p, scope)), scope))
 
 
 def _location(got: Got) -> Location:
@@ -304,20 +308,26 @@ LISTEN = Block(
 
 def _listen(node: Node, path: str, scope: Scope) -> dict[Address, tuple[Node, str, bool]]:
     """Each address, where it is written, and whether it expects a PROXY header."""
+    written = nonempty_items(node, path, single_ok=True)
+    entries = read_each(written, lambda n, p: _listen_entry(n, p, scope), scope)
     listen: dict[Address, tuple[Node, str, bool]] = {}
-    for item, p in nonempty_items(node, path, single_ok=True):
-        if isinstance(item, MappingNode):
-            values = LISTEN.read(item, p, scope).values
-            addr: Address = values["address"]
-            proxy_protocol = bool(values.get("proxy_protocol", False))
-        else:
-            addr, proxy_protocol = _listen_address(item, p, scope), False
+    for addr, item, p, proxy_protocol in entries:
         if addr in listen:  # would fail later, at bind, with a less helpful message
             raise Invalid(item, p, f"{addr} is listed twice")
-        if proxy_protocol and addr.kind == "unix":
-            raise Invalid(item, p, "proxy_protocol is for TCP addresses")
         listen[addr] = (item, p, proxy_protocol)
     return listen
+
+
+def _listen_entry(item: Node, p: str, scope: Scope) -> tuple[Address, Node, str, bool]:
+    if isinstance(item, MappingNode):
+        values = LISTEN.read(item, p, scope).values
+        addr: Address = values["address"]
+        proxy_protocol = bool(values.get("proxy_protocol", False))
+    else:
+        addr, proxy_protocol = _listen_address(item, p, scope), False
+    if proxy_protocol and addr.kind == "unix":
+        raise Invalid(item, p, "proxy_protocol is for TCP addresses")
+    return addr, item, p, proxy_protocol
 
 
 def _server_names(node: Node, path: str, scope: Scope) -> dict[str, tuple[Node, str]]:
@@ -334,7 +344,7 @@ def _server_names(node: Node, path: str, scope: Scope) -> dict[str, tuple[Node, 
 
 
 def _networks(node: Node, path: str, scope: Scope) -> tuple[IPNetwork, ...]:
-    return tuple(_network(item, p) for item, p in items(node, path, single_ok=True))
+    return tuple(read_each(items(node, path, single_ok=True), _network, scope))
 
 
 def _network(node: Node, path: str) -> IPNetwork:
@@ -367,8 +377,8 @@ def read_servers(node: Node, path: str, scope: Scope) -> tuple[ServerConfig, ...
     # Whether each address speaks TLS: a server's tls covers all its addresses, so the
     # servers sharing an address must all have tls or none (SNI chooses among them).
     secured: dict[Address, bool] = {}
-    servers = []
-    for n, p in nonempty_items(node, path):
+
+    def read(n: Node, p: str) -> ServerConfig:
         got = SERVER.read(n, p, scope)
         tls = "tls" in got.values
         for addr, (item, where, proxy_protocol) in got.values["listen"].items():
@@ -377,8 +387,9 @@ def read_servers(node: Node, path: str, scope: Scope) -> tuple[ServerConfig, ...
             if secured.setdefault(addr, tls) != tls:
                 other = "without" if tls else "with"
                 raise Invalid(item, where, f"{addr} is served {other} tls by another server")
-        servers.append(_server(got, scope, claimed))
-    return tuple(servers)
+        return _server(got, scope, claimed)
+
+    return tuple(read_each(nonempty_items(node, path), read, scope))
 
 
 def _server(got: Got, scope: Scope, claimed: dict[tuple[Address, str], str]) -> ServerConfig:

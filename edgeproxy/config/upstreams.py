@@ -28,10 +28,12 @@ from edgeproxy.config.schema import (
     Choice,
     Duration,
     Flag,
+    Got,
     Integer,
     Key,
     Scope,
     Section,
+    read_each,
 )
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -64,10 +66,10 @@ PEER = Block(
 
 
 def _peers(node: Node, path: str, scope: Scope) -> tuple[PeerConfig, ...]:
-    peers = tuple(_peer(n, p, scope) for n, p in nonempty_items(node, path))
+    peers = read_each(nonempty_items(node, path), lambda n, p: _peer(n, p, scope), scope)
     if all(peer.backup for peer in peers):
         raise Invalid(node, path, "every server is a backup; one must not be")
-    return peers
+    return tuple(peers)
 
 
 def _peer(node: Node, path: str, scope: Scope) -> PeerConfig:
@@ -158,17 +160,24 @@ UPSTREAM = Block(
 
 
 def read_upstreams(node: Node, path: str, scope: Scope) -> dict[str, UpstreamConfig]:
-    f = Fields(node, path, None)  # any name is a key
+    """The pools that read well: a bad one is left out, with its errors kept, and the others
+    stay known to the locations that name them (the top block fails all the same)."""
+    f = Fields(node, path, None, scope.problems)  # any name is a key
     result = {}
     for name, value in f.values.items():
-        if not _NAME_RE.fullmatch(name):
-            raise f.key_error(name, "upstream names may use only letters, digits, '_', '.', '-'")
-        got = UPSTREAM.read(value, f.sub(name), scope)
-        if "queue" in got.values and not any(p.max_conns for p in got.values["servers"]):
-            raise Invalid(
-                got.node_of("queue"),
-                got.sub("queue"),
-                "no server has max_conns: no request would ever wait",
-            )
-        result[name] = UpstreamConfig(name=name, **got.values)
+        with scope.problems.collect():
+            if not _NAME_RE.fullmatch(name):
+                what = "upstream names may use only letters, digits, '_', '.', '-'"
+                raise f.key_error(name, what)
+            result[name] = _upstream(name, UPSTREAM.read(value, f.sub(name), scope))
     return result
+
+
+def _upstream(name: str, got: Got) -> UpstreamConfig:
+    if "queue" in got.values and not any(p.max_conns for p in got.values["servers"]):
+        raise Invalid(
+            got.node_of("queue"),
+            got.sub("queue"),
+            "no server has max_conns: no request would ever wait",
+        )
+    return UpstreamConfig(name=name, **got.values)

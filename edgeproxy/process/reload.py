@@ -128,7 +128,8 @@ class Reloader:
             fleet.listeners.resize(max(fleet.listeners.slots, config.workers))
             added = fleet.listeners.open(listen_addresses(config))
         except ConfigError as exc:
-            log.error("reload failed, still running the previous configuration: %s", exc)
+            for problem in exc.lines:  # one log line each, so that each names its file and line
+                log.error("reload failed, still running the previous configuration: %s", problem)
             return
         for what in expired_certificates(config):  # served all the same (see config.tls)
             log.warning("%s", what)

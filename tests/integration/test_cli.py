@@ -75,6 +75,36 @@ def test_unknown_and_not_yet_supported_keys_are_errors(tmp_path: Path) -> None:
     assert f"{later}:1: metrics" in result.stderr and "not supported yet" in result.stderr
 
 
+def test_check_prints_every_error_of_the_file_one_a_line(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "proxy.yaml",
+        """upstreams:
+  app:
+    balanse: least_conn
+    servers: ["127.0.0.1:8001"]
+servers:
+  - listen: ["127.0.0.1:8080"]
+    send_timeout: 0s
+    locations:
+      - {path: /, proxy_pass: app}
+      - {path: /api, proxy_pass: api}
+""",
+    )
+    result = run_cli("-t", "-c", config)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"edgeproxy: {config}:3: upstreams.app.balanse: unknown key; did you mean 'balance'?",
+        f"edgeproxy: {config}:7: servers[0].send_timeout: must be above zero, got '0s'",
+        f"edgeproxy: {config}:10: servers[0].locations[1].proxy_pass: no upstream named 'api'",
+        f"edgeproxy: configuration file {config} test failed",
+    ]
+    # and starting with that file says the same, then stops
+    started = run_cli("-c", config)
+    assert started.returncode == 1
+    assert started.stderr.splitlines() == result.stderr.splitlines()[:3]
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1

@@ -305,6 +305,43 @@ def test_hup_with_a_broken_config_changes_nothing(edge: Edge) -> None:
     assert get(edge.url, "/healthz").text == "ok\n"
 
 
+def test_a_reload_with_several_errors_reports_each_and_keeps_serving(edge: Edge) -> None:
+    edge.start(workers=1)
+    workers = edge.workers()
+    edge.write_config(
+        workers=1,
+        top="worker_shutdown_timeout: soon\nworkerz: 3",
+        locations="      - {path: /x, proxy_pass: ap}",
+    )
+    lines = edge.config.read_text().splitlines()
+
+    def at(start: str) -> str:
+        return f"{edge.config}:{next(i for i, t in enumerate(lines, 1) if t.startswith(start))}"
+
+    problems = [
+        f"{at('worker_shutdown_timeout')}: worker_shutdown_timeout: "
+        "expected a duration like 250ms, 30s, 5m or 1h, got 'soon'",
+        f"{at('workerz')}: workerz: unknown key; did you mean 'workers'?",
+        f"{at('      - {path: /x')}: servers[0].locations[1].proxy_pass: no upstream named 'ap'",
+    ]
+    # `-s reload` checks the file first: it prints every error and sends nothing
+    result = run_cli("-s", "reload", "-c", str(edge.config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        *(f"edgeproxy: {problem}" for problem in problems),
+        f"edgeproxy: {edge.config} is invalid; no signal sent",
+    ]
+    # a HUP reaches the master, which checks the file too: every error in the error log
+    edge.signal(signal.SIGHUP)
+    edge.wait_log("reload failed", count=len(problems))
+    logged = [line for line in edge.errors().splitlines() if "reload failed" in line]
+    assert [line.split("still running the previous configuration: ", 1)[1] for line in logged] == (
+        problems
+    )
+    assert edge.workers() == workers
+    assert get(edge.url, "/healthz").text == "ok\n"
+
+
 def test_no_request_fails_through_five_reloads_under_load(edge: Edge) -> None:
     edge.start(workers=2)
     stop = threading.Event()
