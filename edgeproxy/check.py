@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from edgeproxy.config import Config, load_config
 from edgeproxy.http.codec import resolve_codec
+from edgeproxy.temp_check import check_temp_path
 
 
 def check_config(path: str) -> Config:
     """The validated config at `path`, or a ConfigError saying where and what is wrong."""
     config = load_config(path)
     resolve_codec(config.http_parser)  # the codec named is installed
+    check_temp_path(config)  # the workers can create temp files there
     return config
