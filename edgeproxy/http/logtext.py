@@ -8,7 +8,15 @@ Only called when a line is logged.
 
 from __future__ import annotations
 
+import ast
+import re
+from typing import Final
+
 from edgeproxy.http.events import RequestHead
+
+# A bytes repr inside a library's message (h11: "illegal request line: bytearray(b'...')").
+_LITERAL: Final = r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"'
+_BYTES_REPR: Final = re.compile(rf"bytearray\(({_LITERAL})\)|(?<!\w)({_LITERAL})")
 
 
 def printable(raw: bytes | bytearray) -> str:
@@ -22,3 +30,16 @@ def printable(raw: bytes | bytearray) -> str:
 def request_line(head: RequestHead) -> str:
     """The request line of `head`, quoted: `"GET /d3 HTTP/1.1"`."""
     return f'"{printable(head.method)} {printable(head.target)} HTTP/{printable(head.version)}"'
+
+
+def readable(message: str) -> str:
+    """`message` with each bytes repr in it shown as quoted text (`"GET /x HTTP/1.1"`)."""
+    return _BYTES_REPR.sub(_quoted, message)
+
+
+def _quoted(found: re.Match[str]) -> str:
+    try:
+        value = ast.literal_eval(found[1] or found[2])
+    except (ValueError, SyntaxError):
+        return found[0]
+    return f'"{printable(value)}"' if isinstance(value, bytes) else found[0]
