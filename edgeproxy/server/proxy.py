@@ -271,9 +271,13 @@ class ProxyExchange:
         conn = self.conn
         if chunks is None or conn is None:
             return
-        for chunk in chunks:
-            if not conn.write(chunk):
-                return  # on_upstream_writable resumes the loop where it stopped
+        try:
+            for chunk in chunks:
+                if not conn.write(chunk):
+                    return  # on_upstream_writable resumes the loop where it stopped
+        except SpoolError as exc:  # the spooled request body cannot be read back
+            self._request_body_failed(exc)
+            return
         self.body_chunks = None
 
     # --- callbacks from the upstream connection ---
@@ -485,6 +489,20 @@ class ProxyExchange:
             self.conn = None
         self._close()
         self.client.abort()
+
+    def _request_body_failed(self, error: SpoolError) -> None:
+        """Our temp file of the request body failed: 500 (as nginx), the peer not blamed."""
+        log.error("upstream %s: %s: request body: %s", self.pool.name,
+                  request_line(self.request.head), error)  # fmt: skip
+        if self.conn is not None:
+            self.conn.abort_exchange()
+            self.conn = None
+        if self.head_sent:  # the peer answered early, and part of it is out
+            self._close()
+            self.client.abort()
+            return
+        self.client.out.send_error(500)
+        self._finish()
 
     def _give_up(self) -> None:
         status = self.last_status or 502

@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -159,7 +160,7 @@ def test_a_response_body_that_cannot_be_spooled_ends_the_connection_and_is_logge
             wait_until(lambda: is_empty(temp), 10, "the temp file closed")
 
 
-# --- -t and start-up ---
+# --- -t, start-up and reload ---
 
 
 def unwritable_temp_config(base: Path, upstream: Gunicorn) -> tuple[Path, Path, str]:
@@ -221,3 +222,18 @@ def test_the_check_creates_its_file_as_the_workers_user(
     assert ok.returncode == 0, ok.stderr
     assert refused.returncode == 1
     assert "as user 'nobody': Permission denied (EACCES)" in refused.stderr
+
+
+def test_a_reload_is_refused_while_the_temp_path_is_not_writable(
+    base_dir: Path, gunicorn_a: Gunicorn
+) -> None:
+    with proxy_with_fault("not writable", base_dir, gunicorn_a) as (proxy, temp):
+        proxy.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in proxy.errors(), 15, "the reload refused")
+        who = " as user 'nobody'" if IS_ROOT else ""
+        assert (
+            f"reload failed, still running the previous configuration: {proxy.config}:"
+            f"{temp_path_line(proxy.config)}: temp_path: cannot create a temp file in "
+            f"{temp}{who}: Permission denied (EACCES)"
+        ) in proxy.errors()
+        assert proxy.process.poll() is None  # still serving

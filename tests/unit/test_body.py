@@ -9,6 +9,19 @@ import pytest
 from edgeproxy.server.body import RequestBody, ResponseSpool, SpoolError
 
 
+def temp_fd(directory: Path) -> int:
+    """The one fd of this process open on a file in `directory`."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(directory)):
+                found.append(int(fd))
+        except OSError:
+            continue  # the listdir's own fd, closed meanwhile
+    (fd,) = found
+    return fd
+
+
 def open_fds_under(directory: Path) -> list[str]:
     links = []
     for fd in os.listdir("/proc/self/fd"):
@@ -127,3 +140,12 @@ def test_a_failing_write_is_a_spool_error(tmp_path: Path, monkeypatch: pytest.Mo
     )
     body.close()
     assert not open_fds_under(tmp_path)
+
+
+def test_a_temp_file_shorter_than_its_body_is_a_spool_error(tmp_path: Path) -> None:
+    body = RequestBody(memory_limit=2, temp_dir=str(tmp_path))
+    body.write(b"abcdef")
+    os.ftruncate(temp_fd(tmp_path), 2)  # as if the file lost its end
+    with pytest.raises(SpoolError, match=r"cannot read a temp file in .*\(EIO\)"):
+        b"".join(body.chunks())
+    body.close()
