@@ -238,15 +238,16 @@ class DownstreamConnection(asyncio.Protocol):
                         # No body announced: the request is complete with its head.
                         reader.end_bodiless()
                         self._dispatch()
+        # A name per clause: compiled, a name has one type in the whole function.
         except _PhaseRefusal as refusal:
             self._refuse(refusal.status, refusal.reason, refusal.answer)
-        except RefusedRequest as exc:
-            self._refuse(exc.status, exc.reason, received=exc.received)
+        except RefusedRequest as refused:
+            self._refuse(refused.status, refused.reason, received=refused.received)
         except ClientError as exc:
             self._refuse(exc.status, exc.reason)
-        except SpoolError as exc:
+        except SpoolError as failed:
             # Our fault (temp_path gone, not writable, full): 500, as nginx, and an error.
-            self._refuse(500, f"request body: {exc}", level=logging.ERROR)
+            self._refuse(500, f"request body: {failed}", level=logging.ERROR)
 
     def _on_head(self, head: RequestHead) -> bool:
         """Set up the request and run its phases; True when it has no body (it is complete)."""
