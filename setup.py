@@ -85,6 +85,7 @@ NOT_COMPILED = {
     "read once per config: nothing here runs per request",
     "edgeproxy/http/interface.py": "the codec interfaces and MalformedResponse: no code runs "
     "per request",
+    "edgeproxy/http/logtext.py": "formats bytes for error-log lines: runs only when one is logged",
     "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
     "addresses with proxy_protocol",
     "edgeproxy/limits/counters.py": "interfaces only",

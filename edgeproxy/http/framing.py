@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from edgeproxy.http.logtext import printable
+
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 # Single bytes are looked for as ints (see edgeproxy.http.rules): no TypeError per search.
 _LF: Final = 0x0A
@@ -142,7 +144,7 @@ class ChunkedDecoder(BodyDecoder):
             or len(size_part) > MAX_CHUNK_SIZE_DIGITS
             or not _HEX_DIGITS.issuperset(size_part)
         ):
-            raise FramingError(f"invalid chunk size {size_part[:20]!r}")
+            raise FramingError(f'invalid chunk size "{printable(size_part[:20])}"')
         self._chunk_left = int(size_part, 16)
         self._state = "data" if self._chunk_left else "trailer"
         return True

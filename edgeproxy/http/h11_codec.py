@@ -15,6 +15,7 @@ import h11
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import Headers, RequestHead, ResponseHead
 from edgeproxy.http.interface import MalformedResponse, ResponseParser
+from edgeproxy.http.logtext import readable
 from edgeproxy.http.response_reader import ResponseReader
 from edgeproxy.http.rules import BAD_REQUEST
 
@@ -61,7 +62,7 @@ class H11Codec:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise ClientError(BAD_REQUEST, str(exc)) from None
+            raise ClientError(BAD_REQUEST, readable(str(exc))) from None
         if not isinstance(event, h11.Request):
             raise ClientError(BAD_REQUEST, "incomplete request head")
         if not event.target.isascii():
@@ -86,7 +87,7 @@ class H11Codec:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise MalformedResponse(str(exc)) from None
+            raise MalformedResponse(readable(str(exc))) from None
         if not isinstance(event, h11.Response | h11.InformationalResponse):
             raise MalformedResponse("incomplete response head")
         return ResponseHead(

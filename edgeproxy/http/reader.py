@@ -11,6 +11,7 @@ Upstream responses have their reader in edgeproxy.http.response_reader, on the s
 
 from __future__ import annotations
 
+import re
 from typing import Final, NoReturn
 
 from edgeproxy.errors import ClientError
@@ -35,6 +36,31 @@ NO_BODY: Final = LengthDecoder(0)  # shared: a zero-length decoder never changes
 HEAD, BODY, DONE = 0, 1, 2  # reader states
 
 RequestEvent = RequestHead | bytes | EndOfMessage | NeedData
+
+# A well-formed request line (RFC 9112 3): what a request refused for its head is logged with.
+_REQUEST_LINE: Final = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e\x80-\xff]+) HTTP/([0-9]\.[0-9])\r\n"
+)
+
+
+class RefusedRequest(ClientError):
+    """A request refused for its head (a missing Host, say) although its request line was
+    well-formed: `received` holds that line, and the fields when the codec parsed them, so
+    that the logs show what was received rather than nothing."""
+
+    def __init__(self, refusal: ClientError, received: RequestHead) -> None:
+        super().__init__(refusal.status, refusal.reason)
+        self.received = received
+
+
+def _refused(refusal: ClientError, head: bytes, parsed: RequestHead | None) -> ClientError:
+    """`refusal`, with the request line of `head` when it has a well-formed one (only on
+    this error path: a valid request never pays for it)."""
+    line = _REQUEST_LINE.match(head)
+    if line is None:
+        return refusal
+    headers = parsed.headers if parsed is not None else []
+    return RefusedRequest(refusal, RequestHead(line[1], line[2], line[3], headers))
 
 
 class HeadScanner:
@@ -198,8 +224,14 @@ class RequestReader(HeadScanner):
         head_bytes = self._checked_head()
         if head_bytes is None:
             return NEED_DATA
-        head = self.codec.parse_request_head(head_bytes)
-        self._valid_host = apply_request_rules(head, self._valid_host)
+        try:
+            head = self.codec.parse_request_head(head_bytes)
+        except ClientError as exc:
+            raise _refused(exc, head_bytes, None) from None
+        try:
+            self._valid_host = apply_request_rules(head, self._valid_host)
+        except ClientError as exc:
+            raise _refused(exc, head_bytes, head) from None
         if head.chunked:
             self._decoder = ChunkedDecoder(self.max_head)
         elif head.content_length:

@@ -3,10 +3,16 @@
 Temp files come from tempfile.TemporaryFile: on Linux they have no name at all (O_TMPFILE)
 or are unlinked at once, so they disappear when closed and even when the process is killed.
 Disk writes are blocking calls on the event loop, as in nginx: they land in the page cache.
+They are unbuffered, so that a failure (a full disk) is raised by the write that met it,
+while the request can still be answered, never later by a flush.
+
+A temp file that cannot be created, written or read raises SpoolError: the fault is ours
+(the operator's temp_path), not the client's or the upstream's.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections import deque
@@ -19,9 +25,38 @@ READ_CHUNK: Final = 64 * 1024
 SMALL_PIECE: Final = 4096
 
 
+class SpoolError(Exception):
+    """A temp file in `directory` could not be created, written or read; the message names
+    the directory and the errno ("cannot write a temp file in /x: No space left on device
+    (ENOSPC)")."""
+
+    def __init__(self, action: str, directory: str, error: OSError) -> None:
+        code = error.errno
+        if code is None:
+            why = str(error)
+        else:
+            why = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+        super().__init__(f"cannot {action} a temp file in {directory}: {why}")
+        self.code = code  # the errno, or None
+
+
 def _temp_file(directory: str, prefix: str) -> BinaryIO:
-    """An anonymous file; the owning body object closes it (it outlives any `with`)."""
-    return tempfile.TemporaryFile(dir=directory, prefix=prefix)
+    """An anonymous unbuffered file; the owning body object closes it (it outlives any
+    `with`)."""
+    try:
+        return tempfile.TemporaryFile(dir=directory, prefix=prefix, buffering=0)
+    except OSError as exc:
+        raise SpoolError("create", directory, exc) from None
+
+
+def _write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+    """Write all of `data` at `offset` (a write may take part of it: on a disk about to be
+    full, the part that fits, and the next one fails with ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        offset += written
+        view = view[written:]
 
 
 class RequestBody:
@@ -45,13 +80,19 @@ class RequestBody:
         return self._file is not None
 
     def write(self, data: bytes) -> None:
+        """Add `data`; SpoolError when a temp file cannot take it (the body is then
+        unusable: refuse the request)."""
+        offset = self.size
         self.size += len(data)
         if self._file is not None:
-            self._file.write(data)
+            self._write(data, offset)
         elif self.size > self._memory_limit:
             self._file = _temp_file(self._temp_dir, "edgeproxy-body-")
-            self._file.writelines(self._parts)
-            self._file.write(data)
+            offset = 0
+            for part in self._parts:
+                self._write(part, offset)
+                offset += len(part)
+            self._write(data, offset)
             self._parts = []
         elif len(data) >= SMALL_PIECE:
             self._parts.append(data)
@@ -59,6 +100,13 @@ class RequestBody:
             self._parts[-1] += data
         else:
             self._parts.append(bytearray(data))
+
+    def _write(self, data: bytes | bytearray, offset: int) -> None:
+        assert self._file is not None
+        try:
+            _write_all(self._file.fileno(), data, offset)
+        except OSError as exc:
+            raise SpoolError("write", self._temp_dir, exc) from None
 
     def in_memory(self) -> list[bytes | bytearray] | None:
         """The body's pieces when it is in memory (the fast path; do not modify), else None."""
@@ -68,13 +116,16 @@ class RequestBody:
         if self._file is None:
             yield from self._parts
             return
-        self._file.flush()
         fd = self._file.fileno()
         offset = 0
         while offset < self.size:
-            chunk = os.pread(fd, READ_CHUNK, offset)
+            try:
+                chunk = os.pread(fd, READ_CHUNK, offset)
+            except OSError as exc:
+                raise SpoolError("read", self._temp_dir, exc) from None
             if not chunk:
-                raise OSError("temp file shorter than the body written to it")
+                short = OSError(errno.EIO, "temp file shorter than the body written to it")
+                raise SpoolError("read", self._temp_dir, short)
             offset += len(chunk)
             yield chunk
 
@@ -92,7 +143,8 @@ class ResponseSpool:
     The proxy writes straight to the client while it keeps up; only what the client is
     not ready for lands here: memory up to `memory_limit`, then a temp file holding up to
     `file_limit` bytes (0 = never spool: the unbuffered, flow-controlled mode). While
-    `full`, the upstream is not read.
+    `full`, the upstream is not read. `put` and `pop` raise SpoolError when the temp file
+    fails them.
     """
 
     __slots__ = (
@@ -134,7 +186,10 @@ class ResponseSpool:
         if self._file_limit and (spilled or self._memory + len(data) > self._memory_limit):
             if self._file is None:
                 self._file = _temp_file(self._temp_dir, "edgeproxy-resp-")
-            os.pwrite(self._file.fileno(), data, self._file_write)
+            try:
+                _write_all(self._file.fileno(), data, self._file_write)
+            except OSError as exc:
+                raise SpoolError("write", self._temp_dir, exc) from None
             self._file_write += len(data)
         else:
             self._chunks.append(data)
@@ -147,14 +202,17 @@ class ResponseSpool:
             self._memory -= len(chunk)
             return chunk
         assert self._file is not None
-        chunk = os.pread(self._file.fileno(), READ_CHUNK, self._file_read)
-        if not chunk:
-            raise OSError("response temp file shorter than what was written to it")
-        self._file_read += len(chunk)
-        if self._file_read == self._file_write:
-            # Drained: reuse the file from its start rather than growing it.
-            self._file_read = self._file_write = 0
-            self._file.truncate(0)
+        try:
+            chunk = os.pread(self._file.fileno(), READ_CHUNK, self._file_read)
+            if not chunk:
+                raise OSError(errno.EIO, "response temp file shorter than what was written")
+            self._file_read += len(chunk)
+            if self._file_read == self._file_write:
+                # Drained: reuse the file from its start rather than growing it.
+                self._file_read = self._file_write = 0
+                self._file.truncate(0)
+        except OSError as exc:
+            raise SpoolError("read", self._temp_dir, exc) from None
         return chunk
 
     def close(self) -> None:

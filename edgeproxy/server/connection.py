@@ -38,8 +38,9 @@ from typing import Final, cast
 from edgeproxy.config.model import HttpSettings
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import END_OF_MESSAGE, NEED_DATA, RequestHead
-from edgeproxy.http.reader import RequestReader
-from edgeproxy.server.body import RequestBody
+from edgeproxy.http.logtext import request_line
+from edgeproxy.http.reader import RefusedRequest, RequestReader
+from edgeproxy.server.body import RequestBody, SpoolError
 from edgeproxy.server.request import ConnectionPhase, Delay, Request, Responder
 from edgeproxy.server.response import CONTINUE, Answer, ResponseWriter
 from edgeproxy.server.router import Router
@@ -237,10 +238,16 @@ class DownstreamConnection(asyncio.Protocol):
                         # No body announced: the request is complete with its head.
                         reader.end_bodiless()
                         self._dispatch()
+        # A name per clause: compiled, a name has one type in the whole function.
         except _PhaseRefusal as refusal:
             self._refuse(refusal.status, refusal.reason, refusal.answer)
+        except RefusedRequest as refused:
+            self._refuse(refused.status, refused.reason, received=refused.received)
         except ClientError as exc:
             self._refuse(exc.status, exc.reason)
+        except SpoolError as failed:
+            # Our fault (temp_path gone, not writable, full): 500, as nginx, and an error.
+            self._refuse(500, f"request body: {failed}", level=logging.ERROR)
 
     def _on_head(self, head: RequestHead) -> bool:
         """Set up the request and run its phases; True when it has no body (it is complete)."""
@@ -429,10 +436,26 @@ class DownstreamConnection(asyncio.Protocol):
         else:
             self._enter(IDLE)
 
-    def _refuse(self, status: int, reason: str, answer: Answer | None = None) -> None:
-        """Answer a refused request (or connection), then linger and close."""
-        log.info("client %s: %d %s", self.peer_ip, status, reason)
+    def _refuse(
+        self,
+        status: int,
+        reason: str,
+        answer: Answer | None = None,
+        received: RequestHead | None = None,
+        level: int = logging.INFO,
+    ) -> None:
+        """Answer a refused request (or connection), then linger and close.
+
+        `received`: what the reader saw of a request it refused before making it one (its
+        request line), so that the logs show it.
+        """
         request = self.request
+        seen = request.head if request is not None else received
+        if seen is not None:
+            log.log(level, "client %s: %d %s (%s)", self.peer_ip, status, reason,
+                    request_line(seen))  # fmt: skip
+        else:
+            log.log(level, "client %s: %d %s", self.peer_ip, status, reason)
         out = self.out
         out.reset(request.head if request is not None else None, False)
         if answer is not None:
@@ -441,7 +464,8 @@ class DownstreamConnection(asyncio.Protocol):
             out.send_error(status, close=True)
         if request is None:
             route = self.router.default.not_found
-            request = Request(_UNPARSED, route, _NO_BODY, self.peer_ip, time.time())
+            head = received if received is not None else _UNPARSED
+            request = Request(head, route, _NO_BODY, self.peer_ip, time.time())
         self.request = request
         self._finish_request(status)
         self._enter(LINGER)

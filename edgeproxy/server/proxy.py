@@ -20,8 +20,9 @@ from typing import Final
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
 from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end, header_values
+from edgeproxy.http.logtext import request_line
 from edgeproxy.http.rules import comma_tokens
-from edgeproxy.server.body import ResponseSpool
+from edgeproxy.server.body import ResponseSpool, SpoolError
 from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
 from edgeproxy.server.static.accel import InternalRedirects, redirect_target
@@ -54,7 +55,7 @@ class ProxyHandler:
         except UpstreamError as exc:
             # The request cannot be put in the pool's protocol (a uwsgi variables block
             # over 64 KiB): no peer would take it.
-            log.error("upstream %s: %s: %s", self.pool.name, request.head.target, exc)
+            log.error("upstream %s: %s: %s", self.pool.name, request_line(request.head), exc)
             client.out.send_error(exc.status)
             return None
         return exchange.start()
@@ -281,9 +282,13 @@ class ProxyExchange:
         conn = self.conn
         if chunks is None or conn is None:
             return
-        for chunk in chunks:
-            if not conn.write(chunk):
-                return  # on_upstream_writable resumes the loop where it stopped
+        try:
+            for chunk in chunks:
+                if not conn.write(chunk):
+                    return  # on_upstream_writable resumes the loop where it stopped
+        except SpoolError as exc:  # the spooled request body cannot be read back
+            self._request_body_failed(exc)
+            return
         self.body_chunks = None
 
     # --- callbacks from the upstream connection ---
@@ -323,6 +328,8 @@ class ProxyExchange:
             out.send_head(head.status, headers, head.content_length, head.reason)
         for chunk in chunks:
             self._deliver(chunk)
+        if self.done:  # a spool failure ended it
+            return
         if complete:
             self._upstream_finished()
 
@@ -374,7 +381,11 @@ class ProxyExchange:
             spool = self.spool = ResponseSpool(
                 settings.proxy_buffers_size, file_limit, self.temp_path
             )
-        spool.put(data)
+        try:
+            spool.put(data)
+        except SpoolError as exc:
+            self._spool_failed(exc)
+            return
         if spool.full and self.conn is not None:
             self.conn.pause_reading()
 
@@ -390,8 +401,12 @@ class ProxyExchange:
             return
         out = self.client.out
         was_full = spool.full
-        while spool.pending and out.writable:
-            out.write(spool.pop())
+        try:
+            while spool.pending and out.writable:
+                out.write(spool.pop())
+        except SpoolError as exc:
+            self._spool_failed(exc)
+            return
         if was_full and not spool.full and self.conn is not None:
             self.conn.resume_reading()
         if self.upstream_done and not spool.pending:
@@ -447,9 +462,8 @@ class ProxyExchange:
         if self.done:
             return
         if self.head_sent:
-            log.error(
-                "upstream %s: %s %s: %s", pool.name, peer.name, self.request.head.target, error
-            )
+            line = request_line(self.request.head)
+            log.error("upstream %s: %s %s: %s", pool.name, peer.name, line, error)
             self._close()
             self.client.abort()  # the client has part of a response: only a close tells it
             return
@@ -459,7 +473,8 @@ class ProxyExchange:
             self.stale_retried = True
             self._connect(peer)
             return
-        log.error("upstream %s: %s %s: %s", pool.name, peer.name, self.request.head.target, error)
+        line = request_line(self.request.head)
+        log.error("upstream %s: %s %s: %s", pool.name, peer.name, line, error)
         pool.record_failure(peer, error)
         self.last_status = error.status
         retry_on = pool.config.next_upstream
@@ -472,6 +487,33 @@ class ProxyExchange:
             self.try_next_peer()
         else:
             self._give_up()
+
+    def _spool_failed(self, error: SpoolError) -> None:
+        """The response spool's temp file failed (temp_path gone, full): the head is out,
+        so closing the connection is the only way to tell the client its response is cut
+        short (as nginx). The peer did nothing wrong: it is not marked failed."""
+        log.error("upstream %s: %s %s: response body: %s; closing the client connection",
+                  self.pool.name, self.request.upstream_addr, request_line(self.request.head),
+                  error)  # fmt: skip
+        if self.conn is not None:
+            self.conn.abort_exchange()
+            self.conn = None
+        self._close()
+        self.client.abort()
+
+    def _request_body_failed(self, error: SpoolError) -> None:
+        """Our temp file of the request body failed: 500 (as nginx), the peer not blamed."""
+        log.error("upstream %s: %s: request body: %s", self.pool.name,
+                  request_line(self.request.head), error)  # fmt: skip
+        if self.conn is not None:
+            self.conn.abort_exchange()
+            self.conn = None
+        if self.head_sent:  # the peer answered early, and part of it is out
+            self._close()
+            self.client.abort()
+            return
+        self.client.out.send_error(500)
+        self._finish()
 
     def _give_up(self) -> None:
         status = self.last_status or 502

@@ -483,9 +483,10 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs 
 
 @pytest.fixture
 def world_readable_dir() -> Iterator[Path]:
-    """A directory the workers' user can reach (pytest's tmp_path is root's alone)."""
+    """A directory the workers' user can reach (pytest's tmp_path is root's alone), and
+    create files in, as in /tmp: it is also their temp_path, which start-up checks."""
     path = Path(tempfile.mkdtemp())
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o1777)
     yield path
     shutil.rmtree(path)
 
