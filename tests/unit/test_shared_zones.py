@@ -30,6 +30,10 @@ __all__ = ["redis_server"]
 
 
 def _shared(server: RedisServer, **settings: object) -> SharedStateConfig:
+    # A timeout far above the default: on a loaded test machine Redis may take longer than
+    # the default 50 ms, and then the zone falls back to local state, which these tests
+    # (about atomicity and leases, not timeouts) would read as lost requests.
+    settings.setdefault("timeout", 2.0)
     return SharedStateConfig(redis=server.url, **settings)  # type: ignore[arg-type]
 
 
