@@ -88,6 +88,9 @@ NOT_COMPILED = {
     "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
     "addresses with proxy_protocol",
     "edgeproxy/limits/counters.py": "interfaces only",
+    "edgeproxy/limits/locks.py": "makes each zone's lock once, in the master; per request "
+    "the compiled zone calls the lock's acquire and release, C functions of _spinlock in "
+    "a compiled build",
     "edgeproxy/limits/redis_scripts.py": "the Lua text of the scripts Redis runs",
     "edgeproxy/limits/shared.py": "asyncio I/O through redis-py; per request it is a dict "
     "lookup and a call of the compiled leaky.take, as a local zone's",
@@ -114,6 +117,13 @@ NOT_COMPILED = {
     "its own loop: never on the request path",
     "edgeproxy/upstream/protocol.py": "an interface only",
     "edgeproxy/upstream/protocols.py": "the protocol table, read once per pool",
+}
+
+# C extension modules written in C (not by mypyc), built with the compiled build. Each has
+# a pure-Python fallback that its importer chooses when the module is not there.
+C_EXTENSIONS = {
+    # The zones' lock without a system call when uncontended (fallback: an fcntl lock).
+    "edgeproxy.limits._spinlock": "edgeproxy/limits/_spinlock.c",
 }
 
 # The setup.py commands that build extension modules. pip also runs setup.py for metadata
@@ -207,7 +217,14 @@ def extension_modules() -> list[Extension]:
     from mypyc.build import mypycify
 
     level = opt_level(os.environ.get("EDGEPROXY_MYPYC_OPT_LEVEL"))
-    return list(mypycify(list(COMPILED), opt_level=level))
+    return list(mypycify(list(COMPILED), opt_level=level)) + c_extensions(level)
+
+
+def c_extensions(level: str) -> list[Extension]:
+    return [
+        Extension(name, [source], extra_compile_args=[f"-O{level}"])
+        for name, source in C_EXTENSIONS.items()
+    ]
 
 
 if __name__ == "__main__":

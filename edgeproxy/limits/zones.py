@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 
 from edgeproxy.config.model import ZoneConfig
 from edgeproxy.limits.leaky import REJECT, Bucket, Outcome, take
-from edgeproxy.limits.table import FIELDS, SharedTable, ZoneLock
+from edgeproxy.limits.locks import LockMaker, ZoneLock
+from edgeproxy.limits.table import FIELDS, SharedTable
 
 log = logging.getLogger("edgeproxy.limits")
 
@@ -150,9 +150,8 @@ class ConnectionZone:
 class ZoneStore:
     """Every zone of the instance, by (name, kind, size)."""
 
-    def __init__(self) -> None:
-        # An unlinked file: nothing to clean up, and its record locks die with their holders.
-        self._lock_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the store)
+    def __init__(self, lock_kind: str | None = None) -> None:
+        self._locks = LockMaker(lock_kind)
         self._tables: dict[tuple[str, str, int], tuple[SharedTable, ZoneLock]] = {}
 
     def prepare(self, zones: Iterable[ZoneConfig]) -> None:
@@ -164,7 +163,7 @@ class ZoneStore:
         ident = (zone.name, zone.kind, zone.size)
         found = self._tables.get(ident)
         if found is None:
-            lock = ZoneLock(self._lock_file, len(self._tables))
+            lock = self._locks.new()
             found = self._tables[ident] = (SharedTable(zone.size), lock)
         return found
 
@@ -175,9 +174,11 @@ class ZoneStore:
         return ConnectionZone(zone, *self._table(zone))
 
     def reclaim(self, pid: int) -> int:
-        """Give back the connection slots a dead worker held; how many keys had some."""
+        """Give back the connection slots a dead worker held; how many keys had some. Its
+        zone locks too, should it have died holding one (its pid may be reused now)."""
         cleared = 0
         for (_, kind, _), (table, lock) in self._tables.items():
+            lock.force_release(pid)
             if kind != "connections":
                 continue
             lock.acquire()
