@@ -13,10 +13,11 @@ Callers hold the zone's lock (edgeproxy.limits.locks) while they read and write 
 from __future__ import annotations
 
 import mmap
+from typing import Final
 
-FIELDS = 4  # tag, a, b, stamp
-ROW_BYTES = 8 * FIELDS
-PROBE = 8  # rows searched for a key; LRU eviction happens among these
+FIELDS: Final = 4  # tag, a, b, stamp
+ROW_BYTES: Final = 8 * FIELDS
+PROBE: Final = 8  # rows searched for a key; LRU eviction happens among these
 
 
 class SharedTable:
