@@ -11,8 +11,10 @@ be built, so that nobody installing edgeproxy has to know about mypyc:
 Only the modules in COMPILED are compiled (black's build is the model): what is not on the
 request path (config, CLI, master, worker start-up) runs once and stays Python. Every module
 of the request-path packages is in COMPILED or in NOT_COMPILED with its reason, so a new
-module forces a decision (tests/packaging/test_compiled_modules.py). Project metadata and
-the build requirements live in pyproject.toml; this file only adds the extension modules.
+module forces a decision (tests/packaging/test_compiled_modules.py). The few modules written
+in C (C_EXTENSIONS) are built with them, and each has a Python fallback for a pure build.
+Project metadata and the build requirements live in pyproject.toml; this file only adds the
+extension modules.
 """
 
 from __future__ import annotations
