@@ -88,6 +88,8 @@ class LockMaker:
 
     def __init__(self, kind: str | None = None) -> None:
         self.kind = kind or lock_kind()
+        if self.kind not in ("spin", "record") or (self.kind == "spin" and not HAVE_SPIN_LOCK):
+            raise ValueError(f"no {self.kind!r} zone lock here (this install has {lock_kind()!r})")
         self._file: IO[bytes] | None = None
         self._made = 0
 

@@ -217,3 +217,11 @@ def test_the_master_reclaiming_a_dead_worker_frees_its_zone_locks(kind: str) -> 
     store.reclaim(pid)  # at once: its pid is not yet reused, but could be
     assert zone.lock.try_acquire()
     zone.lock.release()
+
+
+def test_asking_for_a_lock_kind_this_install_lacks_says_so() -> None:
+    with pytest.raises(ValueError, match="no 'futex' zone lock"):
+        LockMaker("futex")
+    if not HAVE_SPIN_LOCK:
+        with pytest.raises(ValueError, match="no 'spin' zone lock here"):
+            LockMaker("spin")
