@@ -29,7 +29,7 @@ test-compiled: compile
 
 compile:
 	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
-	cp -r edgeproxy tests conf setup.py pyproject.toml README.md $(COMPILED_DIR)/
+	cp -r edgeproxy tests conf setup.py pyproject.toml MANIFEST.in README.md $(COMPILED_DIR)/
 	cd $(COMPILED_DIR) && EDGEPROXY_COMPILE=1 $(PYTHON) setup.py -q build_ext --inplace
 
 # `pip install .` in a fresh virtualenv (build isolation, so the build requirements are

@@ -11,8 +11,10 @@ be built, so that nobody installing edgeproxy has to know about mypyc:
 Only the modules in COMPILED are compiled (black's build is the model): what is not on the
 request path (config, CLI, master, worker start-up) runs once and stays Python. Every module
 of the request-path packages is in COMPILED or in NOT_COMPILED with its reason, so a new
-module forces a decision (tests/packaging/test_compiled_modules.py). Project metadata and
-the build requirements live in pyproject.toml; this file only adds the extension modules.
+module forces a decision (tests/packaging/test_compiled_modules.py). The few modules written
+in C (C_EXTENSIONS) are built with them, and each has a Python fallback for a pure build.
+Project metadata and the build requirements live in pyproject.toml; this file only adds the
+extension modules.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ NOT_COMPILED = {
     "edgeproxy/http/proxy_protocol.py": "runs once per connection, and only on listen "
     "addresses with proxy_protocol",
     "edgeproxy/limits/counters.py": "interfaces only",
+    "edgeproxy/limits/locks.py": "makes each zone's lock once, in the master; per request "
+    "the compiled zone calls the lock's acquire and release, C functions of _spinlock in "
+    "a compiled build",
     "edgeproxy/limits/redis_scripts.py": "the Lua text of the scripts Redis runs",
     "edgeproxy/limits/shared.py": "asyncio I/O through redis-py; per request it is a dict "
     "lookup and a call of the compiled leaky.take, as a local zone's",
@@ -115,6 +120,13 @@ NOT_COMPILED = {
     "its own loop: never on the request path",
     "edgeproxy/upstream/protocol.py": "an interface only",
     "edgeproxy/upstream/protocols.py": "the protocol table, read once per pool",
+}
+
+# C extension modules written in C (not by mypyc), built with the compiled build. Each has
+# a pure-Python fallback that its importer chooses when the module is not there.
+C_EXTENSIONS = {
+    # The zones' lock without a system call when uncontended (fallback: an fcntl lock).
+    "edgeproxy.limits._spinlock": "edgeproxy/limits/_spinlock.c",
 }
 
 # The setup.py commands that build extension modules. pip also runs setup.py for metadata
@@ -208,7 +220,14 @@ def extension_modules() -> list[Extension]:
     from mypyc.build import mypycify
 
     level = opt_level(os.environ.get("EDGEPROXY_MYPYC_OPT_LEVEL"))
-    return list(mypycify(list(COMPILED), opt_level=level))
+    return list(mypycify(list(COMPILED), opt_level=level)) + c_extensions(level)
+
+
+def c_extensions(level: str) -> list[Extension]:
+    return [
+        Extension(name, [source], extra_compile_args=[f"-O{level}"])
+        for name, source in C_EXTENSIONS.items()
+    ]
 
 
 if __name__ == "__main__":

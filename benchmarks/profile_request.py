@@ -5,6 +5,7 @@ transports, so only edgeproxy's own code runs (no syscalls, no load generator no
 
     python benchmarks/profile_request.py --requests 20000            # us per request
     python benchmarks/profile_request.py --path return --cprofile    # top functions
+    python benchmarks/profile_request.py --limits    # with limits_overhead's zones (never hit)
     # Instructions per request (repeatable on a noisy machine): run under callgrind with
     # N and 3N requests and divide the difference by 2N:
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
@@ -36,12 +37,23 @@ access_log: {{format: {log}, path: /dev/null}}
 http: {{keepalive_requests: 1000000000}}
 upstreams:
   app: {{keepalive: 64, servers: ["127.0.0.1:9"]}}
+{limits}
 servers:
   - listen: ["127.0.0.1:0"]
+    {limit_conn}
     locations:
-      - {{exact: /r, return: {{status: 200, body: "ok"}}}}
-      - {{path: /, proxy_pass: app}}
+      - {{exact: /r, return: {{status: 200, body: "ok"}}, {limit_req}}}
+      - {{path: /, proxy_pass: app, {limit_req}}}
 """
+# --limits: the zones of benchmarks/limits_overhead.py, consulted by every request, never hit.
+LIMITS = {
+    "limits": "limits:\n"
+    "  rate: {key: client_ip, rate: 1000000r/s, burst: 1000, nodelay: true}\n"
+    "  conns: {key: client_ip, connections: 100000}",
+    "limit_conn": "limit_conn: conns",
+    "limit_req": "limit_req: rate",
+}
+NO_LIMITS = {"limits": "", "limit_conn": "", "limit_req": ""}
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
 RETURN_REQUEST = b"GET /r HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 POST_BODY = b"x" * 65536  # as the proxy_post_64k scenario; arrives in 16 KiB reads below
@@ -100,7 +112,9 @@ class MemoryTransport:
 
 
 async def run(args: argparse.Namespace) -> None:
-    config = parse_config(CONFIG.format(parser=args.parser, log=args.log), "profile.yaml")
+    limits = LIMITS if args.limits else NO_LIMITS
+    text = CONFIG.format(parser=args.parser, log=args.log, **limits)
+    config = parse_config(text, "profile.yaml")
     worker = Worker(config)
     router = next(iter(worker.routers.values()))
     pool = worker.pools["app"]
@@ -155,6 +169,7 @@ def main() -> None:
     parser.add_argument("--parser", choices=("httptools", "h11"), default="httptools")
     parser.add_argument("--log", choices=("off", "combined", "json"), default="off")
     parser.add_argument("--cprofile", action="store_true", help="print the top functions")
+    parser.add_argument("--limits", action="store_true", help="with a rate and a connection zone")
     uvloop.run(run(parser.parse_args()))
 
 

@@ -14,8 +14,12 @@ A key seen for the first time starts empty and passes. Pure: the caller gives th
 
 from __future__ import annotations
 
-PASS, DELAY, REJECT = 0, 1, 2
-NO_DELAY = 1 << 62  # nodelay's `delay`: more than any burst
+from typing import Final
+
+PASS: Final = 0
+DELAY: Final = 1
+REJECT: Final = 2
+NO_DELAY: Final = 1 << 62  # nodelay's `delay`: more than any burst
 
 
 class Bucket:

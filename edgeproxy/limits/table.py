@@ -1,4 +1,4 @@
-"""A bounded hash table of fixed rows in shared memory, and the lock that guards it.
+"""A bounded hash table of fixed rows in shared memory.
 
 The master maps each zone's table before it forks (MAP_SHARED|MAP_ANONYMOUS), so every
 worker of every generation updates the same bytes. A row is four int64 fields: a tag (the
@@ -7,41 +7,17 @@ the key was last seen. A key lives within PROBE rows of its home row; when those
 taken, the least recently seen of them gives way (nginx evicts its LRU too), so a zone
 never holds more than its `size`, whatever the number of distinct keys.
 
-The lock is a POSIX record lock (fcntl F_SETLKW) on one byte of a file: the kernel drops a
-process's record locks when the process dies, however it dies (kill -9 included), so a
-worker killed while it updates a row never leaves the zone locked for the others. A lock
-in the shared memory itself (a spin flag) would stay taken by a dead holder. Record locks
-belong to the process, so the file descriptor inherited through fork serves every worker.
-The updates under the lock are a handful of field writes, so a half-done update of a
-killed worker costs at most that one key's state.
+Callers hold the zone's lock (edgeproxy.limits.locks) while they read and write its rows.
 """
 
 from __future__ import annotations
 
-import fcntl
 import mmap
-from typing import IO
+from typing import Final
 
-FIELDS = 4  # tag, a, b, stamp
-ROW_BYTES = 8 * FIELDS
-PROBE = 8  # rows searched for a key; LRU eviction happens among these
-
-
-class ZoneLock:
-    """One byte of the store's lock file: held while a zone's rows are read and written."""
-
-    __slots__ = ("fd", "file", "offset")
-
-    def __init__(self, file: IO[bytes], offset: int) -> None:
-        self.file = file  # kept open for as long as a zone uses it
-        self.fd = file.fileno()
-        self.offset = offset
-
-    def acquire(self) -> None:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, self.offset)
-
-    def release(self) -> None:
-        fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.offset)
+FIELDS: Final = 4  # tag, a, b, stamp
+ROW_BYTES: Final = 8 * FIELDS
+PROBE: Final = 8  # rows searched for a key; LRU eviction happens among these
 
 
 class SharedTable:

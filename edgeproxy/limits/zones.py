@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Final
 
 from edgeproxy.config.model import ZoneConfig
 from edgeproxy.limits.leaky import REJECT, Bucket, Outcome, take
-from edgeproxy.limits.table import FIELDS, SharedTable, ZoneLock
+from edgeproxy.limits.locks import LockMaker, ZoneLock
+from edgeproxy.limits.table import FIELDS, SharedTable
 
 log = logging.getLogger("edgeproxy.limits")
 
 # Row fields after the tag: rate zones (excess, last), connection zones (pid, count).
-EXCESS, LAST, STAMP = 1, 2, 3
-PID, COUNT = 1, 2
+EXCESS: Final = 1
+LAST: Final = 2
+STAMP: Final = 3
+PID: Final = 1
+COUNT: Final = 2
+
+_monotonic: Final = time.monotonic  # a Final: no module attribute lookup per call
 
 
 def now_ms() -> int:
     """CLOCK_MONOTONIC in milliseconds: one clock for every process of the machine."""
-    return int(time.monotonic() * 1000)
+    return int(_monotonic() * 1000)
 
 
 def tag_of(key: str) -> int:
@@ -38,20 +44,23 @@ def tag_of(key: str) -> int:
 class RateZone:
     """A request-rate zone: nginx's leaky bucket per key, in shared rows."""
 
-    __slots__ = ("bucket", "config", "lock", "table")
+    __slots__ = ("_acquire", "_release", "bucket", "config", "lock", "table")
 
     def __init__(self, config: ZoneConfig, table: SharedTable, lock: ZoneLock) -> None:
         self.config = config
         self.bucket = Bucket(config.rate, config.burst, config.delay, config.nodelay)
         self.table = table
         self.lock = lock
+        # Bound once: a call per request without looking the method up.
+        self._acquire: Callable[[], None] = lock.acquire
+        self._release: Callable[[], None] = lock.release
 
     def take(self, key: str, now: int) -> Outcome:
         """Account one request of `key` at millisecond `now`."""
         tag = tag_of(key)
         table = self.table
         f = table.fields
-        self.lock.acquire()
+        self._acquire()
         try:
             row, known = table.find(tag)
             base = row * FIELDS
@@ -65,7 +74,7 @@ class RateZone:
                 f[base + LAST] = outcome.last
             f[base + STAMP] = now
         finally:
-            self.lock.release()
+            self._release()
         return outcome
 
 
@@ -150,9 +159,8 @@ class ConnectionZone:
 class ZoneStore:
     """Every zone of the instance, by (name, kind, size)."""
 
-    def __init__(self) -> None:
-        # An unlinked file: nothing to clean up, and its record locks die with their holders.
-        self._lock_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the store)
+    def __init__(self, lock_kind: str | None = None) -> None:
+        self._locks = LockMaker(lock_kind)
         self._tables: dict[tuple[str, str, int], tuple[SharedTable, ZoneLock]] = {}
 
     def prepare(self, zones: Iterable[ZoneConfig]) -> None:
@@ -164,7 +172,7 @@ class ZoneStore:
         ident = (zone.name, zone.kind, zone.size)
         found = self._tables.get(ident)
         if found is None:
-            lock = ZoneLock(self._lock_file, len(self._tables))
+            lock = self._locks.new()
             found = self._tables[ident] = (SharedTable(zone.size), lock)
         return found
 
@@ -175,9 +183,11 @@ class ZoneStore:
         return ConnectionZone(zone, *self._table(zone))
 
     def reclaim(self, pid: int) -> int:
-        """Give back the connection slots a dead worker held; how many keys had some."""
+        """Give back the connection slots a dead worker held; how many keys had some. Its
+        zone locks too, should it have died holding one (its pid may be reused now)."""
         cleared = 0
         for (_, kind, _), (table, lock) in self._tables.items():
+            lock.force_release(pid)
             if kind != "connections":
                 continue
             lock.acquire()

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from edgeproxy import PURE_BUILD_WARNING, build_kind, warn_if_pure_build
+from edgeproxy.limits.locks import lock_kind
 
 
 def test_a_pure_build_warns_once_at_start_and_a_compiled_one_does_not(
@@ -20,3 +21,8 @@ def test_a_pure_build_warns_once_at_start_and_a_compiled_one_does_not(
     else:
         assert warnings == [PURE_BUILD_WARNING]
         assert "\n" not in PURE_BUILD_WARNING
+
+
+def test_the_compiled_build_has_the_spin_lock_and_a_pure_one_the_record_lock() -> None:
+    # setup.py builds edgeproxy.limits._spinlock with the mypyc modules, or neither.
+    assert lock_kind() == ("spin" if build_kind() == "compiled" else "record")

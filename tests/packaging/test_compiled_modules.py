@@ -125,3 +125,18 @@ def test_a_working_compiler_with_python_headers_is_found(setup_script: ModuleTyp
     if shutil.which(compiler) is None or not os.path.exists(headers):
         pytest.skip("no C compiler or no Python headers here")
     assert setup_script.can_compile_extensions() is True
+
+
+def test_the_c_extensions_are_built_with_the_compiled_build_and_shipped_in_the_sdist(
+    setup_script: ModuleType,
+) -> None:
+    manifest = (ROOT / "MANIFEST.in").read_text().split()
+    extensions = setup_script.c_extensions("3")
+    assert [e.name for e in extensions] == list(setup_script.C_EXTENSIONS)
+    for name, source in setup_script.C_EXTENSIONS.items():
+        assert (ROOT / source).is_file()
+        assert source in manifest  # sdist does not build, so it would leave the source out
+        # The stub mypy and mypyc type-check the importer against.
+        assert (ROOT / source).with_suffix(".pyi").is_file()
+        assert name.replace(".", "/") == source.removesuffix(".c")
+    assert "edgeproxy.limits._spinlock" in setup_script.C_EXTENSIONS

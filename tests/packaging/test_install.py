@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgeproxy import __version__
-from tests.packaging.setup_script import ROOT
+from tests.packaging.setup_script import ROOT, load_setup_script
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("EDGEPROXY_TEST_INSTALL") != "1",
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 BUILD_TIMEOUT = 600  # a mypyc build on a busy machine; the usual is well under a minute
-SOURCE_FILES = ("setup.py", "pyproject.toml", "README.md")
+SOURCE_FILES = ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -51,12 +51,19 @@ def run(args: list[str | Path], cwd: Path, **extra_env: str) -> subprocess.Compl
     return result
 
 
+def built_files(directory: str, names: list[str]) -> set[str]:
+    """What a build leaves in the tree: caches, extension modules, mypyc's C files (not
+    the C sources of setup.py's C_EXTENSIONS, which a clone holds)."""
+    sources = {Path(s).name for s in load_setup_script().C_EXTENSIONS.values()}
+    return {
+        n for n in names
+        if n == "__pycache__" or n.endswith(".so") or (n.endswith(".c") and n not in sources)
+    }  # fmt: skip
+
+
 def source_tree(dest: Path) -> Path:
     """A checkout of the package: what a clone holds, no built or cached files."""
-    shutil.copytree(
-        ROOT / "edgeproxy", dest / "edgeproxy",
-        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"),
-    )  # fmt: skip
+    shutil.copytree(ROOT / "edgeproxy", dest / "edgeproxy", ignore=built_files)
     for name in SOURCE_FILES:
         shutil.copy2(ROOT / name, dest / name)
     return dest
@@ -71,11 +78,18 @@ def edgeproxy_version(venv: Path) -> str:
     return run([venv / "bin" / "edgeproxy", "--version"], cwd=venv).stdout.strip()
 
 
+def zone_lock_kind(venv: Path) -> str:
+    """Which lock the installed zones take: "spin" (the C module built) or "record"."""
+    code = "from edgeproxy.limits.locks import lock_kind; print(lock_kind())"
+    return run([venv / "bin" / "python", "-c", code], cwd=venv).stdout.strip()
+
+
 def test_pip_install_dot_gives_the_compiled_build(tmp_path: Path) -> None:
     source = source_tree(tmp_path / "checkout")
     venv = fresh_venv(tmp_path / "venv")
     run([venv / "bin" / "pip", "install", "."], cwd=source)
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (compiled)"
+    assert zone_lock_kind(venv) == "spin"
     check = run([venv / "bin" / "edgeproxy", "-t", "-c", ROOT / "conf" / "proxy.yaml"], venv)
     assert check.stdout.strip() == "configuration ok"
 
@@ -91,6 +105,7 @@ def test_the_sdist_builds_a_compiled_wheel(tmp_path: Path) -> None:
     assert "-py3-none-any" not in wheel.name  # a platform wheel: it holds extensions
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("edgeproxy/server/connection.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("edgeproxy/limits/_spinlock.") and n.endswith(".so") for n in names)
     assert not any(n.startswith("edgeproxy/config/") and n.endswith(".so") for n in names)
     run([venv / "bin" / "pip", "install", wheel], cwd=tmp_path)
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (compiled)"
@@ -101,6 +116,7 @@ def test_compile_zero_gives_the_pure_build(tmp_path: Path) -> None:
     venv = fresh_venv(tmp_path / "venv")
     run([venv / "bin" / "pip", "install", "."], cwd=source, EDGEPROXY_COMPILE="0")
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (pure Python)"
+    assert zone_lock_kind(venv) == "record"
 
 
 def test_without_a_c_compiler_the_install_is_pure_and_says_so(tmp_path: Path) -> None:
@@ -113,3 +129,4 @@ def test_without_a_c_compiler_the_install_is_pure_and_says_so(tmp_path: Path) ->
     assert len(warnings) == 1, result.stderr
     assert "pure-Python build" in warnings[0]
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (pure Python)"
+    assert zone_lock_kind(venv) == "record"
