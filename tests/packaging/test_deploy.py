@@ -29,8 +29,6 @@ from tests.packaging.setup_script import ROOT
 from tests.packaging.venvs import clean_env, install_tests
 from tests.tls_certs import TestCA
 
-pytestmark = install_tests
-
 GUIDE = ROOT / "docs" / "deploy.md"
 UNIT = ROOT / "conf" / "edgeproxy.service"
 LOGROTATE = ROOT / "conf" / "edgeproxy.logrotate"
@@ -213,6 +211,9 @@ def deployment(
     deployed.kill()
 
 
+# The two checks below need no install: they run in every test run.
+
+
 def test_the_guide_installs_as_the_shared_venv_was_made() -> None:
     """What `compiled_install` (tests/packaging/venvs.py) runs is what step 2 says."""
     guide = GUIDE.read_text()
@@ -230,6 +231,7 @@ def test_the_unit_runs_the_installed_edgeproxy_on_the_guides_config() -> None:
     assert f"pid_file: {PID_FILE}" in guide_config()
 
 
+@install_tests
 def test_the_unit_and_logrotate_commands_drive_the_installed_edgeproxy(
     deployment: Deployment,
 ) -> None:
