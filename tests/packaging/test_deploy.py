@@ -66,7 +66,7 @@ def postrotate_script() -> str:
     return str(script).strip()
 
 
-def replace_once(text: str, old: str, new: str) -> str:
+def substitute(text: str, old: str, new: str) -> str:
     assert text.count(old) >= 1, f"the guide no longer has {old!r}: update this test"
     return text.replace(old, new)
 
@@ -83,6 +83,8 @@ class Deployment:
         self.run_dir = base / "run"
         self.run_dir.mkdir()
         self.http_port, self.https_port = free_port(), free_port()
+        # In root's tmp_path, out of the workers' reach: only the master reads the key (the
+        # guide's step 3), before it forks.
         self.ca = TestCA(base)
         self.pair = self.ca.issue("example.com", "www.example.com")
         self.upstream = upstream
@@ -105,9 +107,9 @@ class Deployment:
             (CERTIFICATE, str(self.pair.certificate)),
             (KEY, str(self.pair.key)),
         ):
-            text = replace_once(text, old, new)
+            text = substitute(text, old, new)
         if extra_location:
-            text = replace_once(
+            text = substitute(
                 text,
                 "      - {path: /, proxy_pass: app}",
                 f"{extra_location}\n      - {{path: /, proxy_pass: app}}",
