@@ -53,10 +53,12 @@ class ResponseWriter:
         "added_headers",
         "body",
         "body_bytes",
+        "head_bytes",
         "http11",
         "keep_alive",
         "lost",
         "no_body",
+        "request_id",
         "started",
         "status",
         "transport",
@@ -73,6 +75,8 @@ class ResponseWriter:
         """Prepare for the response to `head` (None: a request that never parsed)."""
         self.status = 0
         self.body_bytes = 0
+        self.head_bytes = 0  # the status line and fields, as written
+        self.request_id = b""  # returned as X-Request-ID (none for a request never parsed)
         self.started = False
         # Fields a request phase adds to whatever answers.
         self.added_headers: Sequence[tuple[bytes, bytes]] = ()
@@ -102,6 +106,8 @@ class ResponseWriter:
         if self.added_headers:
             for name, value in self.added_headers:
                 parts += (name, b": ", value, b"\r\n")
+        if self.request_id:
+            parts += (b"X-Request-ID: ", self.request_id, b"\r\n")
         no_body = self.no_body or status in (204, 304) or status < 200
         if no_body:
             self.no_body = True
@@ -123,7 +129,9 @@ class ResponseWriter:
         if body and not self.no_body:
             self.body_bytes = len(body)
             parts.append(body)
-        self.transport.write(b"".join(parts))
+        data = b"".join(parts)
+        self.head_bytes = len(data) - self.body_bytes
+        self.transport.write(data)
 
     @property
     def chunked(self) -> bool:
