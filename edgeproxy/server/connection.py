@@ -445,18 +445,17 @@ class DownstreamConnection(asyncio.Protocol):
         request = self.request
         out = self.out
         out.reset(request.head if request is not None else None, False)
-        if request is not None:
-            out.request_id = request.request_id
-        if answer is not None:
-            out.send_answer(answer)
-        else:
-            out.send_error(status, close=True)
         if request is None:
             route = self.router.default.not_found
             request = Request(
                 _UNPARSED, route, _NO_BODY, self.peer_ip, time.time(),
                 self.services.request_ids.next(), self.peer_source,
             )  # fmt: skip
+        out.request_id = request.request_id
+        if answer is not None:
+            out.send_answer(answer)
+        else:
+            out.send_error(status, close=True)
         self.request = request
         self._finish_request(status)
         self._enter(LINGER)

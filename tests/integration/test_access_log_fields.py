@@ -32,23 +32,24 @@ TEMPLATE = (
 )
 
 
-def dead_address() -> str:
-    """A port nothing listens on (bound, then closed: connecting is refused)."""
-    return f"127.0.0.1:{free_port()}"
-
-
 class Proxy:
     def __init__(self, tmp_path: Path, log_format: str, gunicorn: Gunicorn) -> None:
         self.port = free_port()
-        self.proxy_port = free_port()  # the listen address with proxy_protocol
+        # The listen address with proxy_protocol (a port freed just now may come back).
+        self.proxy_port = next(port for port in iter(free_port, None) if port != self.port)
         self.log = tmp_path / "access.log"
+        # A port bound but not listening: connecting is refused, and while it is held no
+        # other process can take it.
+        self.dead = socket.socket()
+        self.dead.bind(("127.0.0.1", 0))
+        self.dead_address = f"127.0.0.1:{self.dead.getsockname()[1]}"
         config = tmp_path / "proxy.yaml"
         config.write_text(
             f"""access_log: {{path: {self.log}, format: {json.dumps(log_format)}, flush: 0}}
 temp_path: {tmp_path}
 upstreams:
   app: {{servers: ["{gunicorn.address}"]}}
-  flaky: {{servers: ["{dead_address()}", "{gunicorn.address}"]}}
+  flaky: {{servers: ["{self.dead_address}", "{gunicorn.address}"]}}
 servers:
   - listen:
       - "127.0.0.1:{self.port}"
@@ -82,6 +83,7 @@ servers:
         return self.log.read_text().splitlines()
 
     def stop(self) -> None:
+        self.dead.close()
         self.process.send_signal(signal.SIGTERM)
         _, stderr = self.process.communicate(timeout=15)
         assert self.process.returncode == 0, stderr
@@ -186,10 +188,10 @@ def test_json_lists_every_peer_tried(json_proxy: Proxy, gunicorn_a: Gunicorn) ->
             assert client.get("/flaky/").status_code == 200
     records = [json.loads(line) for line in json_proxy.lines(2)]
     retried = [r for r in records if "upstream_tries" in r]
-    assert len(retried) == 1
+    assert len(retried) == 1, records
     (record,) = retried
     dead, alive = record["upstream_tries"]
-    assert dead["status"] == 502 and dead["addr"] != gunicorn_a.address
+    assert (dead["addr"], dead["status"]) == (json_proxy.dead_address, 502)
     assert dead["response_time"] is not None and dead["header_time"] is None
     assert (alive["addr"], alive["status"]) == (gunicorn_a.address, 200)
     assert (record["upstream_addr"], record["upstream_status"]) == (gunicorn_a.address, 200)
@@ -216,8 +218,8 @@ def test_a_template_of_nginx_variables(template_proxy: Proxy, gunicorn_a: Gunico
     assert re.fullmatch(r"\d+\.\d{3}", fields[22])
     # Several peers tried: every one, in order, as nginx's "a, b".
     retried = [line for line in template_proxy.lines(3)[1:] if "502" in line]
-    assert len(retried) == 1
-    assert f", {gunicorn_a.address}]" in retried[0]
+    assert len(retried) == 1, template_proxy.lines(3)
+    assert f"[{template_proxy.dead_address}, {gunicorn_a.address}]" in retried[0]
     assert "[502, 200]" in retried[0]
 
 
@@ -235,3 +237,18 @@ def test_check_refuses_an_unknown_variable_at_its_line(tmp_path: Path) -> None:
         "'$remote_addr $upstream_adr'"
     ) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_refused_request_has_an_id_too(json_proxy: Proxy) -> None:
+    with socket.create_connection(("127.0.0.1", json_proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head = received.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert head[0].startswith("HTTP/1.1 400")
+    (request_id,) = [line.split(": ")[1] for line in head if line.startswith("X-Request-ID:")]
+    (line,) = json_proxy.lines(1)
+    record = json.loads(line)
+    assert (record["status"], record["request_id"]) == (400, request_id)
+    assert record["bytes_sent"] == len(received)
