@@ -8,10 +8,10 @@ per part, so a line is a join of the readers' results, with no parsing per reque
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _quoted  # C: '"..."', escaped
 from typing import Protocol
 
 from edgeproxy.config.model import LogTemplate
@@ -221,46 +221,51 @@ class Formats:
         )
 
     def json(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+        """One JSON object per line. Written as text rather than through json.dumps: the
+        keys and most values need no escaping, and the line costs a fraction of it."""
         head = request.head
-        record = {
-            "time": self.times.local(request.started),
-            "pid": self.pid,
-            "request_id": request.request_id.decode("latin-1") or None,
-            "client_ip": request.client_ip,
-            "client_ip_source": request.client_ip_source,
-            "method": _text(head.method),
-            "target": _text(head.target),
-            "protocol": f"HTTP/{_text(head.version)}",
-            "status": status,
-            "body_bytes_sent": body,
-            "bytes_sent": sent,
-            "request_time": round(now - request.started, 6),
-            "upstream_addr": request.upstream_addr or None,
-            "upstream_status": request.upstream_status or None,
-            "upstream_connect_time": _json_seconds(request.upstream_connect_time),
-            "upstream_header_time": _json_seconds(request.upstream_header_time),
-            "upstream_response_time": _json_seconds(request.upstream_response_time),
-            "host": _text(head.host),
-            "referer": _text(_header(request, b"referer")),
-            "user_agent": _text(_header(request, b"user-agent")),
-        }
+        tries = ""
         if request.upstream_earlier:
             # Several peers were tried: each attempt, in order (the last is the one above).
-            record["upstream_tries"] = [
-                {
-                    "addr": addr,
-                    "status": code or None,
-                    "connect_time": _json_seconds(connect),
-                    "header_time": _json_seconds(header),
-                    "response_time": _json_seconds(response),
-                }
+            tries = ',"upstream_tries":[' + ",".join([
+                f'{{"addr":{_json_str(addr)},"status":{code or "null"},'
+                f'"connect_time":{_json_seconds(connect)},'
+                f'"header_time":{_json_seconds(header)},'
+                f'"response_time":{_json_seconds(response)}}}'
                 for addr, code, connect, header, response in _attempts(request)
-            ]
-        return json.dumps(record, separators=(",", ":")) + "\n"
+            ]) + "]"  # fmt: skip
+        return (
+            f'{{"time":"{self.times.local(request.started)}","pid":{self.pid},'
+            f'"request_id":{_json_bytes(request.request_id)},'
+            f'"client_ip":{_json_str(request.client_ip)},'
+            f'"client_ip_source":"{request.client_ip_source}",'
+            f'"method":{_json_bytes(head.method)},"target":{_json_bytes(head.target)},'
+            f'"protocol":{_quoted("HTTP/" + _text(head.version))},'
+            f'"status":{status},"body_bytes_sent":{body},"bytes_sent":{sent},'
+            f'"request_time":{now - request.started:.6f},'
+            f'"upstream_addr":{_json_str(request.upstream_addr)},'
+            f'"upstream_status":{request.upstream_status or "null"},'
+            f'"upstream_connect_time":{_json_seconds(request.upstream_connect_time)},'
+            f'"upstream_header_time":{_json_seconds(request.upstream_header_time)},'
+            f'"upstream_response_time":{_json_seconds(request.upstream_response_time)},'
+            f'"host":{_json_bytes(head.host)},'
+            f'"referer":{_json_bytes(_header(request, b"referer"))},'
+            f'"user_agent":{_json_bytes(_header(request, b"user-agent"))}{tries}}}\n'
+        )
 
 
-def _json_seconds(value: float) -> float | None:
-    return round(value, 6) if value >= 0 else None
+def _json_str(value: str) -> str:
+    """A JSON string, or null for an empty one."""
+    return _quoted(value) if value else "null"
+
+
+def _json_bytes(value: bytes | None) -> str:
+    """Latin-1 bytes as a JSON string (escaped as json.dumps would), "-" when absent."""
+    return _quoted(value.decode("latin-1")) if value else '"-"'
+
+
+def _json_seconds(value: float) -> str:
+    return f"{value:.6f}" if value >= 0 else "null"
 
 
 def times_upstream(format: str | LogTemplate) -> bool:

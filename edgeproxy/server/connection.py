@@ -262,7 +262,7 @@ class DownstreamConnection(asyncio.Protocol):
         started = time.time() if access_log.enabled else 0.0
         self.request = request = Request(
             head, route, body, self.peer_ip, started, services.request_ids.next(),
-            self.peer_source, access_log.times_upstream,
+            self.peer_source, services.times_upstream,
         )  # fmt: skip
         if path is None:
             raise ClientError(400, "invalid path")

@@ -31,6 +31,7 @@ class WorkerServices:
         "pools",
         "request_ids",
         "stopping",
+        "times_upstream",
     )
 
     def __init__(
@@ -46,6 +47,8 @@ class WorkerServices:
         self.codec = codec
         self.pools = pools
         self.access_log = access_log
+        # Read once: requests measure their upstream's times only for a log that shows them.
+        self.times_upstream = access_log.times_upstream
         self.request_ids = RequestIds()  # X-Request-ID of the requests no trusted proxy named
         self.connections: set[ServedConnection] = set()
         self.stopping = False  # a graceful stop began: answer with `Connection: close`

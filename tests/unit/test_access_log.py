@@ -333,3 +333,15 @@ def test_upstream_times_are_measured_only_for_a_log_that_shows_them(
     log = AccessLog(config.access_log)
     open_logs.append(log)
     assert log.times_upstream is measured
+
+
+def test_json_escapes_what_the_client_sent() -> None:
+    """Written as text, not through json.dumps: the client's bytes are escaped all the same."""
+    tricky = b'/a"b\\c\x01\xe9\n'
+    record = Record("/", headers=[(b"user-agent", tricky), (b"referer", b"</script>")])
+    record.head.target = tricky
+    line = Formats().json(record, 200, 0, 0, record.started)
+    assert line.endswith("}\n") and line.count("\n") == 1 and line.isascii()
+    parsed = json.loads(line)
+    assert parsed["target"] == parsed["user_agent"] == tricky.decode("latin-1")
+    assert parsed["referer"] == "</script>"

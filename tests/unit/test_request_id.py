@@ -30,6 +30,9 @@ def test_ids_are_32_hex_digits_unique_within_and_across_workers() -> None:
     ids = [first.next() for _ in range(1000)] + [second.next() for _ in range(1000)]
     assert all(re.fullmatch(rb"[0-9a-f]{32}", request_id) for request_id in ids)
     assert len(set(ids)) == len(ids)
+    # One worker's: its prefix, then its counter (past each 256th, where the digits change).
+    assert [int(request_id[16:], 16) for request_id in ids[:1000]] == list(range(1, 1001))
+    assert {request_id[:16] for request_id in ids[:1000]} == {ids[0][:16]}
 
 
 def request(peer_ip: str, headers: list[tuple[bytes, bytes]]) -> Request:
