@@ -55,6 +55,7 @@ COMPILED = (
     "edgeproxy/server/phases.py",
     "edgeproxy/server/proxy.py",
     "edgeproxy/server/request.py",
+    "edgeproxy/server/request_id.py",
     "edgeproxy/server/response.py",
     "edgeproxy/server/return_handler.py",
     "edgeproxy/server/router.py",

@@ -17,6 +17,7 @@ import yaml
 from yaml.nodes import Node, ScalarNode
 
 from edgeproxy.config.limits import read_shared_state, read_zones
+from edgeproxy.config.log_format import read_format
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
 from edgeproxy.config.nodes import Invalid, Problems, integer, string
 from edgeproxy.config.schema import (
@@ -119,7 +120,7 @@ ERROR_LOG = Block(
 
 ACCESS_LOG = Block(
     Key("path", Text()),  # stdout | stderr | a file
-    Key("format", Choice(("combined", "json", "off"))),
+    Key("format", read_format),  # combined | json | off | a template of $variables
     Key("flush", Duration(zero_ok=True)),  # 0 = write every line at once
 )
 

@@ -245,9 +245,19 @@ class ErrorLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogTemplate:
+    """An access-log `format:` written with nginx's variables, split once at load time."""
+
+    text: str  # as written
+    # In order: ("", literal text) or (variable, argument); the argument is the field name
+    # of `$http_NAME` (lowercase, `_` read as `-`), "" for the other variables.
+    parts: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLogConfig:
     path: str = "stdout"  # stdout | stderr | a file path
-    format: str = "combined"  # combined | json | off
+    format: str | LogTemplate = "combined"  # combined | json | off | a template
     # Buffered lines are written at least this often (and on exit and USR1), so a worker
     # that dies loses at most this much of its log. nginx: access_log ... flush=1s.
     # 0 = write every line at once.

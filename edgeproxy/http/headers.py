@@ -28,10 +28,12 @@ REQUEST_REPLACED: Final = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
     b"x-real-ip",
+    b"x-request-id",  # the request's id, kept from a trusted proxy or made by us
 }
 
 # Response fields we set ourselves: framing, and Date/Server as nginx's proxy_hide_header does.
-RESPONSE_REPLACED: Final = HOP_BY_HOP | {b"content-length", b"date", b"server"}
+# X-Request-ID: the client gets the request's own id, whatever the upstream answered.
+RESPONSE_REPLACED: Final = HOP_BY_HOP | {b"content-length", b"date", b"server", b"x-request-id"}
 
 
 # Field names as clients and servers usually spell them, mapped to one shared lowercase
@@ -45,7 +47,7 @@ _COMMON_NAMES: Final = (
     b"location", b"origin", b"pragma", b"referer", b"server", b"set-cookie",
     b"transfer-encoding", b"upgrade-insecure-requests", b"user-agent", b"vary", b"via",
     b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
-    b"x-requested-with",
+    b"x-request-id", b"x-requested-with",
 )  # fmt: skip
 _LOWERCASE: Final[dict[bytes, bytes]] = {}
 for _name in _COMMON_NAMES:

@@ -10,7 +10,7 @@ from edgeproxy.http.events import Headers
 from edgeproxy.http.headers import header_values
 
 
-def _trusted(address: str, networks: Sequence[IPNetwork]) -> bool:
+def trusted(address: str, networks: Sequence[IPNetwork]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -18,10 +18,8 @@ def _trusted(address: str, networks: Sequence[IPNetwork]) -> bool:
     return any(ip in network for network in networks)
 
 
-def client_ip(peer_ip: str, headers: Headers, trusted: Sequence[IPNetwork]) -> str:
-    """Walk X-Forwarded-For from the right past trusted proxies (nginx real_ip_recursive)."""
-    if not trusted or not _trusted(peer_ip, trusted):
-        return peer_ip
+def forwarded_client(peer_ip: str, headers: Headers, trusted_networks: Sequence[IPNetwork]) -> str:
+    """The client a trusted peer's X-Forwarded-For names (`peer_ip` when it names none)."""
     hops = [
         hop.strip().decode("latin-1")
         for value in header_values(headers, b"x-forwarded-for")
@@ -29,9 +27,17 @@ def client_ip(peer_ip: str, headers: Headers, trusted: Sequence[IPNetwork]) -> s
         if hop.strip()
     ]
     for hop in reversed(hops):
-        if not _trusted(hop, trusted):
+        if not trusted(hop, trusted_networks):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
                 return peer_ip  # garbage in the chain: trust nothing beyond the peer
     return hops[0] if hops else peer_ip
+
+
+def first_value(headers: Headers, wanted: bytes) -> bytes:
+    """The first value of a field, b"" when absent."""
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return b""

@@ -82,6 +82,7 @@ class DownstreamConnection(asyncio.Protocol):
         "out",
         "peer_eof",
         "peer_ip",
+        "peer_source",
         "read_paused",
         "reader",
         "request",
@@ -107,6 +108,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.admitted: tuple[ConnectionPhase, ...] = ()  # connection phases to release
         self.served = 0
         self.peer_ip = ""
+        self.peer_source = "peer"  # or "proxy_protocol": a PROXY header named peer_ip
         self.peer_eof = False
         self.read_paused = False
         self.body_started = 0.0
@@ -142,6 +144,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix:"
+        self.peer_source = transport.get_extra_info("client_ip_source", "peer")
         self.out = ResponseWriter(self.transport)
         self.services.connections.add(self)
         self._enter(HEADER)
@@ -261,8 +264,13 @@ class DownstreamConnection(asyncio.Protocol):
             else _NO_BODY
         )
         # The start time only feeds the access log: no clock read when it is off.
-        started = time.time() if self.services.access_log.enabled else 0.0
-        self.request = request = Request(head, route, body, self.peer_ip, started)
+        services = self.services
+        access_log = services.access_log
+        started = time.time() if access_log.enabled else 0.0
+        self.request = request = Request(
+            head, route, body, self.peer_ip, started, services.request_ids.next(),
+            self.peer_source, services.times_upstream,
+        )  # fmt: skip
         if path is None:
             raise ClientError(400, "invalid path")
         if head.content_length is not None and head.content_length > settings.client_max_body_size:
@@ -323,6 +331,7 @@ class DownstreamConnection(asyncio.Protocol):
             and not self.services.stopping
         )
         self.out.reset(request.head, keep_alive)
+        self.out.request_id = request.request_id
         if request.added_headers:
             self.out.added_headers = request.added_headers
         if request.delay > 0:
@@ -409,7 +418,8 @@ class DownstreamConnection(asyncio.Protocol):
             request.body.close()
         access_log = self.services.access_log
         if access_log.enabled:
-            access_log.log(request, status, self.out.body_bytes)
+            out = self.out
+            access_log.log(request, status, out.body_bytes, out.head_bytes + out.body_bytes)
         self.request = None
 
     def _request_done(self) -> None:
@@ -458,14 +468,17 @@ class DownstreamConnection(asyncio.Protocol):
             log.log(level, "client %s: %d %s", self.peer_ip, status, reason)
         out = self.out
         out.reset(request.head if request is not None else None, False)
+        if request is None:
+            route = self.router.default.not_found
+            request = Request(
+                received if received is not None else _UNPARSED, route, _NO_BODY,
+                self.peer_ip, time.time(), self.services.request_ids.next(), self.peer_source,
+            )  # fmt: skip
+        out.request_id = request.request_id
         if answer is not None:
             out.send_answer(answer)
         else:
             out.send_error(status, close=True)
-        if request is None:
-            route = self.router.default.not_found
-            head = received if received is not None else _UNPARSED
-            request = Request(head, route, _NO_BODY, self.peer_ip, time.time())
         self.request = request
         self._finish_request(status)
         self._enter(LINGER)

@@ -123,6 +123,7 @@ class ProxyExchange:
             client.ports,
             # A TLS server's every address speaks TLS (and no plain server shares one).
             b"https" if route.server.tls is not None else b"http",
+            request.request_id,
         )
         self.tried: set[Peer] = set()
         self.attempts = 0
@@ -176,9 +177,10 @@ class ProxyExchange:
         self.tried.add(peer)
         self.attempts += 1
         self.peer = peer
-        self.request.upstream_addr = peer.name
+        self.request.upstream_try(peer.name)
         conn = pool.acquire_idle(peer)
         if conn is not None:
+            self.request.upstream_connected(at_once=True)
             self._begin(conn, reused=True)
         else:
             self._connect(peer)
@@ -245,6 +247,7 @@ class ProxyExchange:
             return
         self.connecting = None
         self.pool.forget_waiter(peer, self)
+        self.request.upstream_connected(at_once=False)
         self._begin(conn, reused=False)
 
     def take_connection(self, conn: UpstreamConnection) -> bool:
@@ -252,6 +255,7 @@ class ProxyExchange:
         if self.connecting is None or self.done or conn.peer is not self.peer:
             return False
         self.connecting = None  # the connect goes on; its connection goes to the pool
+        self.request.upstream_connected(at_once=False)
         self._begin(conn, reused=True)
         return True
 
@@ -261,6 +265,7 @@ class ProxyExchange:
             return False
         self.connecting = None
         self.pool.forget_waiter(conn.peer, self)
+        self.request.upstream_connected(at_once=False)
         self._begin(conn, reused=False)
         return True
 
@@ -300,11 +305,13 @@ class ProxyExchange:
         if complete:
             self.conn = None  # already released by the connection
         if head is not None:
+            self.request.upstream_head()
             if head.status in RETRY_STATUS and self._retry_status(head.status):
                 if self.conn is not None:
                     self.conn.abort_exchange()
                     self.conn = None
-                self.last_status = head.status
+                self.last_status = self.request.upstream_status = head.status
+                self.request.upstream_ended()
                 assert self.peer is not None
                 self.pool.record_failure(self.peer, UpstreamError("error", f"{head.status}"))
                 self.body_chunks = None
@@ -340,6 +347,8 @@ class ProxyExchange:
         assert conn is not None and peer is not None
         self.conn = None
         self.request.upstream_status = 101
+        self.request.upstream_head()
+        self.request.upstream_ended()
         if comma_tokens(header_values(head.headers, b"upgrade")) != [b"websocket"]:
             log.error("upstream %s: %s switched to another protocol than asked",
                       self.pool.name, peer.name)  # fmt: skip
@@ -420,6 +429,7 @@ class ProxyExchange:
             self.conn = None
         assert self.peer is not None
         self.peer.record_success()
+        self.request.upstream_ended()
         self._close()
         responder = self.redirects.start(self.request, uri, self.client)
         if responder is not None:
@@ -429,6 +439,7 @@ class ProxyExchange:
 
     def _upstream_finished(self) -> None:
         self.upstream_done = True
+        self.request.upstream_ended()
         if self.slot_peer is not None:
             self._release_slot()  # the peer is free, however long the client takes
         assert self.peer is not None
@@ -462,6 +473,7 @@ class ProxyExchange:
         if self.done:
             return
         if self.head_sent:
+            self.request.upstream_ended()
             line = request_line(self.request.head)
             log.error("upstream %s: %s %s: %s", pool.name, peer.name, line, error)
             self._close()
@@ -475,6 +487,8 @@ class ProxyExchange:
             return
         line = request_line(self.request.head)
         log.error("upstream %s: %s %s: %s", pool.name, peer.name, line, error)
+        self.request.upstream_status = error.status
+        self.request.upstream_ended()
         pool.record_failure(peer, error)
         self.last_status = error.status
         retry_on = pool.config.next_upstream
@@ -530,6 +544,7 @@ class ProxyExchange:
             self.queued.cancel()
             self.queued = None
             self.pool.leave_queue(self)  # at once: its place goes to the next one
+        self.request.upstream_ended()  # if an attempt was under way
         if self.conn is not None:
             self.conn.abort_exchange()
             self.conn = None

@@ -28,6 +28,8 @@ class ClientTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return self._peer
+        if name == "client_ip_source":  # for the access log
+            return "proxy_protocol"
         return self._transport.get_extra_info(name, default)
 
     def __getattr__(self, name: str) -> Any:

@@ -17,11 +17,13 @@ that build them from the config are in edgeproxy.server.routes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edgeproxy.config.model import Location, ServerConfig
 from edgeproxy.http.events import RequestHead
+from edgeproxy.logging.formats import Attempt
 from edgeproxy.server.body import RequestBody
 from edgeproxy.server.response import Answer, ResponseWriter
 
@@ -143,12 +145,20 @@ class Request:
         "answer",
         "body",
         "client_ip",
+        "client_ip_source",
         "delay",
         "head",
         "peer_ip",
+        "request_id",
         "route",
         "started",
+        "timed",
         "upstream_addr",
+        "upstream_connect_time",
+        "upstream_earlier",
+        "upstream_header_time",
+        "upstream_response_time",
+        "upstream_started",
         "upstream_status",
     )
 
@@ -157,8 +167,11 @@ class Request:
         head: RequestHead,
         route: Route,
         body: RequestBody,
-        peer_ip: str,  # the TCP peer
+        peer_ip: str,  # the TCP peer (or the client a PROXY header named)
         started: float,  # wall clock, for the access log
+        request_id: bytes = b"",  # sent upstream and to the client (X-Request-ID)
+        peer_source: str = "peer",  # how peer_ip was learnt: peer | proxy_protocol
+        timed: bool = False,  # measure the upstream's times (for the access log)
     ) -> None:
         self.head = head
         self.route = route
@@ -166,9 +179,54 @@ class Request:
         self.peer_ip = peer_ip
         # The peer, unless a phase names the real client (trusted proxies, PROXY protocol).
         self.client_ip = peer_ip
+        self.client_ip_source = peer_source  # "xff" once a trusted proxy named the client
+        self.request_id = request_id
         self.started = started
         self.answer: Answer | None = None  # a phase's answer, given instead of the handler
         self.delay = 0.0  # seconds the phases asked the handler to wait
         self.added_headers: Fields = ()  # fields the phases add to the response
-        self.upstream_addr = ""  # for the access log: the peer that answered
+        # For the access log: the attempt that answered (or the last one tried) ...
+        self.upstream_addr = ""
         self.upstream_status = 0
+        self.timed = timed  # without it no clock is read: the times stay -1.0
+        self.upstream_started = 0.0  # monotonic clock at the attempt's start
+        self.upstream_connect_time = -1.0
+        self.upstream_header_time = -1.0
+        self.upstream_response_time = -1.0
+        # ... and the attempts before it, in order (None: there were none).
+        self.upstream_earlier: list[Attempt] | None = None
+
+    # --- an upstream attempt's milestones, measured from its start (as nginx's) ---
+
+    def upstream_try(self, addr: str) -> None:
+        """A peer is chosen: a new attempt begins (the previous one is kept for the log)."""
+        if self.upstream_addr:
+            attempt = (self.upstream_addr, self.upstream_status, self.upstream_connect_time,
+                       self.upstream_header_time, self.upstream_response_time)  # fmt: skip
+            if self.upstream_earlier is None:
+                self.upstream_earlier = [attempt]
+            else:
+                self.upstream_earlier.append(attempt)
+            self.upstream_status = 0
+            self.upstream_connect_time = -1.0
+            self.upstream_header_time = -1.0
+            self.upstream_response_time = -1.0
+        self.upstream_addr = addr
+        if self.timed:
+            self.upstream_started = time.monotonic()
+
+    def upstream_connected(self, at_once: bool) -> None:
+        """The request is on its way; `at_once`: on an idle connection, no time spent."""
+        if self.timed:
+            self.upstream_connect_time = (
+                0.0 if at_once else time.monotonic() - self.upstream_started
+            )
+
+    def upstream_head(self) -> None:
+        if self.timed:
+            self.upstream_header_time = time.monotonic() - self.upstream_started
+
+    def upstream_ended(self) -> None:
+        """The attempt is over (response complete, failed, or given up on); once only."""
+        if self.timed and self.upstream_response_time < 0 and self.upstream_addr:
+            self.upstream_response_time = time.monotonic() - self.upstream_started

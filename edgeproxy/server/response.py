@@ -16,6 +16,7 @@ _CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
 _CLOSE: Final = b"Connection: close\r\n"
 _KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
 _HTML: Final = (b"content-type", b"text/html")
+_REQUEST_ID: Final = b"X-Request-ID: "
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The writers of WRITERS, looked up once (Final: no dict lookup per use when compiled).
 _LENGTH_WRITER: Final = WRITERS[LENGTH]
@@ -53,10 +54,12 @@ class ResponseWriter:
         "added_headers",
         "body",
         "body_bytes",
+        "head_bytes",
         "http11",
         "keep_alive",
         "lost",
         "no_body",
+        "request_id",
         "started",
         "status",
         "transport",
@@ -73,6 +76,8 @@ class ResponseWriter:
         """Prepare for the response to `head` (None: a request that never parsed)."""
         self.status = 0
         self.body_bytes = 0
+        self.head_bytes = 0  # the status line and fields, as written
+        self.request_id = b""  # returned as X-Request-ID (none for a request never parsed)
         self.started = False
         # Fields a request phase adds to whatever answers.
         self.added_headers: Sequence[tuple[bytes, bytes]] = ()
@@ -102,6 +107,11 @@ class ResponseWriter:
         if self.added_headers:
             for name, value in self.added_headers:
                 parts += (name, b": ", value, b"\r\n")
+        if self.request_id:
+            # Appended one by one: cheaper than extending the list by a tuple.
+            parts.append(_REQUEST_ID)
+            parts.append(self.request_id)
+            parts.append(b"\r\n")
         no_body = self.no_body or status in (204, 304) or status < 200
         if no_body:
             self.no_body = True
@@ -123,7 +133,9 @@ class ResponseWriter:
         if body and not self.no_body:
             self.body_bytes = len(body)
             parts.append(body)
-        self.transport.write(b"".join(parts))
+        data = b"".join(parts)
+        self.head_bytes = len(data) - self.body_bytes
+        self.transport.write(data)
 
     @property
     def chunked(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Protocol
 from edgeproxy.config.model import Config
 from edgeproxy.http.codec import HeadCodec
 from edgeproxy.logging import AccessLog
+from edgeproxy.server.request_id import RequestIds
 from edgeproxy.upstream.pool import UpstreamPool
 
 
@@ -21,7 +22,17 @@ class ServedConnection(Protocol):
 
 
 class WorkerServices:
-    __slots__ = ("access_log", "codec", "config", "connections", "loop", "pools", "stopping")
+    __slots__ = (
+        "access_log",
+        "codec",
+        "config",
+        "connections",
+        "loop",
+        "pools",
+        "request_ids",
+        "stopping",
+        "times_upstream",
+    )
 
     def __init__(
         self,
@@ -36,5 +47,8 @@ class WorkerServices:
         self.codec = codec
         self.pools = pools
         self.access_log = access_log
+        # Read once: requests measure their upstream's times only for a log that shows them.
+        self.times_upstream = access_log.times_upstream
+        self.request_ids = RequestIds()  # X-Request-ID of the requests no trusted proxy named
         self.connections: set[ServedConnection] = set()
         self.stopping = False  # a graceful stop began: answer with `Connection: close`

@@ -33,6 +33,7 @@ class Http1Protocol:
         keepalive: bool,
         ports: Callable[[], tuple[int, int]],  # not sent: the Host says it
         scheme: bytes,
+        request_id: bytes,
     ) -> bytes:
         host = head.host or default_host
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
@@ -55,7 +56,7 @@ class Http1Protocol:
         parts += (
             b"x-forwarded-for: ", forwarded + b", " + peer if forwarded else peer,
             b"\r\nx-forwarded-proto: ", scheme, b"\r\nx-forwarded-host: ", host,
-            b"\r\nx-real-ip: ", client, b"\r\n",
+            b"\r\nx-real-ip: ", client, b"\r\nx-request-id: ", request_id, b"\r\n",
         )  # fmt: skip
         if body_size or head.method in BODY_METHODS:
             parts.append(b"content-length: %d\r\n" % body_size)

@@ -28,6 +28,7 @@ class UpstreamProtocol(Protocol):
         keepalive: bool,  # whether the connection may be reused after this request
         ports: Callable[[], tuple[int, int]],  # (listening port, client's port); 0 for unix
         scheme: bytes,  # b"https" when the client came over TLS, else b"http"
+        request_id: bytes,  # sent as X-Request-ID
     ) -> bytes:
         """Everything sent before the body's bytes (the body goes as it is, after this).
 

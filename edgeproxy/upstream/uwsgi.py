@@ -107,6 +107,7 @@ class UwsgiProtocol:
         keepalive: bool,
         ports: Callable[[], tuple[int, int]],
         scheme: bytes,
+        request_id: bytes,
     ) -> bytes:
         host = head.host or default_host
         target = head.target
@@ -157,6 +158,7 @@ class UwsgiProtocol:
             (b"HTTP_X_FORWARDED_PROTO", scheme),
             (b"HTTP_X_FORWARDED_HOST", host),
             (b"HTTP_X_REAL_IP", client),
+            (b"HTTP_X_REQUEST_ID", request_id),
         )
         return encode_packet(variables)
 

@@ -162,10 +162,12 @@ class TaggingProtocol:
         keepalive: bool,
         ports: Callable[[], tuple[int, int]],
         scheme: bytes,
+        request_id: bytes,
     ) -> bytes:
         encoded = self.http1.encode_request_head(
-            head, default_host, peer_ip, client_ip, body_size, keepalive, ports, scheme
-        )
+            head, default_host, peer_ip, client_ip, body_size, keepalive, ports, scheme,
+            request_id,
+        )  # fmt: skip
         return encoded[:-2] + b"x-protocol: tagging\r\n\r\n"
 
     def response_parser(self) -> ResponseParser:

@@ -165,6 +165,8 @@ async def test_variables_match_what_gunicorn_gives_the_app(
                 cgi = data.pop("cgi")
                 data.pop("server")
                 data["headers"].pop("user-agent")
+                # Each request has its own id; both protocols send it.
+                assert data["headers"].pop("x-request-id") == response.headers["x-request-id"]
                 results.append((data, cgi))
         seen.append(results)
     for (uwsgi_data, uwsgi_cgi), (http_data, http_cgi) in zip(*seen, strict=True):

@@ -73,7 +73,7 @@ def test_a_websocket_upgrade_with_a_body_or_another_method_is_400(
 def test_the_upstream_is_asked_for_the_upgrade(codec: HeadCodec) -> None:
     head, _ = read_message(codec, request(WEBSOCKET + b"Sec-WebSocket-Key: k\r\n"), "whole")
     sent = Http1Protocol(codec).encode_request_head(
-        head, b"a", "1.2.3.4", "1.2.3.4", 0, False, no_ports, b"http"
+        head, b"a", "1.2.3.4", "1.2.3.4", 0, False, no_ports, b"http", b"id"
     )
     lines = sent.split(b"\r\n")
     assert b"connection: upgrade" in lines and b"upgrade: websocket" in lines
@@ -81,7 +81,7 @@ def test_the_upstream_is_asked_for_the_upgrade(codec: HeadCodec) -> None:
     assert b"connection: close" not in lines  # not even with keep-alive off
     plain, _ = read_message(codec, request(b"Upgrade: websocket\r\n"), "whole")
     sent = Http1Protocol(codec).encode_request_head(
-        plain, b"a", "1.2.3.4", "1.2.3.4", 0, False, no_ports, b"http"
+        plain, b"a", "1.2.3.4", "1.2.3.4", 0, False, no_ports, b"http", b"id"
     )
     assert b"upgrade" not in sent.lower()
 

@@ -23,6 +23,7 @@ def encode(
     client_ip: str | None = None,
     ports: tuple[int, int] = (8080, 54321),
     scheme: bytes = b"http",
+    request_id: bytes = b"0123456789abcdef0123456789abcdef",
 ) -> dict[bytes, bytes]:
     protocol = UwsgiProtocol(CODECS["h11"]())
     packet = protocol.encode_request_head(
@@ -34,6 +35,7 @@ def encode(
         True,
         lambda: ports,
         scheme,
+        request_id,
     )
     variables, rest = decode_packet(packet)
     assert rest == b""  # the body follows, sent by the proxy as it is

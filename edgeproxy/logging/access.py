@@ -1,4 +1,4 @@
-"""The access log (batched, written off the event loop) and the error log.
+"""The access log: lines batched, and written off the event loop.
 
 Access-log lines are formatted per request (cheaply: the timestamp is cached per second),
 collected in a list, and handed as one block to a writer thread `access_log.flush` seconds
@@ -9,25 +9,21 @@ waits: each line is written by the event loop as its request ends (a target that
 take it at once, such as a full pipe, is handed to the writer thread from then on).
 Closing the log (graceful exit) and reopening it (USR1) write the waiting lines first.
 
-Both logs can be reopened (USR1, after logrotate moved the files): the access log's writer
-thread switches to the new file between two blocks, so no line is lost or split.
+The log can be reopened (USR1, after logrotate moved the file): the writer thread
+switches to the new file between two blocks, so no line is lost or split.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
 
-from edgeproxy.config.model import AccessLogConfig, ErrorLogConfig
-from edgeproxy.http.events import RequestHead
+from edgeproxy.config.model import AccessLogConfig
+from edgeproxy.logging.formats import Formats, Request, times_upstream
 
 FLUSH_LINES = 512  # lines that make a block without waiting for the flush interval
 
@@ -40,70 +36,29 @@ def _open_target(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
-class _TimeCache:
-    """nginx's $time_local, formatted once per second."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = ""
-
-    def local(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._value = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
-        return self._value
-
-
-class Request(Protocol):
-    """What a log line is made of: any record with these fields (the server's request)."""
-
-    head: RequestHead
-    client_ip: str
-    started: float  # wall clock when the request began
-    upstream_addr: str  # the peer that answered, or ""
-    upstream_status: int  # its status, or 0
-
-
-def _text(value: bytes | None) -> str:
-    return value.decode("latin-1") if value else "-"
-
-
-def _header(request: Request, name: bytes) -> bytes | None:
-    for key, value in request.head.headers:
-        if key == name:
-            return value
-    return None
-
-
 class AccessLog:
     def __init__(self, config: AccessLogConfig) -> None:
         self.config = config
         self.enabled = config.format != "off"
-        formats: dict[str, Callable[[Request, int, int, float], str]] = {
-            "combined": self._combined,
-            "json": self._json,
-        }
-        self._format = formats.get(config.format, self._combined)
-        self._times = _TimeCache()
+        self._format = Formats().line_format(config.format)
+        # Whether requests measure their upstream's times for this log's lines.
+        self.times_upstream = self.enabled and times_upstream(config.format)
         self._interval = max(config.flush, 0.0)  # seconds a line may wait; 0: no waiting
         self._lines: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         # bytes: a block to write; int: a freshly opened file to switch to; None: stop.
         self._queue: queue.SimpleQueue[bytes | int | None] = queue.SimpleQueue()
         self._fd = _open_target(config.path) if self.enabled else -1
-        self._pid = os.getpid()  # built in the worker process, after the fork
         self._thread: threading.Thread | None = None  # once started, it owns self._fd
         if self.enabled and self._interval > 0:
             self._start_writer()
 
-    def log(self, request: Request, status: int, body_bytes: int) -> None:
+    def log(self, request: Request, status: int, body_bytes: int, bytes_sent: int) -> None:
+        """A finished request's line; `bytes_sent` counts the response's head too."""
         if not self.enabled:
             return
         now = time.time()
-        line = self._format(request, status, body_bytes, now)
+        line = self._format(request, status, body_bytes, bytes_sent, now)
         if not self._interval:
             self._write_at_once(line.encode("utf-8", "backslashreplace"))
             return
@@ -191,67 +146,3 @@ class AccessLog:
                 except OSError:
                     break  # nowhere to report a broken log target; drop the block
                 view = view[written:]
-
-    # --- formats, chosen by name in __init__ ---
-
-    def _combined(self, request: Request, status: int, body_bytes: int, now: float) -> str:
-        head = request.head
-        return (
-            f"{request.client_ip} - - [{self._times.local(request.started)}] "
-            f'"{_text(head.method)} {_text(head.target)} HTTP/{_text(head.version)}" '
-            f'{status} {body_bytes} "{_text(_header(request, b"referer"))}" '
-            f'"{_text(_header(request, b"user-agent"))}"\n'
-        )
-
-    def _json(self, request: Request, status: int, body_bytes: int, now: float) -> str:
-        head = request.head
-        record = {
-            "time": self._times.local(request.started),
-            "pid": self._pid,
-            "client_ip": request.client_ip,
-            "method": _text(head.method),
-            "target": _text(head.target),
-            "protocol": f"HTTP/{_text(head.version)}",
-            "status": status,
-            "body_bytes_sent": body_bytes,
-            "request_time": round(now - request.started, 6),
-            "upstream_addr": request.upstream_addr or None,
-            "upstream_status": request.upstream_status or None,
-            "host": _text(head.host),
-            "referer": _text(_header(request, b"referer")),
-            "user_agent": _text(_header(request, b"user-agent")),
-        }
-        return json.dumps(record, separators=(",", ":")) + "\n"
-
-
-def setup_error_log(config: ErrorLogConfig) -> None:
-    """Route the `edgeproxy` loggers to the configured target, nginx-style lines."""
-    logger = logging.getLogger("edgeproxy")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    target: logging.Handler
-    if config.path == "stderr":
-        target = logging.StreamHandler(sys.stderr)
-    elif config.path == "stdout":
-        target = logging.StreamHandler(sys.stdout)
-    else:
-        target = logging.FileHandler(config.path)
-    target.setFormatter(
-        logging.Formatter(
-            "%(asctime)s [%(levelname)s] %(process)d: %(message)s", "%Y/%m/%d %H:%M:%S"
-        )
-    )
-    logger.addHandler(target)
-    logger.setLevel(config.level.upper())
-    logger.propagate = False
-
-
-def reopen_error_log() -> None:
-    """Reopen the error log file, if it is one, at its configured path (logrotate)."""
-    for handler in logging.getLogger("edgeproxy").handlers:
-        if isinstance(handler, logging.FileHandler):
-            stream = open(handler.baseFilename, "a", encoding=handler.encoding)  # noqa: SIM115
-            old = handler.setStream(stream)
-            if old is not None:
-                old.close()
