@@ -16,16 +16,15 @@ import yaml
 from yaml.nodes import Node, ScalarNode
 
 from edgeproxy.config.limits import read_shared_state, read_zones
+from edgeproxy.config.metrics import read_metrics
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
 from edgeproxy.config.nodes import Invalid, integer, string
 from edgeproxy.config.schema import (
-    METRICS,
     Block,
     Choice,
     Duration,
     Integer,
     Key,
-    Later,
     Scope,
     Section,
     Text,
@@ -128,7 +127,7 @@ TOP = Block(
     Key("limits", read_zones),  # before `servers`, whose limit_req / limit_conn name zones
     Key("servers", read_servers, required=True),
     Key("worker_connections", Integer(minimum=1)),
-    Later("metrics", METRICS),
+    Key("metrics", read_metrics),  # after `servers`, whose addresses it may not take
 )
 
 

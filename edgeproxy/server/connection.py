@@ -152,6 +152,8 @@ class DownstreamConnection(asyncio.Protocol):
         if state >= LINGER:  # LINGER, CLOSED or HANDED_OVER: nothing more is read
             return
         self.reader.feed(data)
+        if self.services.traffic is not None:
+            self.services.traffic.received(len(data))
         if state == BUSY:
             if len(self.reader.buf) > self.settings.client_header_buffer_size:
                 # Pipelined requests pile up behind a slow response: stop taking more.
@@ -253,8 +255,8 @@ class DownstreamConnection(asyncio.Protocol):
             if has_body
             else _NO_BODY
         )
-        # The start time only feeds the access log: no clock read when it is off.
-        started = time.time() if self.services.access_log.enabled else 0.0
+        # The start time feeds the access log and the metrics: no clock read without them.
+        started = time.time() if self.services.time_requests else 0.0
         self.request = request = Request(head, route, body, self.peer_ip, started)
         if path is None:
             raise ClientError(400, "invalid path")
@@ -403,6 +405,8 @@ class DownstreamConnection(asyncio.Protocol):
         access_log = self.services.access_log
         if access_log.enabled:
             access_log.log(request, status, self.out.body_bytes)
+        if request.route.metrics is not None:
+            request.route.metrics.finished(status, request.started, self.out.body_bytes)
         self.request = None
 
     def _request_done(self) -> None:

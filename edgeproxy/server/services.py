@@ -9,6 +9,7 @@ from typing import Protocol
 from edgeproxy.config.model import Config
 from edgeproxy.http.codec import HeadCodec
 from edgeproxy.logging import AccessLog
+from edgeproxy.metrics.binding import WorkerMetrics
 from edgeproxy.upstream.pool import UpstreamPool
 
 
@@ -21,7 +22,18 @@ class ServedConnection(Protocol):
 
 
 class WorkerServices:
-    __slots__ = ("access_log", "codec", "config", "connections", "loop", "pools", "stopping")
+    __slots__ = (
+        "access_log",
+        "codec",
+        "config",
+        "connections",
+        "loop",
+        "metrics",
+        "pools",
+        "stopping",
+        "time_requests",
+        "traffic",
+    )
 
     def __init__(
         self,
@@ -30,6 +42,7 @@ class WorkerServices:
         codec: HeadCodec,
         pools: Mapping[str, UpstreamPool],
         access_log: AccessLog,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
@@ -38,3 +51,7 @@ class WorkerServices:
         self.access_log = access_log
         self.connections: set[ServedConnection] = set()
         self.stopping = False  # a graceful stop began: answer with `Connection: close`
+        self.metrics = metrics
+        self.traffic = metrics.traffic if metrics is not None else None
+        # Whether a request's start time is read (the access log and the metrics need it).
+        self.time_requests = access_log.enabled or metrics is not None
