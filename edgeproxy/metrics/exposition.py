@@ -136,6 +136,7 @@ def _labels(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def _number(value: float) -> str:
+    value = float(value)  # an int is a float to mypy, but has no is_integer before 3.12
     return str(int(value)) if value.is_integer() else repr(value)
 
 

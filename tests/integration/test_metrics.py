@@ -92,9 +92,7 @@ servers:
             live = children(process.pid)
             workers = self.workers()
             exporters = {int(pid) for pid in EXPORTER.findall(self.errors())} & live
-            return (
-                len(workers) == 2 and not workers & gone and len(live) == 3 and bool(exporters)
-            )
+            return len(workers) == 2 and not workers & gone and len(live) == 3 and bool(exporters)
 
         wait_until(settled, 15, "two workers and the exporter")
         return self.workers()
