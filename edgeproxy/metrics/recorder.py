@@ -7,24 +7,21 @@ string, no lock (each worker writes only its own row).
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import Final
 
 # Histogram buckets (seconds; Prometheus client libraries' defaults), then +Inf. Here,
 # in the compiled module that reads them per request, rather than in layout.
 BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_LAST_BUCKET: Final = len(BUCKETS)  # the +Inf bucket; the sum follows it
+_SUM: Final = len(BUCKETS) + 1  # after the buckets and +Inf
 
 
 def _observe(row: memoryview[float], base: int, seconds: float) -> None:
-    """One histogram observation: the first bucket it fits (buckets are not cumulative
-    here; the scrape adds them up), and the sum."""
-    i = 0
-    for bound in BUCKETS:
-        if seconds <= bound:
-            break
-        i += 1
-    row[base + i] += 1.0
-    row[base + _LAST_BUCKET + 1] += seconds
+    """One histogram observation: the first bucket it fits (bisect_left: the first bound
+    >= seconds, or +Inf; buckets are not cumulative here, the scrape adds them up), and
+    the sum."""
+    row[base + bisect_left(BUCKETS, seconds)] += 1.0
+    row[base + _SUM] += seconds
 
 
 class Traffic:
@@ -57,7 +54,9 @@ class RequestStats:
         if klass < 1 or klass > 5:
             klass = 5
         row[self.status + klass - 1] += 1.0
-        _observe(row, self.time, time.time() - started)
+        seconds = time.time() - started
+        row[self.time + bisect_left(BUCKETS, seconds)] += 1.0
+        row[self.time + _SUM] += seconds
         row[self.traffic + 1] += body_bytes
 
 
