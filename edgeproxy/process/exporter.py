@@ -45,15 +45,16 @@ def codec_name(config: Config) -> str:
 
 
 def bind_metrics(address: Address) -> socket.socket:
+    """The scrape's listening socket; an OSError that names `address` if it cannot be."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address.host, address.port))
         sock.listen(64)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"{address}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -138,8 +139,7 @@ class MetricsControl:
         try:
             self.bind(config)
         except OSError as exc:
-            log.error("cannot listen for metrics on %s: %s",
-                      config.metrics.listen if config.metrics else "", exc)  # fmt: skip
+            log.error("cannot listen for metrics on %s; not serving them", exc.strerror)
             return
         self.start(config, inherited)
 

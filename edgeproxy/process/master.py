@@ -108,8 +108,7 @@ class Master:
         try:
             self.metrics.bind(config)
         except OSError as exc:
-            raise MasterError(f"cannot listen for metrics on {self.metrics_address(config)}: "
-                              f"{exc.strerror or exc}") from None  # fmt: skip
+            raise MasterError(f"cannot listen for metrics on {exc.strerror}") from None
         raise_fd_limit(config)  # inherited by the workers
         if config.pid_file:
             try:
@@ -161,10 +160,6 @@ class Master:
     def inherited(self) -> list[socket.socket]:
         """Every socket the master holds: a child closes those that are not its own."""
         return [*self.listeners.all_sockets(), *self.metrics.sockets()]
-
-    @staticmethod
-    def metrics_address(config: Config) -> str:
-        return str(config.metrics.listen) if config.metrics is not None else ""
 
     def _enqueue(self, signum: int, frame: FrameType | None) -> None:
         self.queue.append(signum)  # only this: the loop does the work, outside the handler

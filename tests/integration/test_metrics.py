@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -226,3 +227,17 @@ def test_check_refuses_a_bad_or_public_metrics_address(tmp_path: Path) -> None:
     result = run_cli("-t", "-c", str(edge.config))
     assert result.returncode != 0
     assert "proxy.yaml:6: metrics.listen: expected host:port" in result.stderr
+
+
+def test_a_taken_metrics_address_stops_the_start_with_its_reason(tmp_path: Path) -> None:
+    edge = MeteredEdge(tmp_path, "127.0.0.1:9")
+    edge.write_config()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", edge.metrics_port))
+        taken.listen()
+        result = run_cli("-c", str(edge.config))
+    assert result.returncode == 1
+    assert (
+        f"cannot listen for metrics on 127.0.0.1:{edge.metrics_port}: Address already in use"
+        in (result.stderr)
+    )
