@@ -214,6 +214,19 @@ def test_the_metrics_are_not_served_on_the_public_port(edge: MeteredEdge) -> Non
     assert private.status_code == 404
 
 
+def test_a_killed_exporter_is_replaced_and_nothing_counted_is_lost(edge: MeteredEdge) -> None:
+    send(edge, 6, "/healthz", 200)
+    (exporter,) = {int(pid) for pid in EXPORTER.findall(edge.errors())}
+    os.kill(exporter, signal.SIGKILL)
+
+    def replaced() -> bool:
+        return len(EXPORTER.findall(edge.errors())) == 2
+
+    wait_until(replaced, 15, "a new exporter")
+    assert f"metrics exporter {exporter} died (killed by SIGKILL)" in edge.errors()
+    assert requests_of(edge.scrape(), "= /healthz", "2xx") == 6
+
+
 def test_check_refuses_a_bad_or_public_metrics_address(tmp_path: Path) -> None:
     edge = MeteredEdge(tmp_path, "127.0.0.1:9")
     edge.write_config(metrics_port=edge.port)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeproxy.config import Config, parse_config
 from edgeproxy.metrics.binding import WorkerMetrics
+from edgeproxy.metrics.endpoint import Endpoint
 from edgeproxy.metrics.exposition import Instance, render
 from edgeproxy.metrics.layout import (
     HISTOGRAM_SLOTS,
@@ -298,3 +299,22 @@ def test_labels_are_escaped_and_shared_server_labels_are_shown_once() -> None:
     regex = [labels for (name, labels) in samples if ("location", '~ ^/a"b\\\\c') in labels]
     assert regex, text
     assert text.count('edgeproxy_requests_total{server="site.test",location="/",status="2xx"}') == 1
+
+
+# --- the scrape's HTTP answers ---
+
+
+async def test_the_endpoint_answers_its_path_only() -> None:
+    async def scrape() -> str:
+        return "edgeproxy_workers 2\n"
+
+    endpoint = Endpoint("/metrics", scrape)
+    ok = await endpoint.answer(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and ok.endswith(b"\r\n\r\nedgeproxy_workers 2\n")
+    assert b"Content-Type: text/plain; version=0.0.4" in ok
+    head = await endpoint.answer(b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 20\r\n" in head  # what the GET would get
+    assert (await endpoint.answer(b"GET / HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404 ")
+    assert (await endpoint.answer(b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405 ")
+    assert (await endpoint.answer(b"\x16\x03\x01garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
