@@ -23,7 +23,7 @@ from edgeproxy.metrics.layout import (
     SeriesRegistry,
     groups,
 )
-from edgeproxy.metrics.recorder import BUCKETS
+from edgeproxy.metrics.recorder import BUCKETS, SUM_SLOT
 from edgeproxy.metrics.store import SEQ, MetricsStore
 
 
@@ -247,7 +247,7 @@ def test_histogram_buckets_and_status_classes() -> None:
     assert count == 3
     total = samples[("edgeproxy_request_duration_seconds_sum", (("server", "site.test"),))]
     assert 60.3 <= total < 61
-    assert len(BUCKETS) + 2 == HISTOGRAM_SLOTS
+    assert len(BUCKETS) + 2 == HISTOGRAM_SLOTS == SUM_SLOT + 1
 
 
 def test_zone_and_peer_series() -> None:
