@@ -22,8 +22,11 @@ from edgeproxy.metrics.recorder import PeerStats, RequestStats, Traffic, ZoneSta
 class WorkerMetrics:
     def __init__(self, row: memoryview[float], registry: SeriesRegistry) -> None:
         self.row = row
+        # The worker's own copy of its counters (see edgeproxy.metrics.recorder): the row
+        # starts cleared (the master cleared it before the fork), and so does this.
+        self.shadow = [0.0] * len(row)
         self.registry = registry
-        self.traffic = Traffic(row, registry.base((TRAFFIC, ())))
+        self.traffic = Traffic(row, self.shadow, registry.base((TRAFFIC, ())))
         self._connections = registry.base((CONNECTIONS, ()))
         self._zones: dict[str, ZoneStats] = {}
 
@@ -31,6 +34,7 @@ class WorkerMetrics:
         label = server_label(server)
         return RequestStats(
             self.row,
+            self.shadow,
             self.registry.base((REQUESTS, (label, location_label(location)))),
             self.registry.base((REQUEST_TIME, (label,))),
             self.traffic.base,
@@ -39,6 +43,7 @@ class WorkerMetrics:
     def peer(self, upstream: str, peer: str) -> PeerStats:
         return PeerStats(
             self.row,
+            self.shadow,
             self.registry.base((PEER, (upstream, peer))),
             self.registry.base((UPSTREAM_TIME, (upstream,))),
         )
@@ -46,7 +51,9 @@ class WorkerMetrics:
     def zone(self, name: str) -> ZoneStats:
         found = self._zones.get(name)
         if found is None:
-            found = self._zones[name] = ZoneStats(self.row, self.registry.base((ZONE, (name,))))
+            found = self._zones[name] = ZoneStats(
+                self.row, self.shadow, self.registry.base((ZONE, (name,)))
+            )
         return found
 
     # --- gauges, written now and then (the worker's heartbeat), not per request ---

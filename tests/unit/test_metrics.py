@@ -23,7 +23,7 @@ from edgeproxy.metrics.layout import (
     SeriesRegistry,
     groups,
 )
-from edgeproxy.metrics.recorder import BUCKETS, SUM_SLOT
+from edgeproxy.metrics.recorder import BUCKETS, SUM_SLOT, bucket
 from edgeproxy.metrics.store import SEQ, MetricsStore
 
 
@@ -236,18 +236,22 @@ def test_histogram_buckets_and_status_classes() -> None:
 
     assert [requests(s) for s in ("1xx", "2xx", "3xx", "4xx", "5xx")] == [1, 0, 1, 1, 0]
 
-    def bucket(le: str) -> float:
+    def cumulative(le: str) -> float:
         return samples[
             ("edgeproxy_request_duration_seconds_bucket", (("le", le), ("server", "site.test")))
         ]
 
-    assert bucket("0.25") == 1 and bucket("0.5") == 2 and bucket("10.0") == 2
-    assert bucket("+Inf") == 3
+    assert cumulative("0.25") == 1 and cumulative("0.5") == 2 and cumulative("10.0") == 2
+    assert cumulative("+Inf") == 3
     count = samples[("edgeproxy_request_duration_seconds_count", (("server", "site.test"),))]
     assert count == 3
     total = samples[("edgeproxy_request_duration_seconds_sum", (("server", "site.test"),))]
     assert 60.3 <= total < 61
     assert len(BUCKETS) + 2 == HISTOGRAM_SLOTS == SUM_SLOT + 1
+    # The compiled build's own copy of the bounds is the one the scrape labels.
+    for i, bound in enumerate(BUCKETS):
+        assert bucket(bound) == i and bucket(bound * 1.001) == i + 1
+    assert bucket(0.0) == 0 and bucket(1e9) == len(BUCKETS)
 
 
 def test_zone_and_peer_series() -> None:
