@@ -214,6 +214,18 @@ def test_the_metrics_are_not_served_on_the_public_port(edge: MeteredEdge) -> Non
     assert private.status_code == 404
 
 
+def test_connection_gauges_follow_the_connections(edge: MeteredEdge) -> None:
+    def state(name: str) -> float:
+        return total(edge.scrape(), "edgeproxy_connections", state=name)
+
+    with socket.create_connection(("127.0.0.1", edge.port)) as waiting:
+        # Written by each worker at its heartbeat (every second at most), not per request.
+        wait_until(lambda: state("idle") == 1 and state("active") == 1, 10, "one idle")
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: site.test\r\n")  # the head goes on
+        wait_until(lambda: state("reading") == 1 and state("idle") == 0, 10, "one reading")
+    wait_until(lambda: state("active") == 0, 10, "no connection")
+
+
 def test_a_killed_exporter_is_replaced_and_nothing_counted_is_lost(edge: MeteredEdge) -> None:
     send(edge, 6, "/healthz", 200)
     (exporter,) = {int(pid) for pid in EXPORTER.findall(edge.errors())}
