@@ -47,6 +47,7 @@ COMPILED = (
     "edgeproxy/limits/leaky.py",
     "edgeproxy/limits/table.py",
     "edgeproxy/limits/zones.py",
+    "edgeproxy/metrics/recorder.py",
     "edgeproxy/server/body.py",
     "edgeproxy/server/body_writers.py",
     "edgeproxy/server/client_ip.py",
@@ -96,6 +97,12 @@ NOT_COMPILED = {
     "the compiled zone calls the lock's acquire and release, C functions of _spinlock in "
     "a compiled build",
     "edgeproxy/limits/redis_scripts.py": "the Lua text of the scripts Redis runs",
+    "edgeproxy/metrics/binding.py": "builds a worker's recorders once per config",
+    "edgeproxy/metrics/endpoint.py": "the scrape's HTTP server, in the exporter process",
+    "edgeproxy/metrics/exposition.py": "writes the text format, once per scrape",
+    "edgeproxy/metrics/layout.py": "the series of a config and their slots, once per config",
+    "edgeproxy/metrics/store.py": "the shared mapping: the master folds and the exporter "
+    "sums it; workers only write into it through the recorders",
     "edgeproxy/limits/shared.py": "asyncio I/O through redis-py; per request it is a dict "
     "lookup and a call of the compiled leaky.take, as a local zone's",
     "edgeproxy/server/accept_gate.py": "per connection only one len() check in a closure; "

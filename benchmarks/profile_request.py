@@ -6,6 +6,7 @@ transports, so only edgeproxy's own code runs (no syscalls, no load generator no
     python benchmarks/profile_request.py --requests 20000            # us per request
     python benchmarks/profile_request.py --path return --cprofile    # top functions
     python benchmarks/profile_request.py --limits    # with limits_overhead's zones (never hit)
+    python benchmarks/profile_request.py --metrics                   # counting metrics too
     # Instructions per request (repeatable on a noisy machine): run under callgrind with
     # N and 3N requests and divide the difference by 2N:
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
@@ -27,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import uvloop
 
 from edgeproxy.config import parse_config
+from edgeproxy.metrics.binding import WorkerMetrics
+from edgeproxy.metrics.store import MetricsStore
 from edgeproxy.server.connection import DownstreamConnection
 from edgeproxy.server.worker import Worker
 from edgeproxy.upstream.connection import UpstreamConnection
@@ -115,7 +118,15 @@ async def run(args: argparse.Namespace) -> None:
     limits = LIMITS if args.limits else NO_LIMITS
     text = CONFIG.format(parser=args.parser, log=args.log, **limits)
     config = parse_config(text, "profile.yaml")
-    worker = Worker(config)
+    metrics = None
+    if args.metrics:  # as a worker under the master: a row of the shared store
+        store = MetricsStore(rows=1)
+        store.registry.assign(config)
+        store.open_row(0)
+        row = store.row(0)
+        assert row is not None
+        metrics = WorkerMetrics(row, store.registry)
+    worker = Worker(config, metrics=metrics)
     router = next(iter(worker.routers.values()))
     pool = worker.pools["app"]
     (peer,) = pool.primary
@@ -158,7 +169,11 @@ async def run(args: argparse.Namespace) -> None:
     if path == "post":
         sent = upstream_transport.written / (args.requests + 1000)
         assert sent > len(POST_BODY), "the request bodies reached the upstream"
-    print(f"{args.path} ({args.parser}): {elapsed / args.requests * 1e6:.1f} us per request")
+    if metrics is not None:
+        counted = store.snapshot()
+        assert counted is not None and sum(counted) > args.requests, "the metrics counted"
+    what = f"{args.path} ({args.parser}{', metrics' if args.metrics else ''})"
+    print(f"{what}: {elapsed / args.requests * 1e6:.1f} us per request")
     worker.access_log.close()
 
 
@@ -168,6 +183,7 @@ def main() -> None:
     parser.add_argument("--path", choices=("proxy", "post", "return"), default="proxy")
     parser.add_argument("--parser", choices=("httptools", "h11"), default="httptools")
     parser.add_argument("--log", choices=("off", "combined", "json"), default="off")
+    parser.add_argument("--metrics", action="store_true", help="count the metrics too")
     parser.add_argument("--cprofile", action="store_true", help="print the top functions")
     parser.add_argument("--limits", action="store_true", help="with a rate and a connection zone")
     uvloop.run(run(parser.parse_args()))

@@ -16,6 +16,7 @@ from typing import Any
 
 from idle import measure_idle
 from limits_overhead import measure_limits_overhead
+from metrics_overhead import measure_metrics_overhead
 from servers import Endpoint, RunOptions, Workspace, start_gunicorn, start_nginx_backend
 from shared_zone_overhead import measure_shared_zone_overhead, redis_missing
 from slow import measure_attack, slowhttptest_missing
@@ -144,6 +145,12 @@ SCENARIOS: dict[str, Scenario] = {
             "local Redis, never hit, against edgeproxy without zones",
             measure=measure_shared_zone_overhead,
             unavailable=redis_missing,
+        ),
+        Scenario(
+            name="metrics_overhead",
+            summary="proxy_small with metrics on (every request counted), against "
+            "edgeproxy with metrics off",
+            measure=measure_metrics_overhead,
         ),
         Scenario(
             name="tls_small",

@@ -18,16 +18,15 @@ from yaml.nodes import Node, ScalarNode
 
 from edgeproxy.config.limits import read_shared_state, read_zones
 from edgeproxy.config.log_format import read_format
+from edgeproxy.config.metrics import read_metrics
 from edgeproxy.config.model import AccessLogConfig, Config, ErrorLogConfig, HttpSettings
 from edgeproxy.config.nodes import Invalid, Problems, integer, string
 from edgeproxy.config.schema import (
-    METRICS,
     Block,
     Choice,
     Duration,
     Integer,
     Key,
-    Later,
     Scope,
     Section,
     Text,
@@ -142,7 +141,7 @@ TOP = Block(
     Key("limits", read_zones),  # before `servers`, whose limit_req / limit_conn name zones
     Key("servers", read_servers, required=True),
     Key("worker_connections", Integer(minimum=1)),
-    Later("metrics", METRICS),
+    Key("metrics", read_metrics),  # after `servers`, whose addresses it may not take
 )
 
 

@@ -265,6 +265,14 @@ class AccessLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`metrics: {listen, path}`: the Prometheus scrape, on an address of its own."""
+
+    listen: Address
+    path: str = "/metrics"  # Prometheus' default metrics_path
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it was read from
     upstreams: Mapping[str, UpstreamConfig]
@@ -288,3 +296,4 @@ class Config:
     # nginx: worker_connections 512 (its example config: 1024); the contract's: 10000.
     worker_connections: int = 10000
     shared_state: SharedStateConfig | None = None  # None: zones count per instance only
+    metrics: MetricsConfig | None = None  # None: no scrape endpoint, nothing counted

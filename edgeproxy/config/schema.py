@@ -61,7 +61,6 @@ LATER = "not supported yet"
 
 # What a later release brings, in the words of its refusal: "not supported yet (X in a later
 # release)". One line per feature; the tables say which keys wait for which.
-METRICS = "metrics come"
 
 
 def later(feature: str) -> str:

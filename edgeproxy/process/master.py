@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from collections import deque
 from types import FrameType
@@ -23,6 +24,7 @@ from edgeproxy.config.model import Config
 from edgeproxy.errors import ConfigError
 from edgeproxy.limits.zones import store as zone_store
 from edgeproxy.logging import reopen_error_log, setup_error_log
+from edgeproxy.process.exporter import MetricsControl
 from edgeproxy.process.fd_limit import raise_fd_limit
 from edgeproxy.process.pidfile import (
     PidFileError,
@@ -74,6 +76,7 @@ class Master:
         self.workers: dict[int, WorkerProc] = {}
         self.shared = SharedState()  # before any fork: every worker maps the same memory
         self.prober = ProberControl(self.shared)  # active health checks, if any are set
+        self.metrics = MetricsControl(self.shared)  # the scrape, if `metrics` is set
         self.listeners = ListenSet(slots=config.workers)
         self.boot = BootGuard()
         self.respawn_at = 0.0  # after a boot failure: no new worker before this
@@ -102,6 +105,10 @@ class Master:
         self.listeners.open(listen_addresses(config))
         self.shared.peers.assign(config)
         zone_store().prepare(config.limits.values())  # mapped before the fork, as the peers
+        try:
+            self.metrics.bind(config)
+        except OSError as exc:
+            raise MasterError(f"cannot listen for metrics on {exc.strerror}") from None
         raise_fd_limit(config)  # inherited by the workers
         if config.pid_file:
             try:
@@ -122,12 +129,15 @@ class Master:
             ", ".join(str(a) for a in self.listeners.addresses), build_kind(),
         )  # fmt: skip
         try:
-            self.prober.start(self.current.config, self.listeners.all_sockets(), fresh=True)
+            self.prober.start(self.current.config, self.inherited(), fresh=True)
             self._maintain(time.monotonic())
+            self.metrics.prepare(self.current.config)
+            self.metrics.start(self.current.config, self.inherited())
             while not (self.stopping and not self.workers):
                 self._step()
         finally:
             self.prober.stop()
+            self.metrics.close()
             for pid in self.workers:  # only after an unexpected error in the loop itself
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -147,6 +157,10 @@ class Master:
         if self.pid_file:
             remove_pid_file(self.pid_file, self.pid)
 
+    def inherited(self) -> list[socket.socket]:
+        """Every socket the master holds: a child closes those that are not its own."""
+        return [*self.listeners.all_sockets(), *self.metrics.sockets()]
+
     def _enqueue(self, signum: int, frame: FrameType | None) -> None:
         self.queue.append(signum)  # only this: the loop does the work, outside the handler
 
@@ -165,7 +179,9 @@ class Master:
         self.reload.progress(now)
         if not self.stopping:
             self._maintain(now)
-            self.prober.keep(self.current.config, self.listeners.all_sockets(), now)
+            self.prober.keep(self.current.config, self.inherited(), now)
+            self.metrics.keep(self.current.config, self.inherited(), now)
+        self.metrics.set_workers(len(self.workers))
 
     # --- signal handlers (called from the loop, never from a signal handler) ---
 
@@ -229,9 +245,9 @@ class Master:
         try:
             self.listeners.resize(max(self.listeners.slots, slot + 1))
             sockets = self.listeners.sockets_for(listen_addresses(config), slot)
-            pid = fork_worker(
-                config, sockets, self.shared, row, self._wake, self.listeners.all_sockets()
-            )
+            self.metrics.prepare(config)  # its series' slots, before the fork
+            self.metrics.open_row(row)
+            pid = fork_worker(config, sockets, self.shared, row, self._wake, self.inherited())
         except (ConfigError, OSError) as exc:
             log.error("cannot start a worker: %s", exc)
             self.shared.workers.release(row)
@@ -300,7 +316,9 @@ class Master:
             setup_error_log(new.error_log)
         if new.pid_file != self.pid_file:
             self._move_pid_file(new.pid_file)
-        self.prober.replace(new, self.listeners.all_sockets())  # never two at once
+        self.prober.replace(new, self.inherited())  # never two at once
+        self.metrics.reloaded()
+        self.metrics.replace(new, self.inherited())  # the new config's series
         return retiring
 
     def _move_pid_file(self, path: str | None) -> None:
@@ -328,8 +346,13 @@ class Master:
                 return
             if self.prober.exited(pid, describe_status(status)):
                 continue
+            if self.metrics.exited(pid, describe_status(status)):
+                continue
             worker = self.workers.pop(pid, None)
             if worker is not None:
+                # What it counted is kept, however it died; a worker not told to stop
+                # is one more restart.
+                self.metrics.worker_gone(worker.row, not (worker.retiring or self.stopping))
                 self.shared.workers.release(worker.row)
                 zone_store().reclaim(pid)  # the connection slots it held, however it died
                 self._exited(worker, describe_status(status))
@@ -338,6 +361,7 @@ class Master:
         if worker.retiring or self.stopping:
             log.info("worker %d stopped (%s)", worker.pid, how)
             self.shared.peers.retain(self.live_configs())  # a generation may be gone now
+            self.metrics.retain(self.live_configs())
             return
         if self.reload.starting(worker):
             if not worker.ready:

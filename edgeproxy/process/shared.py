@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable
 
 from edgeproxy.config.model import Address, Config
+from edgeproxy.metrics.store import MetricsStore
 from edgeproxy.upstream.peer import HEALTH_FIELDS
 from edgeproxy.upstream.slots import PeerSlots, slot_file
 
@@ -163,6 +164,9 @@ class SharedState:
         self.peers = PeerTable(fields[worker_size:], peer_rows)
         # max_conns across workers: byte-range locks, one range per peer row (slots.py).
         self.slot_fd = slot_file()
+        # The metrics' rows: mapped by the master once a config asks for metrics, before
+        # that config's workers are forked (edgeproxy.process.exporter).
+        self.metrics: MetricsStore | None = None
 
     def peer_slots(self, upstream: str, address: Address) -> PeerSlots | None:
         row = self.peers.row(upstream, address)

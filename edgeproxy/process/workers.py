@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from edgeproxy.config.model import Address, Config
 from edgeproxy.errors import ConfigError
+from edgeproxy.metrics.binding import WorkerMetrics
 from edgeproxy.process.shared import SharedState
 
 # Imported here, by the master, so that a worker does not import after it switched users
@@ -158,6 +159,15 @@ class ChildHooks:
 
     def peer_slots(self, upstream: str, address: Address) -> PeerSlots | None:
         return self._shared.peer_slots(upstream, address)
+
+    def metrics(self, config: Config) -> WorkerMetrics | None:
+        store = self._shared.metrics
+        if store is None or config.metrics is None:
+            return None
+        row = store.row(self._row)
+        if row is None:  # past the store's rows: counted, but in private memory
+            row = memoryview(bytearray(8 * store.capacity)).cast("d")
+        return WorkerMetrics(row, store.registry)
 
     def ready(self) -> None:
         self._shared.workers.set_ready(self._row)

@@ -156,6 +156,8 @@ class DownstreamConnection(asyncio.Protocol):
         if state >= LINGER:  # LINGER, CLOSED or HANDED_OVER: nothing more is read
             return
         self.reader.feed(data)
+        if self.services.traffic is not None:
+            self.services.traffic.received(len(data))
         if state == BUSY:
             if len(self.reader.buf) > self.settings.client_header_buffer_size:
                 # Pipelined requests pile up behind a slow response: stop taking more.
@@ -263,10 +265,9 @@ class DownstreamConnection(asyncio.Protocol):
             if has_body
             else _NO_BODY
         )
-        # The start time only feeds the access log: no clock read when it is off.
+        # The start time feeds the access log and the metrics: no clock read without them.
         services = self.services
-        access_log = services.access_log
-        started = time.time() if access_log.enabled else 0.0
+        started = time.time() if services.time_requests else 0.0
         self.request = request = Request(
             head, route, body, self.peer_ip, started, services.request_ids.next(),
             self.peer_source, services.times_upstream,
@@ -420,6 +421,8 @@ class DownstreamConnection(asyncio.Protocol):
         if access_log.enabled:
             out = self.out
             access_log.log(request, status, out.body_bytes, out.head_bytes + out.body_bytes)
+        if request.route.metrics is not None:
+            request.route.metrics.finished(status, request.started, self.out.body_bytes)
         self.request = None
 
     def _request_done(self) -> None:

@@ -12,6 +12,7 @@ from edgeproxy.limits.counters import ConnectionCounter, RateCounter
 from edgeproxy.limits.keys import address_key, key_function
 from edgeproxy.limits.leaky import DELAY, PASS
 from edgeproxy.limits.zones import now_ms
+from edgeproxy.metrics.recorder import ZoneStats
 from edgeproxy.server.request import Delay, Request, Verdict
 from edgeproxy.server.response import Answer
 
@@ -51,7 +52,7 @@ class RateLimitPhase:
     first `delay`); beyond it, refused with the zone's status, Retry-After and the
     RateLimit fields. dry_run logs what it would do and does nothing."""
 
-    __slots__ = ("dry_run", "key_of", "name", "policy", "status", "zone")
+    __slots__ = ("dry_run", "key_of", "name", "policy", "stats", "status", "zone")
 
     def __init__(self, zone: RateCounter) -> None:
         config = zone.config
@@ -61,6 +62,7 @@ class RateLimitPhase:
         self.status = config.reject_status
         self.dry_run = config.dry_run
         self.policy = rate_policy(config)
+        self.stats: ZoneStats | None = None  # set where the worker counts metrics
 
     def check(self, request: Request) -> Verdict:
         key = self.key_of(request.client_ip, request.head.headers)
@@ -76,6 +78,8 @@ class RateLimitPhase:
                          request.client_ip, outcome.wait_ms, self.zone.config.name)  # fmt: skip
                 return None
             wait = max(1, math.ceil(outcome.wait_ms / 1000))
+            if self.stats is not None:
+                self.stats.delayed()
             return Delay(
                 outcome.wait_ms / 1000,
                 [
@@ -89,6 +93,8 @@ class RateLimitPhase:
                  self.zone.config.name)  # fmt: skip
         if self.dry_run:
             return None
+        if self.stats is not None:
+            self.stats.rejected()
         return Answer(
             self.status,
             [
@@ -106,7 +112,7 @@ class ConnectionLimitPhase:
     through X-Forwarded-For). A worker's slots are given back as its connections end, and
     by the master if the worker dies (edgeproxy.limits.zones.ZoneStore.reclaim)."""
 
-    __slots__ = ("answer", "key_of", "name", "zone")
+    __slots__ = ("answer", "key_of", "name", "stats", "zone")
 
     def __init__(self, zone: ConnectionCounter) -> None:
         config = zone.config
@@ -114,6 +120,7 @@ class ConnectionLimitPhase:
         self.zone = zone
         self.key_of = address_key(config.key)
         self.answer = Answer(config.reject_status)
+        self.stats: ZoneStats | None = None  # set where the worker counts metrics
 
     def accept(self, peer_ip: str) -> Answer | None:
         key = self.key_of(peer_ip)
@@ -123,13 +130,14 @@ class ConnectionLimitPhase:
         config = self.zone.config
         if held < 0:
             log.error("zone %r is full: refusing %s", config.name, peer_ip)
-            return self.answer
-        if held >= config.connections:
-            if config.dry_run:
-                log.info("client %s: would refuse (dry run) by zone %r", peer_ip, config.name)
-                return None
-            return self.answer
-        return None
+        elif held < config.connections:
+            return None
+        elif config.dry_run:
+            log.info("client %s: would refuse (dry run) by zone %r", peer_ip, config.name)
+            return None
+        if self.stats is not None:
+            self.stats.rejected()
+        return self.answer
 
     def release(self, peer_ip: str) -> None:
         key = self.key_of(peer_ip)

@@ -87,6 +87,7 @@ class ProxyExchange:
         "request",
         "request_head",
         "reused",
+        "sent_at",
         "settings",
         "slot_peer",
         "spool",
@@ -133,6 +134,7 @@ class ProxyExchange:
         self.conn: UpstreamConnection | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.reused = False
+        self.sent_at = 0.0  # when the current peer was chosen, for the metrics
         self.stale_retried = False
         self.body_chunks: Iterator[bytes | bytearray] | None = None
         self.spool: ResponseSpool | None = None
@@ -177,6 +179,7 @@ class ProxyExchange:
         self.tried.add(peer)
         self.attempts += 1
         self.peer = peer
+        self.sent_at = peer.attempted(self.attempts > 1)
         self.request.upstream_try(peer.name)
         conn = pool.acquire_idle(peer)
         if conn is not None:
@@ -444,6 +447,7 @@ class ProxyExchange:
             self._release_slot()  # the peer is free, however long the client takes
         assert self.peer is not None
         self.peer.record_success()
+        self.peer.responded(self.sent_at)
         if self.spool is None or not self.spool.pending:
             self._finish()
 

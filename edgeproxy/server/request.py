@@ -24,6 +24,7 @@ from typing import Protocol
 from edgeproxy.config.model import Location, ServerConfig
 from edgeproxy.http.events import RequestHead
 from edgeproxy.logging.formats import Attempt
+from edgeproxy.metrics.recorder import RequestStats
 from edgeproxy.server.body import RequestBody
 from edgeproxy.server.response import Answer, ResponseWriter
 
@@ -121,7 +122,7 @@ class ConnectionPhase(Protocol):
 class Route:
     """Where a request goes: its virtual server, location, phases and handler."""
 
-    __slots__ = ("default_host", "handler", "location", "phases", "server")
+    __slots__ = ("default_host", "handler", "location", "metrics", "phases", "server")
 
     def __init__(
         self,
@@ -136,6 +137,7 @@ class Route:
         self.handler = handler
         self.phases = phases
         self.default_host = default_host
+        self.metrics: RequestStats | None = None  # set where the worker counts metrics
 
 
 class Request:

@@ -122,6 +122,15 @@ class RouteBuilder:
     def __init__(self, services: WorkerServices) -> None:
         self.services = services
 
+    def _count_limits(self, phases: Sequence[RequestPhase | ConnectionPhase]) -> None:
+        """Give the limit phases their zone's counters, where the worker counts metrics."""
+        metrics = self.services.metrics
+        if metrics is None:
+            return
+        for phase in phases:
+            if isinstance(phase, (RateLimitPhase, ConnectionLimitPhase)):
+                phase.stats = metrics.zone(phase.zone.config.name)
+
     def __call__(self, server: ServerConfig, location: Location | None) -> Route:
         handler: Handler
         if location is None:
@@ -133,15 +142,21 @@ class RouteBuilder:
                 raise TypeError(f"{location.where}: no handler for {type(spec).__name__}")
             handler = factory(spec, self.services)
         phases = [make(server, location) for make in REQUEST_PHASES]
-        return Route(
+        route = Route(
             server,
             location,
             handler,
             tuple(phase for phase in phases if phase is not None),
             default_host(server),
         )
+        self._count_limits(route.phases)
+        if self.services.metrics is not None:
+            route.metrics = self.services.metrics.route(server, location)
+        return route
 
     def connection_phases(self, servers: Sequence[ServerConfig]) -> tuple[ConnectionPhase, ...]:
         """The accept-time checks of one listen address, shared by its servers."""
-        phases = [make(servers) for make in CONNECTION_PHASES]
-        return tuple(phase for phase in phases if phase is not None)
+        made = [make(servers) for make in CONNECTION_PHASES]
+        phases = tuple(phase for phase in made if phase is not None)
+        self._count_limits(phases)
+        return phases

@@ -9,6 +9,7 @@ from typing import Protocol
 from edgeproxy.config.model import Config
 from edgeproxy.http.codec import HeadCodec
 from edgeproxy.logging import AccessLog
+from edgeproxy.metrics.binding import WorkerMetrics
 from edgeproxy.server.request_id import RequestIds
 from edgeproxy.upstream.pool import UpstreamPool
 
@@ -28,10 +29,13 @@ class WorkerServices:
         "config",
         "connections",
         "loop",
+        "metrics",
         "pools",
         "request_ids",
         "stopping",
+        "time_requests",
         "times_upstream",
+        "traffic",
     )
 
     def __init__(
@@ -41,6 +45,7 @@ class WorkerServices:
         codec: HeadCodec,
         pools: Mapping[str, UpstreamPool],
         access_log: AccessLog,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
@@ -52,3 +57,7 @@ class WorkerServices:
         self.request_ids = RequestIds()  # X-Request-ID of the requests no trusted proxy named
         self.connections: set[ServedConnection] = set()
         self.stopping = False  # a graceful stop began: answer with `Connection: close`
+        self.metrics = metrics
+        self.traffic = metrics.traffic if metrics is not None else None
+        # Whether a request's start time is read (the access log and the metrics need it).
+        self.time_requests = access_log.enabled or metrics is not None

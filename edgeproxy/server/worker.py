@@ -19,8 +19,9 @@ import uvloop
 from edgeproxy.config.model import Address, Config, ServerConfig
 from edgeproxy.http.codec import resolve_codec
 from edgeproxy.logging import AccessLog, reopen_error_log
+from edgeproxy.metrics.binding import WorkerMetrics
 from edgeproxy.server.accept_gate import AcceptGate
-from edgeproxy.server.connection import DownstreamConnection
+from edgeproxy.server.connection import BODY, CLOSED, HEADER, IDLE, DownstreamConnection
 from edgeproxy.server.proxy_protocol_front import proxy_protocol_factory
 from edgeproxy.server.router import Router
 from edgeproxy.server.routes import RouteBuilder
@@ -60,6 +61,9 @@ class WorkerHooks(Protocol):
 
     def peer_slots(self, upstream: str, address: Address) -> PeerSlots | None: ...
 
+    def metrics(self, config: Config) -> WorkerMetrics | None:
+        """This worker's counters, where `config` asks for metrics."""
+
     def ready(self) -> None:
         """Serving: the master may now retire the workers this one replaces."""
 
@@ -73,6 +77,7 @@ class Worker:
         config: Config,
         peer_health: HealthLookup | None = None,
         peer_slots: SlotLookup | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
         self.loop = asyncio.get_running_loop()
@@ -82,7 +87,14 @@ class Worker:
             for name, up in config.upstreams.items()
         }
         self.access_log = AccessLog(config.access_log)
-        self.services = WorkerServices(config, self.loop, self.codec, self.pools, self.access_log)
+        self.metrics = metrics
+        if metrics is not None:
+            for pool in self.pools.values():
+                for peer in pool.peers:
+                    peer.stats = metrics.peer(pool.name, peer.name)
+        self.services = WorkerServices(
+            config, self.loop, self.codec, self.pools, self.access_log, metrics
+        )
         self.routers = build_routers(config, RouteBuilder(self.services))
         self.gate = AcceptGate(self.loop, self.services.connections, config.worker_connections)
         # Built by the master before it forked this worker (each config's own: a reload's
@@ -135,6 +147,31 @@ class Worker:
             pool.close()
         self.access_log.close()
 
+    def publish_gauges(self) -> None:
+        """The gauges of the metrics, now and then (each heartbeat) rather than per request:
+        client connections by state, requests in flight per peer, queue lengths."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        reading = writing = idle = 0
+        for conn in self.connections:
+            if not isinstance(conn, DownstreamConnection):
+                reading += 1  # a TLS handshake, or a PROXY header, on its way
+                continue
+            state = conn.state
+            if state == IDLE or (state == HEADER and conn.reader.idle):
+                idle += 1
+            elif state in (HEADER, BODY):
+                reading += 1
+            elif state != CLOSED:
+                writing += 1  # BUSY, LINGER, or a tunnel (HANDED_OVER)
+        metrics.set_connections(reading + writing + idle, reading, writing, idle)
+        for pool in self.pools.values():
+            metrics.set_queue(pool.name, len(pool.queue))
+            for peer in pool.peers:
+                if peer.stats is not None:
+                    metrics.set_in_flight(peer.stats, peer.active)
+
     def reopen_logs(self) -> None:
         try:
             self.access_log.reopen()
@@ -153,7 +190,7 @@ async def serve(
     if hooks is None:
         worker = Worker(config)
     else:
-        worker = Worker(config, hooks.peer_health, hooks.peer_slots)
+        worker = Worker(config, hooks.peer_health, hooks.peer_slots, hooks.metrics(config))
     await worker.start(sockets)
     stop: asyncio.Future[float] = loop.create_future()
 
@@ -173,6 +210,7 @@ async def serve(
             if not hooks.beat():
                 log.warning("the master is gone; stopping")
                 request_stop(config.worker_shutdown_timeout)
+            worker.publish_gauges()
             heartbeat = loop.call_later(hooks.heartbeat_interval, beat)
 
         beat()

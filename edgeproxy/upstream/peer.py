@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 from edgeproxy.config.model import Address, PeerConfig
+from edgeproxy.metrics.recorder import PeerStats
 from edgeproxy.upstream.slots import PeerSlots
 
 # The fields of a health row (float64 each): failures counted, when the count started,
@@ -46,6 +47,7 @@ class Peer:
         "max_fails",
         "name",
         "slots",
+        "stats",
         "weight",
     )
 
@@ -70,6 +72,7 @@ class Peer:
         self.health = private_health() if health is None else health
         # max_conns counted for the whole instance (under the master), else per worker.
         self.slots = slots if config.max_conns else None
+        self.stats: PeerStats | None = None  # set by a worker that counts metrics
 
     def __repr__(self) -> str:
         return f"Peer({self.name})"
@@ -97,6 +100,8 @@ class Peer:
         Other workers may update the same row at the same time: each field is one aligned
         8-byte store, so the worst outcome is a lost count (one more failure needed).
         """
+        if self.stats is not None:
+            self.stats.failed()
         if self.max_fails == 0:
             return False
         health = self.health
@@ -111,6 +116,16 @@ class Peer:
             return True
         health[FAILS] = fails
         return False
+
+    def attempted(self, retry: bool) -> float:
+        """A request goes to this peer (`retry`: after another try failed); its start time
+        for `responded` (0.0 when nothing is counted: no clock read)."""
+        stats = self.stats
+        return 0.0 if stats is None else stats.attempt(retry)
+
+    def responded(self, started: float) -> None:
+        if self.stats is not None:
+            self.stats.responded(started)
 
     def record_success(self) -> None:
         if self.health[FAILS]:  # a read, not a write, on the common path: no shared-line churn

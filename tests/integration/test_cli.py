@@ -65,14 +65,14 @@ def test_unknown_and_not_yet_supported_keys_are_errors(tmp_path: Path) -> None:
     result = run_cli("-t", "-c", unknown)
     assert result.returncode == 1
     assert f"{unknown}:3: servers[0].lisen: unknown key" in result.stderr
-    later = write(
+    public = write(
         tmp_path / "b.yaml",
-        "metrics: {listen: '127.0.0.1:9145'}\nservers:\n  - listen: ['127.0.0.1:8080']\n"
+        "metrics: {listen: '127.0.0.1:8080'}\nservers:\n  - listen: ['127.0.0.1:8080']\n"
         "    locations: [{path: /, return: {status: 200}}]\n",
     )
-    result = run_cli("-t", "-c", later)
+    result = run_cli("-t", "-c", public)
     assert result.returncode == 1
-    assert f"{later}:1: metrics" in result.stderr and "not supported yet" in result.stderr
+    assert f"{public}:1: metrics.listen: 127.0.0.1:8080 is taken by servers[0]" in result.stderr
 
 
 def test_check_prints_every_error_of_the_file_one_a_line(tmp_path: Path) -> None:

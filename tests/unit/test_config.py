@@ -624,18 +624,39 @@ def test_error_carries_where_and_what_separately() -> None:
     assert info.value.what == "servers[0].locations[0].proxy_pass: no upstream named 'ap'"
 
 
-# Keys of the contract that a later release implements: refused at the line of the key.
-NOT_YET = [
-    (
-        "metrics: {listen: '127.0.0.1:9145', path: /metrics}\n" + SERVERS,
-        "t.yaml:1: metrics: not supported yet (metrics come in a later release)",
-    ),
-]
+# --- metrics ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), NOT_YET)
-def test_not_yet_supported_keys_are_refused_at_their_line(text: str, expected: str) -> None:
-    assert error(text) == expected
+def test_metrics_listen_and_path() -> None:
+    config = parse("metrics: {listen: '127.0.0.1:9145'}\n" + SERVERS)
+    assert config.metrics is not None
+    assert str(config.metrics.listen) == "127.0.0.1:9145"
+    assert config.metrics.path == "/metrics"
+    assert parse("metrics: {listen: '[::1]:9', path: /m}\n" + SERVERS).metrics.path == "/m"  # type: ignore[union-attr]
+    assert parse(SERVERS).metrics is None
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        ("{path: /m}", "metrics.listen: required"),
+        ("{listen: nowhere}", "metrics.listen: expected host:port, [v6]:port or unix:/path"),
+        ("{listen: 'unix:/tmp/m.sock'}", "metrics.listen: must be host:port (a TCP address)"),
+        ("{listen: '127.0.0.1:9145', path: metrics}", "metrics.path: must be a path like"),
+        ("{listen: '127.0.0.1:9145', port: 1}", "metrics.port: unknown key"),
+        # The scrape never shares a public server's port (a wildcard takes every address).
+        ("{listen: '127.0.0.1:8080'}", "metrics.listen: 127.0.0.1:8080 is taken by servers[0]'s"),
+        ("{listen: '*:8080'}", "metrics.listen: 0.0.0.0:8080 is taken by servers[0]'s"),
+    ],
+)
+def test_metrics_errors_name_their_line(metrics: str, expected: str) -> None:
+    text = f"metrics: {metrics}\n" + SERVERS.replace("127.0.0.1:0", "*:8080")
+    assert error(text).startswith(f"t.yaml:1: {expected}")
+
+
+def test_metrics_may_take_another_port_of_a_public_host() -> None:
+    text = "metrics: {listen: '127.0.0.1:9145'}\n" + SERVERS.replace("127.0.0.1:0", "127.0.0.1:80")
+    assert parse(text).metrics is not None
 
 
 # --- files and YAML itself -----------------------------------------------------------
@@ -701,15 +722,12 @@ if SHARED_EXAMPLE.exists():
         assert EXAMPLE.read_text() == SHARED_EXAMPLE.read_text(), "refresh tests/contract/"
 
 
-def test_full_example_is_refused_at_the_first_not_yet_supported_key() -> None:
-    lines = EXAMPLE.read_text().splitlines()
-    line = next(i for i, text in enumerate(lines, 1) if text.startswith("metrics:"))
+def test_every_key_of_the_full_example_is_supported() -> None:
+    # Its only error here: a certificate file that exists where the example is deployed.
     with pytest.raises(ConfigError) as info:
         load_config(str(EXAMPLE))
-    # (then the example's TLS files, unless this machine has them)
-    assert info.value.lines[0] == (
-        f"{EXAMPLE}:{line}: metrics: not supported yet (metrics come in a later release)"
-    )
+    assert "tls.certificate: cannot read /etc/edgeproxy/site.pem" in str(info.value)
+    assert "not supported yet" not in str(info.value)
 
 
 LATER_LOCATION_KEYS = (
@@ -721,7 +739,6 @@ LATER_LOCATION_KEYS = (
 def _without_later_keys(doc: dict[str, Any]) -> dict[str, Any]:
     """The example minus every key a later release implements (and any location left with
     no handler once its `root` is gone)."""
-    doc.pop("metrics")
     for key in ("types", "charset"):
         doc["http"].pop(key)
     for srv in doc["servers"]:
@@ -743,6 +760,7 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
     assert config.pid_file == "edgeproxy.pid"
     assert config.access_log.flush == 1.0
     assert config.worker_connections == 10000
+    assert config.metrics is not None and str(config.metrics.listen) == "127.0.0.1:9145"
     app = config.upstreams["app"]
     assert app.balance == "least_conn"
     assert app.queue == QueueConfig(size=100, timeout=30.0)

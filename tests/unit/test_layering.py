@@ -27,6 +27,9 @@ LAYERS = (
     ("edgeproxy.config", "edgeproxy.upstream"),
     ("edgeproxy.config", "edgeproxy.http"),
     ("edgeproxy.config", "edgeproxy.process"),
+    ("edgeproxy.metrics", "edgeproxy.server"),
+    ("edgeproxy.metrics", "edgeproxy.upstream"),
+    ("edgeproxy.metrics", "edgeproxy.process"),
 )
 
 ImportGraph = dict[str, set[str]]
