@@ -68,7 +68,7 @@ def test_several_bad_keys_of_one_mapping_are_each_reported() -> None:
     ]
 
 
-def test_unknown_duplicate_and_later_keys_are_each_reported_and_the_rest_is_read() -> None:
+def test_unknown_duplicate_and_invalid_keys_are_each_reported_and_the_rest_is_read() -> None:
     assert errors("""\
         workers: 1
         workers: 2
@@ -80,7 +80,7 @@ def test_unknown_duplicate_and_later_keys_are_each_reported_and_the_rest_is_read
             keepalive_timeout: -1
         """) == [
         "t.yaml:2: workers: duplicate key",
-        "t.yaml:3: metrics: not supported yet (metrics come in a later release)",
+        "t.yaml:3: metrics.listen: required",
         "t.yaml:4: colour: unknown key",
         "t.yaml:8: servers[0].keepalive_timeout: duration must be a finite number >= 0, got -1",
     ]
