@@ -4,6 +4,14 @@ h11 has opinions on the framing fields of requests (it merges repeated Content-L
 refuses any Transfer-Encoding but chunked, with its own status): it never sees them, so
 that the shared rules in edgeproxy.http.rules decide them from the raw values, as they do
 for llhttp. What llhttp refuses and h11 takes (a target that is not ASCII) is refused here.
+
+Each head gets a new h11.Connection, fed that head alone; the readers cut the heads, and
+frame the bodies, themselves. A Connection costs little to make; what costs is moving one
+through a cycle: keeping one per TCP connection and cycling it with start_next_cycle
+would mean sending a response (or a request) through h11 for every head read, only so
+that both sides reach DONE. A response head needs no request before it either: h11 reads
+a final response on a fresh client-role connection (a server may answer before any
+request, with a 408 say). Only an informational (1xx) head needs a request sent first.
 """
 
 from __future__ import annotations
@@ -19,14 +27,19 @@ from edgeproxy.http.response_reader import ResponseReader
 from edgeproxy.http.rules import BAD_REQUEST
 
 # A throwaway request that moves a client-role h11 connection to the state where it
-# accepts a response. Our reader frames the body; h11 only needs to see the head. It
-# proposes an upgrade so that h11 parses a 101 too: whether one was asked for is the
-# response reader's business.
+# accepts an informational (1xx) response. It proposes an upgrade so that h11 parses a
+# 101 too: whether one was asked for is the response reader's business.
 _PRIMING_REQUEST: Final = h11.Request(
     method="GET",
     target="/",
     headers=[("Host", "upstream"), ("Connection", "upgrade"), ("Upgrade", "websocket")],
 )
+
+_END: Final = h11.EndOfMessage()
+# "HTTP/d.d SP" is 9 bytes: the status code's first digit follows (h11 refuses any other
+# status line, primed or not).
+_STATUS_CLASS: Final = 9
+_INFORMATIONAL: Final = 0x31  # "1"
 
 _FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
 _HIDDEN_NAME: Final = b"x"  # what h11 sees instead of a framing field's name
@@ -80,8 +93,9 @@ class H11Codec:
             # h11 merges identical duplicates; nginx refuses them from upstreams too.
             raise MalformedResponse("duplicate Content-Length")
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=len(head) + 1)
-        conn.send(_PRIMING_REQUEST)
-        conn.send(h11.EndOfMessage())
+        if len(head) > _STATUS_CLASS and head[_STATUS_CLASS] == _INFORMATIONAL:
+            conn.send(_PRIMING_REQUEST)
+            conn.send(_END)
         conn.receive_data(head)
         try:
             event = conn.next_event()
@@ -90,10 +104,10 @@ class H11Codec:
         if not isinstance(event, h11.Response | h11.InformationalResponse):
             raise MalformedResponse("incomplete response head")
         return ResponseHead(
-            status=event.status_code,
-            reason=event.reason,
-            version=event.http_version,
-            headers=list(event.headers),
+            event.status_code,
+            event.reason,
+            event.http_version,
+            list(event.headers),
         )
 
     def response_parser(self) -> ResponseParser:
