@@ -107,7 +107,8 @@ class H11Codec:
             event.status_code,
             event.reason,
             event.http_version,
-            list(event.headers),
+            list(event.headers),  # lowercased
+            event.headers.raw_items(),  # as received
         )
 
     def response_parser(self) -> ResponseParser:
