@@ -16,7 +16,14 @@ from typing import Any
 
 from idle import measure_idle
 from limits_overhead import measure_limits_overhead
-from servers import Endpoint, RunOptions, Workspace, start_gunicorn, start_nginx_backend
+from servers import (
+    Endpoint,
+    RunOptions,
+    Workspace,
+    start_gunicorn,
+    start_gunicorn_gthread,
+    start_nginx_backend,
+)
 from shared_zone_overhead import measure_shared_zone_overhead, redis_missing
 from slow import measure_attack, slowhttptest_missing
 from static_files import measure_static
@@ -109,6 +116,15 @@ SCENARIOS: dict[str, Scenario] = {
             summary="gunicorn (2 sync workers, tiny WSGI app) behind the proxy",
             start_backend=start_gunicorn,
             # The backend is the bottleneck, so the codec should not matter.
+            min_ratio_fast=0.9,
+            min_ratio_h11=0.9,
+            unavailable=_needs_gunicorn,
+        ),
+        Scenario(
+            name="gunicorn_gthread",
+            summary="gunicorn (2 gthread workers x 4 threads, upstream keep-alive) behind "
+            "the proxy",
+            start_backend=start_gunicorn_gthread,
             min_ratio_fast=0.9,
             min_ratio_h11=0.9,
             unavailable=_needs_gunicorn,
