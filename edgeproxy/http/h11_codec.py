@@ -5,13 +5,8 @@ refuses any Transfer-Encoding but chunked, with its own status): it never sees t
 that the shared rules in edgeproxy.http.rules decide them from the raw values, as they do
 for llhttp. What llhttp refuses and h11 takes (a target that is not ASCII) is refused here.
 
-Each head gets a new h11.Connection, fed that head alone; the readers cut the heads, and
-frame the bodies, themselves. A Connection costs little to make; what costs is moving one
-through a cycle: keeping one per TCP connection and cycling it with start_next_cycle
-would mean sending a response (or a request) through h11 for every head read, only so
-that both sides reach DONE. A response head needs no request before it either: h11 reads
-a final response on a fresh client-role connection (a server may answer before any
-request, with a 408 say). Only an informational (1xx) head needs a request sent first.
+Each head is parsed alone (edgeproxy.http.h11_heads): the readers cut the heads, and
+frame the bodies, themselves.
 """
 
 from __future__ import annotations
@@ -22,24 +17,10 @@ import h11
 
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import Headers, RequestHead, ResponseHead
+from edgeproxy.http.h11_heads import read_request_head, read_response_head
 from edgeproxy.http.interface import MalformedResponse, ResponseParser
 from edgeproxy.http.response_reader import ResponseReader
 from edgeproxy.http.rules import BAD_REQUEST
-
-# A throwaway request that moves a client-role h11 connection to the state where it
-# accepts an informational (1xx) response. It proposes an upgrade so that h11 parses a
-# 101 too: whether one was asked for is the response reader's business.
-_PRIMING_REQUEST: Final = h11.Request(
-    method="GET",
-    target="/",
-    headers=[("Host", "upstream"), ("Connection", "upgrade"), ("Upgrade", "websocket")],
-)
-
-_END: Final = h11.EndOfMessage()
-# "HTTP/d.d SP" is 9 bytes: the status code's first digit follows (h11 refuses any other
-# status line, primed or not).
-_STATUS_CLASS: Final = 9
-_INFORMATIONAL: Final = 0x31  # "1"
 
 _FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
 _HIDDEN_NAME: Final = b"x"  # what h11 sees instead of a framing field's name
@@ -69,11 +50,9 @@ class H11Codec:
 
     def parse_request_head(self, head: bytes) -> RequestHead:
         shown, hidden = _hide_framing_fields(head)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(shown) + 1)
-        conn.receive_data(shown)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
+            event = read_request_head(shown)
+        except h11.ProtocolError as exc:
             raise ClientError(BAD_REQUEST, str(exc)) from None
         if not isinstance(event, h11.Request):
             raise ClientError(BAD_REQUEST, "incomplete request head")
@@ -92,14 +71,9 @@ class H11Codec:
         if head.lower().count(b"\ncontent-length:") > 1:
             # h11 merges identical duplicates; nginx refuses them from upstreams too.
             raise MalformedResponse("duplicate Content-Length")
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=len(head) + 1)
-        if len(head) > _STATUS_CLASS and head[_STATUS_CLASS] == _INFORMATIONAL:
-            conn.send(_PRIMING_REQUEST)
-            conn.send(_END)
-        conn.receive_data(head)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
+            event = read_response_head(head)
+        except h11.ProtocolError as exc:
             raise MalformedResponse(str(exc)) from None
         if not isinstance(event, h11.Response | h11.InformationalResponse):
             raise MalformedResponse("incomplete response head")
