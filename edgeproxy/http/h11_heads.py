@@ -40,8 +40,9 @@ _INFORMATIONAL: Final = 0x31  # "1"
 HeadReader = Callable[[Any], object]  # h11's: a ReceiveBuffer in, an event (or None) out
 
 
-def _h11_readers() -> tuple[type[Any], HeadReader, HeadReader] | None:
-    """h11's ReceiveBuffer and its request-head and response-head readers, if found."""
+def _h11_readers() -> tuple[type[Any] | None, HeadReader | None, HeadReader | None]:
+    """h11's ReceiveBuffer and its request-head and response-head readers (Nones when
+    this h11 has them elsewhere)."""
     try:
         from h11._readers import READERS
         from h11._receivebuffer import ReceiveBuffer
@@ -49,17 +50,17 @@ def _h11_readers() -> tuple[type[Any], HeadReader, HeadReader] | None:
         request = READERS[(h11.CLIENT, h11.IDLE)]
         response = READERS[(h11.SERVER, h11.SEND_RESPONSE)]
     except (ImportError, KeyError):
-        return None
+        return None, None, None
     if not (callable(request) and callable(response)):
-        return None
+        return None, None, None
     return ReceiveBuffer, request, response
 
 
 _FOUND: Final = _h11_readers()
-DIRECT: Final = _FOUND is not None  # whether heads go through h11's readers directly
-_BUFFER: Final[type[Any] | None] = _FOUND[0] if _FOUND is not None else None
-_REQUEST_READER: Final[HeadReader | None] = _FOUND[1] if _FOUND is not None else None
-_RESPONSE_READER: Final[HeadReader | None] = _FOUND[2] if _FOUND is not None else None
+_BUFFER: Final = _FOUND[0]
+_REQUEST_READER: Final = _FOUND[1]
+_RESPONSE_READER: Final = _FOUND[2]
+DIRECT: Final = _BUFFER is not None  # whether heads go through h11's readers directly
 
 
 def read_directly(reader: HeadReader, head: bytes) -> object:
