@@ -35,6 +35,7 @@ COMPILED = (
     "edgeproxy/http/events.py",
     "edgeproxy/http/framing.py",
     "edgeproxy/http/h11_codec.py",
+    "edgeproxy/http/h11_heads.py",
     "edgeproxy/http/headers.py",
     "edgeproxy/http/httptools_codec.py",
     "edgeproxy/http/httptools_response.py",

@@ -236,6 +236,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run edgeproxy's mypyc-compiled build (made with `make compile`)",
     )
+    ap.add_argument(
+        "--no-build",
+        action="store_true",
+        help="with --compiled: run the compiled copy as it is, without rebuilding it",
+    )
     ap.add_argument("--output", type=Path, help="JSON file (default: benchmarks/results/...)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
@@ -260,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
 
     edgeproxy_root = REPO_ROOT
     if args.compiled:
-        log("building the compiled copy (make compile) ...")
-        subprocess.run(["make", "-s", "compile"], cwd=REPO_ROOT, check=True)
         edgeproxy_root = REPO_ROOT / "build" / "compiled"
+        if not args.no_build:
+            log("building the compiled copy (make compile) ...")
+            subprocess.run(["make", "-s", "compile"], cwd=REPO_ROOT, check=True)
+        elif not (edgeproxy_root / "edgeproxy").is_dir():
+            log(f"--no-build: there is no compiled copy in {edgeproxy_root} (make compile)")
+            return 2
     tools = Tools(
         nginx=find_tool("nginx"),
         wrk=find_tool("wrk"),

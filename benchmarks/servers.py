@@ -207,8 +207,8 @@ def app(environ, start_response):
 """
 
 
-def start_gunicorn(ws: Workspace) -> Endpoint:
-    """The realistic backend: gunicorn, 2 sync workers, a WSGI app answering "ok"."""
+def _start_gunicorn_with(ws: Workspace, worker_options: list[str]) -> Endpoint:
+    """gunicorn with 2 workers of the kind `worker_options` says, the app answering "ok"."""
     (ws.dir / "bench_wsgi.py").write_text(_WSGI_APP)
     port = free_port()
     argv = [
@@ -217,8 +217,7 @@ def start_gunicorn(ws: Workspace) -> Endpoint:
         "gunicorn",
         "--workers",
         "2",
-        "--worker-class",
-        "sync",
+        *worker_options,
         "--bind",
         f"{HOST}:{port}",
         "--chdir",
@@ -230,6 +229,19 @@ def start_gunicorn(ws: Workspace) -> Endpoint:
     child = ws.children.spawn("gunicorn", argv, ws.dir / "gunicorn.log")
     wait_for_port(child, HOST, port)
     return Endpoint("gunicorn", HOST, port, child)
+
+
+def start_gunicorn(ws: Workspace) -> Endpoint:
+    """The realistic backend: gunicorn, 2 sync workers (a connection per request: sync
+    workers answer `Connection: close` whatever the proxy asks)."""
+    return _start_gunicorn_with(ws, ["--worker-class", "sync"])
+
+
+def start_gunicorn_gthread(ws: Workspace) -> Endpoint:
+    """gunicorn's threaded workers, 2 x 4 threads, as many deployments run them: they keep
+    connections alive (gunicorn's --keep-alive, 2 s by default), so both proxies reuse
+    their upstream connections (each keeps 32 idle ones)."""
+    return _start_gunicorn_with(ws, ["--worker-class", "gthread", "--threads", "4"])
 
 
 # --- edgeproxy ---------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 gunicorn (2 sync workers) sits behind nginx and behind edgeproxy. For each proxy, each
 round: `wrk -c10` alone (the unattacked figure), then the same wrk while 300 slowhttptest
-connections attack the same proxy (the attacked figure). The figure of a proxy is
-attacked / unattacked req/s; the target is edgeproxy >= 90 % of its own unattacked
-figure with no error (non-2xx or socket error) for the normal clients.
+connections attack the same proxy (the attacked figure). What counts is edgeproxy's
+attacked req/s against nginx's attacked req/s under the same attack (the ratio column):
+the target is at least 0.85 x, with no error (non-2xx or socket error) for the normal
+clients. Each proxy's attacked / unattacked share is reported beside it; it is the target
+(>= 90 %) only when nginx is missing, since a proxy slow to begin with keeps a high share
+of a low figure.
 
 slowhttptest opens its connections once (at -r per second) and exits when the server has
 closed them all: a proxy that times slow clients out (slowloris after client_header_timeout)
@@ -45,7 +48,8 @@ from wrkrun import WrkResult, run_wrk
 ATTACKERS = 300
 CLIENTS = 10  # wrk -c10: the normal clients
 RATE = 100  # attacker connections opened per second (300 in 3 s)
-MIN_SHARE = 0.9  # of its own unattacked req/s
+MIN_RATIO = 0.85  # of nginx's attacked req/s under the same attack
+MIN_SHARE = 0.9  # of its own unattacked req/s, the target when there is no nginx
 RAMP_TIMEOUT_S = ATTACKERS / RATE + 10
 DRAIN_TIMEOUT_S = 15
 SETTLE_TIMEOUT_S = 60
@@ -343,16 +347,27 @@ def _summarize(
         )
     edge = median["edgeproxy"]
     ref = median.get("nginx")
-    ratio = edge["share"] / ref["share"] if ref and ref["share"] else None
+    # Attacked req/s against nginx's attacked req/s: what a user under attack gets.
+    ratio = edge["attacked_rps"] / ref["attacked_rps"] if ref and ref["attacked_rps"] else None
+    share_ratio = edge["share"] / ref["share"] if ref and ref["share"] else None
     p99_ratio = (
         edge["attacked_p99_ms"] / ref["attacked_p99_ms"] if ref and ref["attacked_p99_ms"] else None
     )
     misses = []
-    if edge["share"] < MIN_SHARE:
-        misses.append("rps")
+    if ratio is not None:
+        if ratio < MIN_RATIO:
+            misses.append("rps")
+        target = f">={MIN_RATIO:.2g}x nginx attacked, 0 errors"
+    else:
+        if edge["share"] < MIN_SHARE:
+            misses.append("rps")
+        target = f">={MIN_SHARE:.0%} of own unattacked, 0 errors"
     if errors["edgeproxy"]:
         misses.append(f"{errors['edgeproxy']} errors")
     met_text = f"no ({', '.join(misses)})" if misses else "yes"
+
+    def attacked(m: dict[str, float]) -> str:
+        return f"{m['attacked_rps']:,.0f} ({m['share']:.0%})"
 
     def figures(proxy: str) -> str:
         m = median[proxy]
@@ -378,6 +393,7 @@ def _summarize(
         "median": median,
         "errors": errors,
         "ratio": ratio,
+        "share_ratio": share_ratio,
         "p99_ratio": p99_ratio,
         "gunicorn_alone": alone,
         "attack": {
@@ -389,12 +405,12 @@ def _summarize(
         },
         "met": not misses,
         "met_text": met_text,
-        "target": f">={MIN_SHARE:.0%} of own unattacked, 0 errors",
+        "target": target,
         "notes": notes,
         "row": {
-            "unit": "% of own unattacked req/s",
-            "edgeproxy": f"{edge['share']:.0%}",
-            "nginx": f"{ref['share']:.0%}" if ref else "n/a (no nginx)",
+            "unit": "attacked req/s (% of own unattacked)",
+            "edgeproxy": attacked(edge),
+            "nginx": attacked(ref) if ref else "n/a (no nginx)",
             "ratio": f"{ratio:.2f}x" if ratio is not None else "-",
             "edgeproxy p99": f"{edge['attacked_p99_ms']:.2f}ms",
             "nginx p99": f"{ref['attacked_p99_ms']:.2f}ms" if ref else "-",

@@ -1,8 +1,10 @@
 """Neutral message heads that every codec produces; the proxy logic only sees these.
 
 Header names are lowercased bytes, values are bytes with surrounding whitespace removed, in
-the order received. Bodies are not codec business: `edgeproxy.http.framing` frames them the
-same way whichever codec parsed the head.
+the order received. A response head also keeps the names as the upstream spelled them
+(`spelled`), which is how they are passed on to the client, as nginx does. Bodies are not
+codec business: `edgeproxy.http.framing` frames them the same way whichever codec parsed
+the head.
 """
 
 from __future__ import annotations
@@ -54,15 +56,26 @@ class ResponseHead:
         "headers",
         "keep_alive",
         "reason",
+        "spelled",
         "status",
         "version",
     )
 
-    def __init__(self, status: int, reason: bytes, version: bytes, headers: Headers) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: bytes,
+        headers: Headers,
+        spelled: Headers | None = None,
+    ) -> None:
         self.status = status
         self.reason = reason
         self.version = version
-        self.headers = headers
+        self.headers = headers  # lowercased names, for every lookup
+        # The same fields (same value objects, same order) with the names as received;
+        # None when they were received lowercased, or the head was not received at all.
+        self.spelled = spelled
         # Filled in by edgeproxy.http.response_reader.response_framing:
         self.content_length: int | None = None
         self.chunked = False

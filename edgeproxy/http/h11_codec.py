@@ -4,6 +4,9 @@ h11 has opinions on the framing fields of requests (it merges repeated Content-L
 refuses any Transfer-Encoding but chunked, with its own status): it never sees them, so
 that the shared rules in edgeproxy.http.rules decide them from the raw values, as they do
 for llhttp. What llhttp refuses and h11 takes (a target that is not ASCII) is refused here.
+
+Each head is parsed alone (edgeproxy.http.h11_heads): the readers cut the heads, and
+frame the bodies, themselves.
 """
 
 from __future__ import annotations
@@ -14,20 +17,11 @@ import h11
 
 from edgeproxy.errors import ClientError
 from edgeproxy.http.events import Headers, RequestHead, ResponseHead
+from edgeproxy.http.h11_heads import read_request_head, read_response_head
 from edgeproxy.http.interface import MalformedResponse, ResponseParser
 from edgeproxy.http.logtext import readable
 from edgeproxy.http.response_reader import ResponseReader
 from edgeproxy.http.rules import BAD_REQUEST
-
-# A throwaway request that moves a client-role h11 connection to the state where it
-# accepts a response. Our reader frames the body; h11 only needs to see the head. It
-# proposes an upgrade so that h11 parses a 101 too: whether one was asked for is the
-# response reader's business.
-_PRIMING_REQUEST: Final = h11.Request(
-    method="GET",
-    target="/",
-    headers=[("Host", "upstream"), ("Connection", "upgrade"), ("Upgrade", "websocket")],
-)
 
 _FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
 _HIDDEN_NAME: Final = b"x"  # what h11 sees instead of a framing field's name
@@ -57,11 +51,9 @@ class H11Codec:
 
     def parse_request_head(self, head: bytes) -> RequestHead:
         shown, hidden = _hide_framing_fields(head)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(shown) + 1)
-        conn.receive_data(shown)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
+            event = read_request_head(shown)
+        except h11.ProtocolError as exc:
             raise ClientError(BAD_REQUEST, readable(str(exc))) from None
         if not isinstance(event, h11.Request):
             raise ClientError(BAD_REQUEST, "incomplete request head")
@@ -80,21 +72,18 @@ class H11Codec:
         if head.lower().count(b"\ncontent-length:") > 1:
             # h11 merges identical duplicates; nginx refuses them from upstreams too.
             raise MalformedResponse("duplicate Content-Length")
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=len(head) + 1)
-        conn.send(_PRIMING_REQUEST)
-        conn.send(h11.EndOfMessage())
-        conn.receive_data(head)
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
+            event = read_response_head(head)
+        except h11.ProtocolError as exc:
             raise MalformedResponse(readable(str(exc))) from None
         if not isinstance(event, h11.Response | h11.InformationalResponse):
             raise MalformedResponse("incomplete response head")
         return ResponseHead(
-            status=event.status_code,
-            reason=event.reason,
-            version=event.http_version,
-            headers=list(event.headers),
+            event.status_code,
+            event.reason,
+            event.http_version,
+            list(event.headers),  # lowercased
+            event.headers.raw_items(),  # as received
         )
 
     def response_parser(self) -> ResponseParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from edgeproxy.http.events import Headers
+from edgeproxy.http.events import Headers, ResponseHead
 
 # RFC 9110 7.6.1 plus the non-standard ones that still circulate.
 HOP_BY_HOP: Final = frozenset(
@@ -88,6 +88,29 @@ def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
     if names_fields:
         named = connection_named(headers)
         kept = [item for item in kept if item[0] not in named]
+    return kept
+
+
+def response_fields(head: ResponseHead) -> Headers:
+    """The fields of an upstream response that go on to the client: end to end only
+    (RESPONSE_REPLACED and what Connection names dropped), named as the upstream spelled
+    them (nginx and HAProxy keep the spelling; some clients and many readers expect it)."""
+    spelled = head.spelled
+    if spelled is None:
+        return end_to_end(head.headers, RESPONSE_REPLACED)
+    # end_to_end over the lowercased names, keeping the spelled pair at the same index
+    # (the same value object: nothing is copied).
+    kept: Headers = []
+    names_fields = False
+    for index, item in enumerate(head.headers):
+        if item[0] in RESPONSE_REPLACED:
+            if item[0] == b"connection" and item[1] not in PLAIN_CONNECTION:
+                names_fields = True
+        else:
+            kept.append(spelled[index])
+    if names_fields:
+        named = connection_named(head.headers) | RESPONSE_REPLACED
+        kept = [spelled[i] for i, (name, _) in enumerate(head.headers) if name not in named]
     return kept
 
 

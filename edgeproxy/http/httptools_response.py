@@ -58,6 +58,7 @@ class HttptoolsResponseParser:
         "_parser",
         "_reason",
         "_seen",
+        "_spelled",
         "_upgrade",
         "_version",
         "body",
@@ -82,6 +83,7 @@ class HttptoolsResponseParser:
         self.body: list[bytes] = []
         self.complete = False
         self._headers: list[tuple[bytes, bytes]] = []
+        self._spelled: list[tuple[bytes, bytes]] = []  # the same, names as received
         self._reason = b""
         self._head_bytes = 0  # head (or trailer) bytes counted by the callbacks
         self._seen = 0  # bytes fed while no head was complete
@@ -179,7 +181,9 @@ class HttptoolsResponseParser:
         if self._head_bytes > MAX_RESPONSE_HEAD:
             raise MalformedResponse("upstream sent too big a header")
         if self.head is None:
-            self._headers.append((lowercase_name(name), value.strip(b" \t")))
+            value = value.strip(b" \t")
+            self._headers.append((lowercase_name(name), value))
+            self._spelled.append((name, value))
         # else: a trailer field; counted against the limit above, and dropped
 
     def on_headers_complete(self) -> None:
@@ -197,13 +201,14 @@ class HttptoolsResponseParser:
             self._interim = True  # e.g. 100 Continue or 103 Early Hints: not passed on
             self._interims += 1
             self._headers = []
+            self._spelled = []
             self._reason = b""
             self._head_bytes = 0
             return
         version = self._version
         if not version or self._interims:  # the status line did not start a feed
             version = parser.get_http_version().encode()
-        head = ResponseHead(status, self._reason, version, self._headers)
+        head = ResponseHead(status, self._reason, version, self._headers, self._spelled)
         self._framing = response_framing(head, self._head_only)
         self.head = head
         self._head_bytes = 0  # from here on the count is of trailers
@@ -215,7 +220,8 @@ class HttptoolsResponseParser:
     def _switched(self, parser: httptools.HttpResponseParser) -> None:
         """A 101 asked for: the response ends at its head; llhttp then stops with
         HttpParserUpgrade at the first byte of the new protocol (see `feed`)."""
-        head = ResponseHead(101, self._reason, parser.get_http_version().encode(), self._headers)
+        version = parser.get_http_version().encode()
+        head = ResponseHead(101, self._reason, version, self._headers, self._spelled)
         head.keep_alive = False
         self.head = head
         self.complete = True

@@ -64,8 +64,10 @@ _HOST_RE: Final = re.compile(
 _AUTHORITY_RE: Final = re.compile(
     rb"^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"
 )
-# Controls other than CR, LF and HTAB; llhttp refuses them, h11 lets some through.
-_CONTROL_RE: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Controls other than CR, LF and HTAB; llhttp refuses them, h11 lets some through. Found
+# by deleting them (bytes.translate, one C pass) rather than by a regex search, which
+# costs several times more per byte.
+_CONTROLS: Final = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 # Methods are case-sensitive upper-case tokens in practice; nginx refuses anything else.
 _METHOD_RE: Final = re.compile(rb"^[A-Z][A-Z0-9_-]*$")
 _COMMON_METHODS: Final = frozenset(
@@ -100,7 +102,7 @@ def check_raw_head(head: bytes | bytearray) -> str | None:
         return "bare CR in message head"
     if head.find(b"\r\n ") >= 0 or head.find(b"\r\n\t") >= 0:
         return "obsolete line folding in message head"
-    if _CONTROL_RE.search(head):
+    if len(head.translate(None, _CONTROLS)) != len(head):
         return "control character in message head"
     return None
 

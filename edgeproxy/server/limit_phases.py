@@ -83,8 +83,8 @@ class RateLimitPhase:
             return Delay(
                 outcome.wait_ms / 1000,
                 [
-                    (b"ratelimit-policy", self.policy),
-                    (b"ratelimit", b'"%s";r=0;t=%d' % (self.zone.config.name.encode(), wait)),
+                    (b"RateLimit-Policy", self.policy),
+                    (b"RateLimit", b'"%s";r=0;t=%d' % (self.zone.config.name.encode(), wait)),
                 ],
             )
         retry = max(1, math.ceil(outcome.wait_ms / 1000))
@@ -98,9 +98,9 @@ class RateLimitPhase:
         return Answer(
             self.status,
             [
-                (b"retry-after", b"%d" % retry),
-                (b"ratelimit-policy", self.policy),
-                (b"ratelimit", b'"%s";r=0;t=%d' % (self.zone.config.name.encode(), retry)),
+                (b"Retry-After", b"%d" % retry),
+                (b"RateLimit-Policy", self.policy),
+                (b"RateLimit", b'"%s";r=0;t=%d' % (self.zone.config.name.encode(), retry)),
             ],
         )
 

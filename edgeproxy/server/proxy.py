@@ -19,7 +19,7 @@ from typing import Final
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.events import ResponseHead
-from edgeproxy.http.headers import RESPONSE_REPLACED, end_to_end, header_values
+from edgeproxy.http.headers import header_values, response_fields
 from edgeproxy.http.logtext import request_line
 from edgeproxy.http.rules import comma_tokens
 from edgeproxy.server.body import ResponseSpool, SpoolError
@@ -36,7 +36,7 @@ log = logging.getLogger("edgeproxy.proxy")
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 RETRY_STATUS: Final = {502: "http_502", 503: "http_503", 504: "http_504"}
 # The fields of our 101: hop-by-hop, so dropped from the peer's with the others.
-_SWITCH_FIELDS: Final = [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+_SWITCH_FIELDS: Final = [(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")]
 
 
 class ProxyHandler:
@@ -222,7 +222,7 @@ class ProxyExchange:
         assert queue is not None
         retry_after = b"%d" % max(1, math.ceil(queue.timeout))
         self.request.upstream_status = self.request.upstream_status or 503
-        self.client.out.send_answer(Answer(503, [(b"retry-after", retry_after)]))
+        self.client.out.send_answer(Answer(503, [(b"Retry-After", retry_after)]))
         self._finish()
 
     def _connect(self, peer: Peer) -> None:
@@ -325,7 +325,7 @@ class ProxyExchange:
             if accel is not None:
                 self._internal_redirect(accel, complete)
                 return
-            headers = end_to_end(head.headers, RESPONSE_REPLACED)
+            headers = response_fields(head)
             out = self.client.out
             self.head_sent = True
             if complete:
@@ -363,7 +363,7 @@ class ProxyExchange:
         out = self.client.out
         # Not closed after this response: the connection becomes the tunnel.
         out.keep_alive = True
-        headers = end_to_end(head.headers, RESPONSE_REPLACED)
+        headers = response_fields(head)
         headers += _SWITCH_FIELDS
         out.send_head(101, headers, None, head.reason)
         self.head_sent = True

@@ -15,7 +15,7 @@ _SERVER: Final = b"Server: edgeproxy\r\nDate: "
 _CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
 _CLOSE: Final = b"Connection: close\r\n"
 _KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
-_HTML: Final = (b"content-type", b"text/html")
+_HTML: Final = (b"Content-Type", b"text/html")
 _REQUEST_ID: Final = b"X-Request-ID: "
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The writers of WRITERS, looked up once (Final: no dict lookup per use when compiled).
@@ -117,9 +117,9 @@ class ResponseWriter:
             self.no_body = True
             self.body = _NO_BODY_WRITER
             if length is not None and status not in (204, 304):
-                parts.append(b"content-length: %d\r\n" % length)
+                parts.append(b"Content-Length: %d\r\n" % length)
         elif length is not None:
-            parts.append(b"content-length: %d\r\n" % length)
+            parts.append(b"Content-Length: %d\r\n" % length)
         elif self.http11:
             self.body = _CHUNKED_WRITER
             parts.append(_CHUNKED)

@@ -15,7 +15,7 @@ from edgeproxy.config.model import ReturnAction
 from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
 
-_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
+_TEXT: Final = (b"Content-Type", b"text/plain; charset=utf-8")
 
 
 class AnswerHandler:
@@ -104,7 +104,7 @@ class TemplateHandler:
     def start(self, request: Request, client: Client) -> Responder | None:
         headers = []
         if self.location is not None:
-            headers.append((b"location", _fill(self.location, request)))
+            headers.append((b"Location", _fill(self.location, request)))
         body = _fill(self.body, request)
         if body:
             headers.append(_TEXT)
@@ -115,7 +115,7 @@ class TemplateHandler:
 def return_answer(action: ReturnAction) -> Answer:
     headers = []
     if action.location is not None:
-        headers.append((b"location", action.location.encode()))
+        headers.append((b"Location", action.location.encode()))
     if action.body:
         headers.append(_TEXT)
     return Answer(action.status, headers, action.body)

@@ -42,8 +42,8 @@ _PLAIN_HTTP_BODY = (
     b"<center>The plain HTTP request was sent to HTTPS port</center>\r\n</body>\r\n</html>\r\n"
 )
 PLAIN_HTTP_ANSWER = (
-    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/html\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_PLAIN_HTTP_BODY)
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_PLAIN_HTTP_BODY)
 ) + _PLAIN_HTTP_BODY
 
 _MISDIRECTED = AnswerHandler(Answer(421))

@@ -6,6 +6,7 @@ GET  /bytes/N     -> N bytes (Content-Length)
 GET  /stream/N    -> N bytes, no Content-Length (gunicorn closes or chunks)
 GET  /sleep/S     -> sleeps S seconds then answers "slept"
 GET  /status/N    -> answers status N
+GET  /spelled     -> fields spelled in several ways: X-Custom-Header, x-all-lower, ETag
 GET  /pid         -> this worker's pid
 GET  /health      -> the status the file $HEALTH_FILE holds (200 without one); each call
                      appends its time (CLOCK_MONOTONIC) to $HEALTH_FILE.log
@@ -98,6 +99,18 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             ],
         )
         return [body]
+    if path == "/spelled":  # a proxy passes names on as spelled here
+        start_response(
+            "200 OK",
+            [
+                ("X-Custom-Header", "custom"),
+                ("Content-Type", "text/plain"),
+                ("x-all-lower", "lower"),
+                ("ETag", '"v1"'),
+                ("content-length", "7"),
+            ],
+        )
+        return [b"spelled"]
     if path == "/pid":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]

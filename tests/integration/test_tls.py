@@ -167,9 +167,9 @@ async def test_plain_http_to_a_tls_port_gets_a_plain_400_and_is_closed(
     data = await asyncio.to_thread(plain_request, proxy.port, request)  # returns: closed
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert b"connection: close" in head
+    assert b"Connection: close" in head
     assert b"The plain HTTP request was sent to HTTPS port" in body
-    assert f"content-length: {len(body)}".encode() in head
+    assert f"Content-Length: {len(body)}".encode() in head
     # The port still speaks TLS to the next client.
     assert (await get(ca, proxy.port, "a.example")).status_code == 200
 

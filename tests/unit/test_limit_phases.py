@@ -44,9 +44,9 @@ def test_a_refusal_carries_retry_after_and_the_ratelimit_fields() -> None:
     refused = phase.check(request("192.0.2.1"))
     assert isinstance(refused, Answer) and refused.status == 429
     fields = dict(refused.headers)
-    assert fields[b"retry-after"] == b"1"  # 500 ms at 2 r/s, rounded up
-    assert fields[b"ratelimit-policy"] == b'"api";q=2;w=1'
-    assert fields[b"ratelimit"] == b'"api";r=0;t=1'
+    assert fields[b"Retry-After"] == b"1"  # 500 ms at 2 r/s, rounded up
+    assert fields[b"RateLimit-Policy"] == b'"api";q=2;w=1'
+    assert fields[b"RateLimit"] == b'"api";r=0;t=1'
     assert phase.check(request("192.0.2.2")) is None
 
 

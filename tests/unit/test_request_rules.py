@@ -8,6 +8,7 @@ import pytest
 from edgeproxy.errors import ClientError
 from edgeproxy.http.codec import CODECS, HeadCodec
 from edgeproxy.http.framing import MAX_CHUNK_LINE
+from edgeproxy.http.rules import check_raw_head
 from tests.unit.codec_helpers import MODES, read_message, read_stream
 
 HOST = b"Host: a\r\n"
@@ -225,3 +226,16 @@ def test_of_several_other_faults_the_first_in_the_table_is_answered(
     codec: HeadCodec, data: bytes, status: int
 ) -> None:
     assert status_of(codec, data) == status
+
+
+def test_the_raw_check_finds_every_control_character_and_only_those() -> None:
+    """Every byte value, alone in a field value: a control other than HTAB (CR and LF are
+    line ends, checked apart) is refused, and nothing else is."""
+    for byte in range(256):
+        if byte in b"\r\n":
+            continue
+        head = b"GET / HTTP/1.1\r\nX: a" + bytes([byte]) + b"b\r\n\r\n"
+        control = (byte < 0x20 and byte != 0x09) or byte == 0x7F
+        problem = check_raw_head(head)
+        assert problem == ("control character in message head" if control else None), byte
+        assert check_raw_head(bytearray(head)) == problem

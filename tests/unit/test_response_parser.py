@@ -41,6 +41,27 @@ def test_content_length_response(parser: ResponseParser, whole: bool) -> None:
 
 
 @WAYS
+def test_field_names_are_also_kept_as_spelled(parser: ResponseParser, whole: bool) -> None:
+    data = (
+        b"HTTP/1.1 103 Early Hints\r\nLINK: </a.css>\r\n\r\n"
+        b'HTTP/1.1 200 OK\r\nX-Custom-Header: a\r\nETAG: "v"\r\ncontent-length: 2\r\n\r\nok'
+    )
+    assert read(parser, data, whole) == b"ok"
+    head = parser.head
+    assert head is not None
+    assert head.headers == [
+        (b"x-custom-header", b"a"),
+        (b"etag", b'"v"'),
+        (b"content-length", b"2"),
+    ]
+    assert head.spelled == [
+        (b"X-Custom-Header", b"a"),
+        (b"ETAG", b'"v"'),
+        (b"content-length", b"2"),
+    ]
+
+
+@WAYS
 def test_chunked_response_drops_trailers(parser: ResponseParser, whole: bool) -> None:
     data = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -151,6 +172,9 @@ def test_one_parser_reads_response_after_response(parser: ResponseParser) -> Non
         b"HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\n\r\n",
         b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
         b"NOTHTTP 200 OK\r\n\r\n",
+        b"HTTP\r\n\r\n",
+        b"HTTP/1.1 1\r\n\r\n",
+        b"HTTP/1.1 1xx Odd\r\n\r\n",
     ],
     ids=[
         "bad-length",
@@ -163,6 +187,9 @@ def test_one_parser_reads_response_after_response(parser: ResponseParser) -> Non
         "control-char",
         "bare-lf",
         "bad-status-line",
+        "short-status-line",
+        "short-status",
+        "informational-not-a-number",
     ],
 )
 @WAYS

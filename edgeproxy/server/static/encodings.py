@@ -5,7 +5,7 @@ from __future__ import annotations
 # Sibling suffixes in order of preference when the client weighs them equally: brotli is
 # the smaller of the two for the same text.
 SIBLINGS: tuple[tuple[str, bytes], ...] = ((".br", b"br"), (".gz", b"gzip"))
-VARY = (b"vary", b"Accept-Encoding")
+VARY = (b"Vary", b"Accept-Encoding")
 
 
 def weights(accept_encoding: bytes) -> dict[bytes, float]:

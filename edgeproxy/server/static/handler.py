@@ -21,8 +21,8 @@ from edgeproxy.server.static.validators import (
 
 _GET = b"GET"
 _HEAD = b"HEAD"
-_NOT_ALLOWED = Answer(405, [(b"allow", b"GET, HEAD")])
-_ACCEPT_RANGES = (b"accept-ranges", b"bytes")
+_NOT_ALLOWED = Answer(405, [(b"Allow", b"GET, HEAD")])
+_ACCEPT_RANGES = (b"Accept-Ranges", b"bytes")
 _HTML = b"text/html"
 # Answers with the standard error page, built once each.
 _ERRORS: dict[int, Answer] = {}
@@ -49,7 +49,7 @@ class StaticHandler:
         self.fallback = fallback
         self.cache_control: tuple[bytes, bytes] | None = None
         if spec.expires is not None:
-            self.cache_control = (b"cache-control", b"max-age=%d" % int(spec.expires))
+            self.cache_control = (b"Cache-Control", b"max-age=%d" % int(spec.expires))
         # The type table of the settings last seen: a location belongs to one server, so
         # this is built once.
         self.types_for: HttpSettings | None = None
@@ -81,10 +81,10 @@ class StaticHandler:
         if found.fallback and self.fallback is not None:
             return self.fallback.start(request, client)
         if found.redirect:
-            client.out.send_head(301, [(b"location", found.redirect)], 0)
+            client.out.send_head(301, [(b"Location", found.redirect)], 0)
         else:
             content_type = self.types.table.get("html", _HTML)
-            client.out.send_answer(Answer(200, [(b"content-type", content_type)], found.page))
+            client.out.send_answer(Answer(200, [(b"Content-Type", content_type)], found.page))
         return None
 
     def send_file(
@@ -93,7 +93,7 @@ class StaticHandler:
         out = client.out
         file = found.file
         assert file is not None
-        validators = [(b"etag", file.etag), (b"last-modified", file.last_modified)]
+        validators = [(b"ETag", file.etag), (b"Last-Modified", file.last_modified)]
         if self.cache_control is not None:
             validators.append(self.cache_control)
         if found.vary:
@@ -106,9 +106,9 @@ class StaticHandler:
             else:
                 out.send_answer(_error(status))
             return None
-        headers = [(b"content-type", file.content_type), *validators, _ACCEPT_RANGES]
+        headers = [(b"Content-Type", file.content_type), *validators, _ACCEPT_RANGES]
         if found.encoding:
-            headers.append((b"content-encoding", found.encoding))
+            headers.append((b"Content-Encoding", found.encoding))
         size = file.size
         parts: list[Part] = [(0, size)]
         status = 200
@@ -122,7 +122,7 @@ class StaticHandler:
             if ranges is not None:
                 if not ranges:
                     file.release()
-                    headers = [(b"content-range", b"bytes */%d" % size), *validators]
+                    headers = [(b"Content-Range", b"bytes */%d" % size), *validators]
                     out.send_head(416, headers, 0)
                     return None
                 status = 206
@@ -130,12 +130,12 @@ class StaticHandler:
                     first, length = ranges[0]
                     parts = [(first, length)]
                     span = b"bytes %d-%d/%d" % (first, first + length - 1, size)
-                    headers.append((b"content-range", span))
+                    headers.append((b"Content-Range", span))
                 else:
                     boundary = os.urandom(12).hex().encode()
                     parts, length = _multipart(ranges, size, file.content_type, boundary)
                     kind = b"multipart/byteranges; boundary=" + boundary
-                    headers[0] = (b"content-type", kind)
+                    headers[0] = (b"Content-Type", kind)
         data = file.data
         if data is not None and status == 200:  # a small file: head and body in one write
             out.send_head(200, headers, length, body=data)
