@@ -36,7 +36,7 @@ async def test_upstream_field_names_keep_their_spelling(start_proxy, gunicorn_a:
     # (the app's "content-length" comes out canonical).
     assert names == [
         "Server", "Date", "X-Custom-Header", "Content-Type", "x-all-lower", "ETag",
-        "Content-Length", "Connection",
+        "X-Request-ID", "Content-Length", "Connection",
     ]  # fmt: skip
 
 
@@ -59,7 +59,7 @@ servers:
     assert status == 200
     assert names == [
         "Server", "Date", "Content-Type", "ETag", "Last-Modified", "Cache-Control",
-        "Accept-Ranges", "Content-Length", "Connection",
+        "Accept-Ranges", "X-Request-ID", "Content-Length", "Connection",
     ]  # fmt: skip
     for path, refused in (("/limited/", 429), ("/busy/", 503)):
         # One request a minute: the first or second is refused (the zone may outlive a
@@ -69,5 +69,5 @@ servers:
         assert status == refused
         assert names == [
             "Server", "Date", "Retry-After", "RateLimit-Policy", "RateLimit", "Content-Type",
-            "Content-Length", "Connection",
+            "X-Request-ID", "Content-Length", "Connection",
         ]  # fmt: skip
