@@ -55,10 +55,13 @@ def _nginx_idle(ws: Workspace, n: int) -> Endpoint:
     return start_nginx_with(ws, "nginx", body, worker_connections=2 * n + 256)
 
 
-def _edgeproxy_idle(ws: Workspace) -> Endpoint:
+def _edgeproxy_idle(ws: Workspace, n: int) -> Endpoint:
     def config(port: int) -> dict[str, Any]:
         return {
             "workers": 1,
+            # As nginx's above: the default 10,000 is a cap the N idle connections plus the
+            # measuring one would reach, and past it the worker rightly stops accepting.
+            "worker_connections": 2 * n + 256,
             "http_parser": ws.tools.parser,
             "pid_file": str(ws.dir / "edgeproxy.pid"),
             "temp_path": str(ws.dir),
@@ -217,7 +220,7 @@ def _measure_rounds(opts: RunOptions, n: int) -> dict[str, Any]:
             for name in names:
                 with Children() as children:
                     ws = Workspace(tmp, children, opts.tools)
-                    ep = _nginx_idle(ws, n) if name == "nginx" else _edgeproxy_idle(ws)
+                    ep = _nginx_idle(ws, n) if name == "nginx" else _edgeproxy_idle(ws, n)
                     res = _measure_server(ws, ep, n)
                 entry[name] = res
                 log(
