@@ -34,15 +34,15 @@ TEMPLATE = (
 
 class Proxy:
     def __init__(self, tmp_path: Path, log_format: str, gunicorn: Gunicorn) -> None:
+        # A port bound but not listening: connecting is refused, and while it is held no
+        # other process can take it. Bound first, so that the ports chosen below are not it.
+        self.dead = socket.socket()
+        self.dead.bind(("127.0.0.1", 0))
+        self.dead_address = f"127.0.0.1:{self.dead.getsockname()[1]}"
         self.port = free_port()
         # The listen address with proxy_protocol (a port freed just now may come back).
         self.proxy_port = next(port for port in iter(free_port, None) if port != self.port)
         self.log = tmp_path / "access.log"
-        # A port bound but not listening: connecting is refused, and while it is held no
-        # other process can take it.
-        self.dead = socket.socket()
-        self.dead.bind(("127.0.0.1", 0))
-        self.dead_address = f"127.0.0.1:{self.dead.getsockname()[1]}"
         config = tmp_path / "proxy.yaml"
         config.write_text(
             f"""access_log: {{path: {self.log}, format: {json.dumps(log_format)}, flush: 0}}
@@ -67,7 +67,14 @@ servers:
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_until(lambda: can_connect(f"127.0.0.1:{self.port}"), 15, "edgeproxy up")
+        wait_until(
+            lambda: (
+                can_connect(f"127.0.0.1:{self.port}")
+                and can_connect(f"127.0.0.1:{self.proxy_port}")
+            ),
+            15,
+            "edgeproxy up on both addresses",
+        )
 
     def client(self, source: str = "127.0.0.1") -> httpx.Client:
         transport = httpx.HTTPTransport(local_address=source)
