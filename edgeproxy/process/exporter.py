@@ -13,7 +13,6 @@ arriving while the exporter is replaced waits in the backlog rather than being r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -27,13 +26,13 @@ from edgeproxy.http.codec import AUTO_ORDER, CODECS
 from edgeproxy.metrics.endpoint import Endpoint
 from edgeproxy.metrics.exposition import HealthOf, Instance, render
 from edgeproxy.metrics.store import RELOADS, RESTARTS, WORKERS, MetricsStore
+from edgeproxy.process.helper_process import HelperProcess
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.workers import CHILD_DEFAULTS, CHILD_IGNORES, drop_privileges
 from edgeproxy.upstream.peer import FAILED_UNTIL, PROBED_DOWN
 
 log = logging.getLogger("edgeproxy.master")
 
-RESTART_DELAY = 1.0  # after the exporter died: no crash loop faster than this
 ORPHAN_CHECK = 1.0  # how often the exporter looks whether its master is still there
 SNAPSHOT_TRIES = 100  # reads of the rows while the master folds one, before taking any
 
@@ -58,16 +57,17 @@ def bind_metrics(address: Address) -> socket.socket:
     return sock
 
 
-class MetricsControl:
+class MetricsControl(HelperProcess):
     """The counters' memory, the scrape's socket, and the exporter process."""
 
+    what = "metrics exporter"
+
     def __init__(self, shared: SharedState) -> None:
+        super().__init__()
         self.shared = shared
         self.store: MetricsStore | None = None  # mapped once a config asks for metrics
         self.sock: socket.socket | None = None
         self.address: Address | None = None
-        self.pid: int | None = None
-        self.start_at = 0.0  # after a crash: not restarted before this (monotonic)
 
     # --- the counters ---
 
@@ -127,8 +127,7 @@ class MetricsControl:
         try:
             self.pid = _fork(config, self.shared, self.store, self.sock, inherited)
         except OSError as exc:
-            log.error("cannot start the metrics exporter: %s", exc)
-            self.start_at = time.monotonic() + RESTART_DELAY
+            self.fork_failed(exc)
             return
         log.info("metrics exporter %d serving http://%s%s", self.pid, self.address,
                  config.metrics.path)  # fmt: skip
@@ -143,32 +142,14 @@ class MetricsControl:
             return
         self.start(config, inherited)
 
-    def stop(self) -> None:
-        pid, self.pid = self.pid, None
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
     def close(self) -> None:
         self.stop()
         if self.sock is not None:
             self.sock.close()
             self.sock = self.address = None
 
-    def exited(self, pid: int, how: str) -> bool:
-        """Whether `pid` (reaped by the master) was the exporter; it is restarted later."""
-        if pid != self.pid:
-            return False
-        self.pid = None
-        log.error("metrics exporter %d died (%s); starting a new one", pid, how)
-        self.start_at = time.monotonic() + RESTART_DELAY
-        return True
-
     def keep(self, config: Config, inherited: Iterable[socket.socket], now: float) -> None:
-        if self.pid is None and now >= self.start_at:
+        if self.due(now):
             self.start(config, inherited)
 
 

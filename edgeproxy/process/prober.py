@@ -16,17 +16,16 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import Iterable
 
 from edgeproxy.config.model import Config
+from edgeproxy.process.helper_process import HelperProcess
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.workers import CHILD_DEFAULTS, CHILD_IGNORES, drop_privileges
 from edgeproxy.upstream.health import Prober, targets_of
 
 log = logging.getLogger("edgeproxy.master")
 
-RESTART_DELAY = 1.0  # after a prober died: no crash loop faster than this
 ORPHAN_CHECK = 1.0  # how often the prober looks whether its master is still there
 
 
@@ -34,13 +33,14 @@ def wanted(config: Config) -> bool:
     return any(upstream.health_check is not None for upstream in config.upstreams.values())
 
 
-class ProberControl:
+class ProberControl(HelperProcess):
     """The master's handle on its prober: start, replace, stop, and restart after a crash."""
 
+    what = "health prober"
+
     def __init__(self, shared: SharedState) -> None:
+        super().__init__()
         self.shared = shared
-        self.pid: int | None = None
-        self.start_at = 0.0  # after a crash: not restarted before this (monotonic)
 
     def start(self, config: Config, inherited: Iterable[socket.socket], *, fresh: bool) -> None:
         if self.pid is not None or not wanted(config):
@@ -48,8 +48,7 @@ class ProberControl:
         try:
             self.pid = fork_prober(config, self.shared, inherited, fresh=fresh)
         except OSError as exc:
-            log.error("cannot start the health prober: %s", exc)
-            self.start_at = time.monotonic() + RESTART_DELAY
+            self.fork_failed(exc)
             return
         log.info("health prober %d started", self.pid)
 
@@ -58,28 +57,9 @@ class ProberControl:
         self.stop()
         self.start(config, inherited, fresh=True)
 
-    def stop(self) -> None:
-        pid, self.pid = self.pid, None
-        if pid is None:
-            return
-        # Killed and reaped here, not left to the loop: the next prober must not overlap it.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-    def exited(self, pid: int, how: str) -> bool:
-        """Whether `pid` (reaped by the master) was the prober; it is restarted later."""
-        if pid != self.pid:
-            return False
-        self.pid = None
-        log.error("health prober %d died (%s); starting a new one", pid, how)
-        self.start_at = time.monotonic() + RESTART_DELAY
-        return True
-
     def keep(self, config: Config, inherited: Iterable[socket.socket], now: float) -> None:
         """Start the prober again if it died (keeping the verdicts it had written)."""
-        if self.pid is None and now >= self.start_at:
+        if self.due(now):
             self.start(config, inherited, fresh=False)
 
 
