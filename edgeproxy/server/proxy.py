@@ -29,7 +29,7 @@ from edgeproxy.server.static.accel import InternalRedirects, redirect_target
 from edgeproxy.server.tunnel import Tunnel
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
-from edgeproxy.upstream.pool import UpstreamPool
+from edgeproxy.upstream.pool import PendingConnect, UpstreamPool
 
 log = logging.getLogger("edgeproxy.proxy")
 
@@ -132,7 +132,7 @@ class ProxyExchange:
         self.slot_peer: Peer | None = None  # the peer whose instance-wide slot we hold
         self.queued: asyncio.TimerHandle | None = None  # waiting in the queue, until this
         self.conn: UpstreamConnection | None = None
-        self.connecting: asyncio.Task[None] | None = None
+        self.connecting: PendingConnect | None = None
         self.reused = False
         self.sent_at = 0.0  # when the current peer was chosen, for the metrics
         self.stale_retried = False
@@ -226,44 +226,32 @@ class ProxyExchange:
         self._finish()
 
     def _connect(self, peer: Peer) -> None:
-        # The one await of the request path, and only when no idle connection is at hand.
-        self.connecting = self.pool.loop.create_task(self._connect_async(peer))
-        self.pool.wait_for_release(peer, self)  # a connection released meanwhile is taken
+        # Only when no idle connection is at hand: behind gunicorn's sync workers, always.
+        pool = self.pool
+        pending = self.connecting = pool.connect(peer, self)
+        pool.wait_for_release(peer, self)  # a connection released meanwhile is taken
+        pending.start()
 
-    async def _connect_async(self, peer: Peer) -> None:
-        task = asyncio.current_task()  # self.connecting, unless a connection was taken
-        assert task is not None
-        try:
-            conn = await self.pool.connect(peer, task, self)
-        except UpstreamError as exc:
-            if self.connecting is task:
-                self.connecting = None
-                self.pool.forget_waiter(peer, self)
-                self._failed(exc, started=False)
-            return
-        if conn is None:
-            return  # taken by take_new_connection when it was made
-        if self.connecting is not task or self.done:
-            # A released connection was taken meanwhile, or the client left: this one
-            # goes to the pool for other requests.
-            self.pool.release(conn, True)
-            return
+    def connect_failed(self, error: UpstreamError) -> None:
+        """The connect asked for in `_connect` failed or timed out."""
         self.connecting = None
-        self.pool.forget_waiter(peer, self)
-        self.request.upstream_connected(at_once=False)
-        self._begin(conn, reused=False)
+        assert self.peer is not None
+        self.pool.forget_waiter(self.peer, self)
+        self._failed(error, started=False)
 
     def take_connection(self, conn: UpstreamConnection) -> bool:
         """A keep-alive connection to our peer, released while we were connecting."""
-        if self.connecting is None or self.done or conn.peer is not self.peer:
+        pending = self.connecting
+        if pending is None or self.done or conn.peer is not self.peer:
             return False
-        self.connecting = None  # the connect goes on; its connection goes to the pool
+        self.connecting = None
+        pending.abandon()  # the connect goes on; its connection goes to the pool
         self.request.upstream_connected(at_once=False)
         self._begin(conn, reused=True)
         return True
 
     def take_new_connection(self, conn: UpstreamConnection) -> bool:
-        """The connection being made for us, the moment it is made (its task ends later)."""
+        """The connection being made for us, the moment it is made."""
         if self.connecting is None or self.done or conn.peer is not self.peer:
             return False
         self.connecting = None

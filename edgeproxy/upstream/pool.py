@@ -7,8 +7,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Container
-from typing import Final, Protocol
+from collections.abc import Container, Coroutine
+from typing import Any, Final, Protocol
 
 from edgeproxy.config.model import UpstreamConfig
 from edgeproxy.errors import UpstreamError
@@ -43,8 +43,12 @@ class ConnectionWaiter(Protocol):
         ...
 
     def take_new_connection(self, conn: UpstreamConnection) -> bool:
-        """Use `conn`, the connection being made for it, as soon as it is made (the connect
-        then ends with None); False if no longer wanted."""
+        """Use `conn`, the connection being made for it, as soon as it is made; False if no
+        longer wanted (the pool keeps it then)."""
+        ...
+
+    def connect_failed(self, error: UpstreamError) -> None:
+        """The connect failed or timed out (never after `take_new_connection`)."""
         ...
 
 
@@ -73,31 +77,135 @@ class _Either:
         return peer in self.first or peer in self.second
 
 
-class _Connecting:
-    """One connect in progress: the task making it, its connect_timeout, and the request
-    it is made for, which gets the connection the moment it is made."""
+class PendingConnect:
+    """One connect in progress, for the request that asked for it (the waiter).
 
-    __slots__ = ("conn", "expired", "task", "waiter")
+    uvloop's connect coroutine is driven here by hand, with no Task: behind gunicorn's sync
+    workers (a connection per request) the proxy connects once per request, and a Task
+    with its steps costs more than the rest of the connect's Python side. The coroutine
+    waits on one future at a time; its done callback resumes the coroutine.
 
-    def __init__(self, task: asyncio.Task[None], waiter: ConnectionWaiter) -> None:
-        self.task = task
-        self.waiter = waiter
-        self.expired = False
-        self.conn: UpstreamConnection | None = None  # taken by the waiter when made
+    The waiter gets the connection from connection_made, before the coroutine ends a loop
+    iteration later (a sync gunicorn worker that accepted it waits for the request); a
+    failure or the connect_timeout reaches it as `connect_failed`. `cancel` (the client
+    left) ends the connect quietly.
+    """
 
-    def expire(self) -> None:
-        if self.conn is None:
-            self.expired = True
-            self.task.cancel()
+    __slots__ = ("_coro", "_expired", "_pending", "_pool", "_timer", "conn", "offered", "outcome",
+                 "taken", "waiter")  # fmt: skip
 
-    def made(self, conn: UpstreamConnection) -> None:
-        # From connection_made, before the connecting task resumes (a loop iteration
-        # later): a sync gunicorn worker has accepted this connection and waits for the
-        # request, so the request is written now rather than after that iteration's
-        # other events.
-        if self.waiter.take_new_connection(conn):
-            self.conn = conn
+    def __init__(self, pool: UpstreamPool, peer: Peer, waiter: ConnectionWaiter) -> None:
+        self._pool = pool
+        self.waiter: ConnectionWaiter | None = waiter
+        self.conn = UpstreamConnection(peer, pool.protocol, pool.release, pool.loop, self._made)
+        self.offered = False  # the waiter was offered the connection (from connection_made)
+        self.taken = False  # ... and took it
+        # "" while under way, then "connected", "failed" or "cancelled" (by `cancel`).
+        self.outcome = ""
+        self._expired = False
+        self._pending: asyncio.Future[Any] | None = None  # what the coroutine waits on
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Begin (a failure known at once, as EMFILE, reaches the waiter from here)."""
+        pool = self._pool
+        loop = pool.loop
+        address = self.conn.peer.address
+        if address.kind == "unix":
+            self._coro = loop.create_unix_connection(self._factory, address.path)
+        else:
+            self._coro = loop.create_connection(self._factory, address.host, address.port)
+        self._timer = loop.call_later(pool.config.connect_timeout, self._expire)
+        self._resume(None)
+
+    def cancel(self) -> None:
+        """The waiter no longer wants the connection: stop unless it is made already."""
+        self.waiter = None
+        if self._pending is not None and not self.taken:
+            self._pending.cancel()  # the coroutine closes its transport and ends
+
+    def abandon(self) -> None:
+        """The waiter took another connection: this one, once made, goes to the pool."""
+        self.waiter = None
+
+    def _factory(self) -> UpstreamConnection:
+        return self.conn
+
+    def _made(self, conn: UpstreamConnection) -> None:
+        # From connection_made, before the coroutine resumes.
+        self.offered = True
+        waiter = self.waiter
+        if waiter is not None and waiter.take_new_connection(conn):
+            self.waiter = None
+            self.taken = True
             conn.peer.active += 1
+
+    def _expire(self) -> None:
+        self._timer = None
+        if not self.offered:
+            self._expired = True
+            if self._pending is not None:
+                self._pending.cancel()
+
+    def _resume(self, _done: object) -> None:
+        self._pending = None
+        coro = self._coro
+        assert coro is not None
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            self._connected()
+            return
+        except asyncio.CancelledError:
+            if self._expired:
+                name = self.conn.peer.name
+                self._failed(
+                    UpstreamError("timeout", f"connect to {name} timed out", retryable=True)
+                )
+            else:
+                self._ended("cancelled")
+            return
+        except OSError as os_error:
+            detail = os_error.strerror or str(os_error)
+            self._failed(self._error(detail))
+            return
+        except Exception as other:  # whatever else stops a connect fails it
+            self._failed(self._error(repr(other)))
+            return
+        self._pending = waiting
+        waiting.add_done_callback(self._resume)
+
+    def _error(self, detail: str) -> UpstreamError:
+        return UpstreamError("error", f"connect to {self.conn.peer.name}: {detail}", retryable=True)
+
+    def _connected(self) -> None:
+        self._ended("connected")
+        if self.taken:
+            return
+        conn = self.conn
+        if not self.offered:
+            self._made(conn)  # (connection_made always comes first; this is a safeguard)
+            if self.taken:
+                return
+        # Not wanted any more (the client left, or it took a released connection): the
+        # pool keeps it for the next request.
+        conn.peer.active += 1
+        self._pool.release(conn, True)
+
+    def _failed(self, error: UpstreamError) -> None:
+        self._ended("failed")
+        waiter = self.waiter
+        self.waiter = None
+        if waiter is not None:
+            waiter.connect_failed(error)
+
+    def _ended(self, outcome: str) -> None:
+        self.outcome = outcome
+        self._coro = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class UpstreamPool:
@@ -290,47 +398,10 @@ class UpstreamPool:
             peer.active += 1
         return conn
 
-    async def connect(
-        self, peer: Peer, task: asyncio.Task[None], waiter: ConnectionWaiter
-    ) -> UpstreamConnection | None:
-        """A new connection to `peer` (counted in flight until `release`), made by `task`:
-        the task that awaits this, which the connect timeout cancels. `waiter` is offered
-        the connection as soon as it is made; None when it took it then."""
-        loop = self.loop
-
-        protocol = self.protocol
-        # A loop timer that cancels the task, rather than asyncio.timeout(): that is
-        # interpreted Python run on every connect, and behind gunicorn (which closes each
-        # connection) the proxy connects once per request.
-        deadline = _Connecting(task, waiter)
-
-        def factory() -> UpstreamConnection:
-            return UpstreamConnection(peer, protocol, self.release, loop, deadline.made)
-
-        address = peer.address
-        timer = loop.call_later(self.config.connect_timeout, deadline.expire)
-        try:
-            if address.kind == "unix":
-                _, conn = await loop.create_unix_connection(factory, address.path)
-            else:
-                _, conn = await loop.create_connection(factory, address.host, address.port)
-        except asyncio.CancelledError:
-            if not deadline.expired:
-                raise  # cancelled by the exchange (the client left)
-            raise UpstreamError(
-                "timeout", f"connect to {peer.name} timed out", retryable=True
-            ) from None
-        except OSError as exc:
-            raise UpstreamError(
-                "error", f"connect to {peer.name}: {exc.strerror or exc}", retryable=True
-            ) from None
-        finally:
-            timer.cancel()
-        if deadline.conn is not None:
-            return None  # the waiter has it (and counted it in flight)
-        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport already.
-        peer.active += 1
-        return conn
+    def connect(self, peer: Peer, waiter: ConnectionWaiter) -> PendingConnect:
+        """A new connection to `peer` for `waiter`, counted in flight until `release`;
+        `start` it once the caller holds it (it may fail at once)."""
+        return PendingConnect(self, peer, waiter)
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """The exchange on `conn` is over: hand it to an exchange still connecting to the
