@@ -23,7 +23,7 @@ from edgeproxy.errors import ClientError
 from edgeproxy.http.events import Headers, RequestHead
 from edgeproxy.http.h11_codec import H11Codec
 from edgeproxy.http.headers import lowercase_name
-from edgeproxy.http.httptools_response import HttptoolsResponseParser, lenient
+from edgeproxy.http.httptools_response import lenient, response_parser
 from edgeproxy.http.interface import ResponseParser
 from edgeproxy.http.rules import BAD_REQUEST, check_raw_head
 
@@ -99,7 +99,7 @@ class HttptoolsCodec:
         return RequestHead(method, url, _VERSIONS.get(version, version), self._headers)
 
     def response_parser(self) -> ResponseParser:
-        return HttptoolsResponseParser()
+        return response_parser()
 
     # --- llhttp callbacks for request heads ---
 

@@ -8,7 +8,7 @@ on framing fields are off (see httptools_codec) so that it frames exactly as dec
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import httptools
 
@@ -43,6 +43,23 @@ def _new_parser(callbacks: object) -> httptools.HttpResponseParser:
     return lenient(httptools.HttpResponseParser(callbacks))
 
 
+# Parsers whose connection closed, for the next connections: behind a server that closes
+# every connection (gunicorn's sync workers) a parser per connection would be built and
+# torn down per request. A worker never has more spares than connections it closed at once
+# (capped below); a spare's llhttp waits at the start of a message.
+_SPARES: Final[list[HttptoolsResponseParser]] = []
+MAX_SPARES: Final = 256
+
+
+def response_parser() -> HttptoolsResponseParser:
+    """A parser for a new upstream connection: a spare if there is one."""
+    if _SPARES:
+        parser = _SPARES.pop()
+        parser._spare = False
+        return parser
+    return HttptoolsResponseParser()
+
+
 class HttptoolsResponseParser:
     """The ResponseParser interface (edgeproxy.http.interface) on llhttp."""
 
@@ -58,6 +75,7 @@ class HttptoolsResponseParser:
         "_parser",
         "_reason",
         "_seen",
+        "_spare",
         "_spelled",
         "_upgrade",
         "_version",
@@ -71,6 +89,7 @@ class HttptoolsResponseParser:
         # A response to HEAD ends at its head, which llhttp cannot be told: its bytes are
         # kept so that anything after the head is noticed (and the connection not reused).
         self._kept = bytearray()
+        self._spare = False  # in _SPARES: closed, and not to be used until taken from there
         self.reset(b"GET")
 
     def reset(self, request_method: bytes, upgrade: bool = False) -> None:
@@ -162,9 +181,22 @@ class HttptoolsResponseParser:
         return self.complete and head is not None and head.keep_alive and not self._extra
 
     def close(self) -> None:
-        # llhttp holds our bound methods as its callbacks: a reference cycle until cut.
-        self._parser = None
+        """The connection is gone: keep this parser as a spare for another one (its llhttp
+        too, when it stopped between two messages), or let it go."""
         self._kept.clear()
+        self.body = []
+        self.head = None
+        if not (self.complete and not self._extra):
+            # Mid-message: llhttp's state is of no use to another connection. (llhttp
+            # holds our bound methods as its callbacks: a reference cycle until cut.)
+            self._parser = None
+        if self._spare:
+            return  # closed twice: a spare once only
+        if len(_SPARES) < MAX_SPARES:
+            self._spare = True
+            _SPARES.append(self)
+        else:
+            self._parser = None
 
     # --- llhttp callbacks ---
 

@@ -53,7 +53,8 @@ class ResponseParser(Protocol):
 
     def close(self) -> None:
         """The connection is gone: drop what the parser holds (and any reference cycle
-        through it, so that the connection is freed at once rather than by the GC)."""
+        through it, so that the connection is freed at once rather than by the GC). The
+        codec may hand the parser to a later connection; its caller never uses it again."""
         ...
 
 

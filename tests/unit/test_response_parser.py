@@ -207,3 +207,31 @@ def test_close_before_the_end(parser: ResponseParser, data: bytes) -> None:
     read(parser, data, True)
     with pytest.raises(MalformedResponse):
         parser.feed_eof()
+
+
+CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [CLOSING, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", b"HTTP/1.1 200 OK\r\nConte"],
+    ids=["complete", "cut-in-body", "cut-in-head"],
+)
+def test_a_closed_parser_reads_the_next_connections_response(
+    http_parser: str, first: bytes
+) -> None:
+    """A codec may hand a closed parser to the next connection (httptools keeps spares:
+    behind gunicorn's sync workers each request has a connection of its own). Whatever the
+    last connection left it in the middle of, the next response reads as on a new one."""
+    codec = CODECS[http_parser]()
+    parser = codec.response_parser()
+    read(parser, first, True)
+    parser.close()
+    parser.close()  # closed twice (the connection lost after a detach): still one spare
+    taken = [codec.response_parser(), codec.response_parser()]
+    assert taken[0] is not taken[1]
+    for again in taken:
+        assert read(again, CLOSING, False) == b"ok"
+        assert again.complete and not again.reusable()
+        head = again.head
+        assert head is not None and head.status == 200
