@@ -52,9 +52,11 @@ class UpstreamConnection(asyncio.Protocol):
         on_release: Callable[[UpstreamConnection, bool], None],
         loop: asyncio.AbstractEventLoop,
         on_made: Callable[[UpstreamConnection], None] | None = None,
+        on_connect_timeout: Callable[[], None] | None = None,
     ) -> None:
         self.peer = peer
         self._on_made = on_made  # told once the connection is made
+        self._on_connect_timeout = on_connect_timeout  # ... or if it is not made in time
         self.protocol = protocol
         self.on_release = on_release
         self.transport: asyncio.Transport | None = None
@@ -69,6 +71,19 @@ class UpstreamConnection(asyncio.Protocol):
         self._paused_writing = False
         self._read_timeout = 60.0
         self._timer = LazyTimer(loop, self._on_read_timeout)
+
+    def start_connect_timer(self, timeout: float) -> None:
+        """While connecting: `on_connect_timeout` unless connected within `timeout`. The
+        read timer serves (no loop timer per connect); an exchange re-arms it."""
+        self._timer.start(timeout)
+
+    def not_connected(self) -> None:
+        """The connect failed or was cancelled: no connection_made nor connection_lost will
+        come, so the timer is let go of here (else the wheel would hold us until then)."""
+        self.closed = True
+        self._on_connect_timeout = None
+        self._on_made = None
+        self._timer.close()
 
     # --- used by the exchange ---
 
@@ -167,6 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
+        if self._on_connect_timeout is not None:
+            self._on_connect_timeout = None
+            self._timer.suspend()  # (an exchange's `begin` re-arms it at once, cheaply)
         on_made = self._on_made
         if on_made is not None:
             self._on_made = None
@@ -277,3 +295,8 @@ class UpstreamConnection(asyncio.Protocol):
     def _on_read_timeout(self) -> None:
         if self._exchange is not None:
             self._fail(UpstreamError("timeout", "upstream timed out"))
+            return
+        expired = self._on_connect_timeout
+        if expired is not None:
+            self._on_connect_timeout = None
+            expired()

@@ -91,13 +91,15 @@ class PendingConnect:
     left) ends the connect quietly.
     """
 
-    __slots__ = ("_coro", "_expired", "_pending", "_pool", "_timer", "conn", "offered", "outcome",
-                 "taken", "waiter")  # fmt: skip
+    __slots__ = ("_coro", "_expired", "_pending", "_pool", "conn", "offered", "outcome", "taken",
+                 "waiter")  # fmt: skip
 
     def __init__(self, pool: UpstreamPool, peer: Peer, waiter: ConnectionWaiter) -> None:
         self._pool = pool
         self.waiter: ConnectionWaiter | None = waiter
-        self.conn = UpstreamConnection(peer, pool.protocol, pool.release, pool.loop, self._made)
+        self.conn = UpstreamConnection(
+            peer, pool.protocol, pool.release, pool.loop, self._made, self._expire
+        )
         self.offered = False  # the waiter was offered the connection (from connection_made)
         self.taken = False  # ... and took it
         # "" while under way, then "connected", "failed" or "cancelled" (by `cancel`).
@@ -105,7 +107,6 @@ class PendingConnect:
         self._expired = False
         self._pending: asyncio.Future[Any] | None = None  # what the coroutine waits on
         self._coro: Coroutine[Any, Any, Any] | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Begin (a failure known at once, as EMFILE, reaches the waiter from here)."""
@@ -116,7 +117,7 @@ class PendingConnect:
             self._coro = loop.create_unix_connection(self._factory, address.path)
         else:
             self._coro = loop.create_connection(self._factory, address.host, address.port)
-        self._timer = loop.call_later(pool.config.connect_timeout, self._expire)
+        self.conn.start_connect_timer(pool.config.connect_timeout)
         self._resume(None)
 
     def cancel(self) -> None:
@@ -142,7 +143,6 @@ class PendingConnect:
             conn.peer.active += 1
 
     def _expire(self) -> None:
-        self._timer = None
         if not self.offered:
             self._expired = True
             if self._pending is not None:
@@ -165,6 +165,7 @@ class PendingConnect:
                 )
             else:
                 self._ended("cancelled")
+                self.conn.not_connected()
             return
         except OSError as os_error:
             detail = os_error.strerror or str(os_error)
@@ -195,6 +196,7 @@ class PendingConnect:
 
     def _failed(self, error: UpstreamError) -> None:
         self._ended("failed")
+        self.conn.not_connected()
         waiter = self.waiter
         self.waiter = None
         if waiter is not None:
@@ -203,9 +205,6 @@ class PendingConnect:
     def _ended(self, outcome: str) -> None:
         self.outcome = outcome
         self._coro = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class UpstreamPool:
