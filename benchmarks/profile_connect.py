@@ -98,7 +98,9 @@ def profile(root: Path, backend_port: int, count: int, out_dir: Path) -> int:
         "access_log": {"path": "/dev/null", "format": "off"},
         "error_log": {"path": "stderr", "level": "warning"},
         "upstreams": {"backend": {"keepalive": 32, "servers": [f"{HOST}:{backend_port}"]}},
-        "servers": [{"listen": [f"{HOST}:{port}"], "locations": [{"path": "/", "proxy_pass": "backend"}]}],
+        "servers": [
+            {"listen": [f"{HOST}:{port}"], "locations": [{"path": "/", "proxy_pass": "backend"}]}
+        ],
     }
     conf = out_dir / f"edgeproxy.{count}.yaml"
     conf.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -152,6 +152,19 @@ NGINX_EDGEPROXY_TIMEOUTS = """\
         keepalive_timeout 75s;"""
 
 
+# What edgeproxy tells every upstream by default (the client's Host, X-Forwarded-For,
+# -Proto and -Host, X-Real-IP, X-Request-ID), asked of nginx too, as gunicorn's deployment
+# guide sets nginx up: both proxies then send the backend the same request, and a gunicorn
+# worker, which parses every field in Python, has the same work behind either.
+NGINX_FORWARDED_HEADERS = """\
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Request-ID $request_id;"""
+
+
 def start_nginx_proxy(ws: Workspace, backend: Endpoint, server_extra: str = "") -> Endpoint:
     """The reference proxy, set up as BENCHMARKS.md says; `server_extra`: more directives."""
     body = f"""\
@@ -170,6 +183,7 @@ def start_nginx_proxy(ws: Workspace, backend: Endpoint, server_extra: str = "") 
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+{NGINX_FORWARDED_HEADERS}
         }}
     }}"""
     return start_nginx_with(ws, "nginx", body, processes=ws.tools.workers)

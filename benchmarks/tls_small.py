@@ -19,6 +19,7 @@ from harness import Children, StartupError, log, ratio_verdict, scenario_tmp
 from procfs import cpu_seconds, descendants
 from servers import (
     HOST,
+    NGINX_FORWARDED_HEADERS,
     Endpoint,
     RunOptions,
     Workspace,
@@ -84,6 +85,7 @@ def _start_nginx_tls(ws: Workspace, backend: Endpoint, cert: str, key: str) -> E
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+{NGINX_FORWARDED_HEADERS}
         }}
     }}"""
     return start_nginx_with(ws, "nginx", body, processes=ws.tools.workers)
