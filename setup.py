@@ -75,6 +75,7 @@ COMPILED = (
     "edgeproxy/server/tunnel.py",  # every byte of every WebSocket goes through it
     "edgeproxy/timer.py",
     "edgeproxy/upstream/balancers.py",
+    "edgeproxy/upstream/connect.py",
     "edgeproxy/upstream/connection.py",
     "edgeproxy/upstream/http1.py",
     "edgeproxy/upstream/peer.py",

@@ -27,9 +27,10 @@ from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
 from edgeproxy.server.static.accel import InternalRedirects, redirect_target
 from edgeproxy.server.tunnel import Tunnel
+from edgeproxy.upstream.connect import PendingConnect
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
-from edgeproxy.upstream.pool import PendingConnect, UpstreamPool
+from edgeproxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("edgeproxy.proxy")
 

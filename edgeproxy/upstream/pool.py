@@ -7,13 +7,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Container, Coroutine
-from typing import Any, Final, Protocol
+from collections.abc import Container
+from typing import Final, Protocol
 
 from edgeproxy.config.model import UpstreamConfig
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import HeadCodec
 from edgeproxy.upstream.balancers import make_balancer
+from edgeproxy.upstream.connect import ConnectionWaiter, PendingConnect
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import HealthLookup, Peer
 from edgeproxy.upstream.protocols import make_protocol
@@ -33,23 +34,6 @@ SURPLUS_FACTOR: Final = 8
 # How often queued requests look for a place freed by another worker (this worker's own
 # releases wake them at once).
 QUEUE_POLL: Final = 0.02
-
-
-class ConnectionWaiter(Protocol):
-    """A request waiting for its new connection to a peer (the proxy handler's exchange)."""
-
-    def take_connection(self, conn: UpstreamConnection) -> bool:
-        """Use `conn` (a released keep-alive connection) instead; False if no longer wanted."""
-        ...
-
-    def take_new_connection(self, conn: UpstreamConnection) -> bool:
-        """Use `conn`, the connection being made for it, as soon as it is made; False if no
-        longer wanted (the pool keeps it then)."""
-        ...
-
-    def connect_failed(self, error: UpstreamError) -> None:
-        """The connect failed or timed out (never after `take_new_connection`)."""
-        ...
 
 
 class QueueWaiter(Protocol):
@@ -75,136 +59,6 @@ class _Either:
 
     def __contains__(self, peer: object) -> bool:
         return peer in self.first or peer in self.second
-
-
-class PendingConnect:
-    """One connect in progress, for the request that asked for it (the waiter).
-
-    uvloop's connect coroutine is driven here by hand, with no Task: behind gunicorn's sync
-    workers (a connection per request) the proxy connects once per request, and a Task
-    with its steps costs more than the rest of the connect's Python side. The coroutine
-    waits on one future at a time; its done callback resumes the coroutine.
-
-    The waiter gets the connection from connection_made, before the coroutine ends a loop
-    iteration later (a sync gunicorn worker that accepted it waits for the request); a
-    failure or the connect_timeout reaches it as `connect_failed`. `cancel` (the client
-    left) ends the connect quietly.
-    """
-
-    __slots__ = ("_coro", "_expired", "_pending", "_pool", "conn", "offered", "outcome", "taken",
-                 "waiter")  # fmt: skip
-
-    def __init__(self, pool: UpstreamPool, peer: Peer, waiter: ConnectionWaiter) -> None:
-        self._pool = pool
-        self.waiter: ConnectionWaiter | None = waiter
-        self.conn = UpstreamConnection(
-            peer, pool.protocol, pool.release, pool.loop, self._made, self._expire
-        )
-        self.offered = False  # the waiter was offered the connection (from connection_made)
-        self.taken = False  # ... and took it
-        # "" while under way, then "connected", "failed" or "cancelled" (by `cancel`).
-        self.outcome = ""
-        self._expired = False
-        self._pending: asyncio.Future[Any] | None = None  # what the coroutine waits on
-        self._coro: Coroutine[Any, Any, Any] | None = None
-
-    def start(self) -> None:
-        """Begin (a failure known at once, as EMFILE, reaches the waiter from here)."""
-        pool = self._pool
-        loop = pool.loop
-        address = self.conn.peer.address
-        if address.kind == "unix":
-            self._coro = loop.create_unix_connection(self._factory, address.path)
-        else:
-            self._coro = loop.create_connection(self._factory, address.host, address.port)
-        self.conn.start_connect_timer(pool.config.connect_timeout)
-        self._resume(None)
-
-    def cancel(self) -> None:
-        """The waiter no longer wants the connection: stop unless it is made already."""
-        self.waiter = None
-        if self._pending is not None and not self.taken:
-            self._pending.cancel()  # the coroutine closes its transport and ends
-
-    def abandon(self) -> None:
-        """The waiter took another connection: this one, once made, goes to the pool."""
-        self.waiter = None
-
-    def _factory(self) -> UpstreamConnection:
-        return self.conn
-
-    def _made(self, conn: UpstreamConnection) -> None:
-        # From connection_made, before the coroutine resumes.
-        self.offered = True
-        waiter = self.waiter
-        if waiter is not None and waiter.take_new_connection(conn):
-            self.waiter = None
-            self.taken = True
-            conn.peer.active += 1
-
-    def _expire(self) -> None:
-        if not self.offered:
-            self._expired = True
-            if self._pending is not None:
-                self._pending.cancel()
-
-    def _resume(self, _done: object) -> None:
-        self._pending = None
-        coro = self._coro
-        assert coro is not None
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            self._connected()
-            return
-        except asyncio.CancelledError:
-            if self._expired:
-                name = self.conn.peer.name
-                self._failed(
-                    UpstreamError("timeout", f"connect to {name} timed out", retryable=True)
-                )
-            else:
-                self._ended("cancelled")
-                self.conn.not_connected()
-            return
-        except OSError as os_error:
-            detail = os_error.strerror or str(os_error)
-            self._failed(self._error(detail))
-            return
-        except Exception as other:  # whatever else stops a connect fails it
-            self._failed(self._error(repr(other)))
-            return
-        self._pending = waiting
-        waiting.add_done_callback(self._resume)
-
-    def _error(self, detail: str) -> UpstreamError:
-        return UpstreamError("error", f"connect to {self.conn.peer.name}: {detail}", retryable=True)
-
-    def _connected(self) -> None:
-        self._ended("connected")
-        if self.taken:
-            return
-        conn = self.conn
-        if not self.offered:
-            self._made(conn)  # (connection_made always comes first; this is a safeguard)
-            if self.taken:
-                return
-        # Not wanted any more (the client left, or it took a released connection): the
-        # pool keeps it for the next request.
-        conn.peer.active += 1
-        self._pool.release(conn, True)
-
-    def _failed(self, error: UpstreamError) -> None:
-        self._ended("failed")
-        self.conn.not_connected()
-        waiter = self.waiter
-        self.waiter = None
-        if waiter is not None:
-            waiter.connect_failed(error)
-
-    def _ended(self, outcome: str) -> None:
-        self.outcome = outcome
-        self._coro = None
 
 
 class UpstreamPool:
@@ -400,7 +254,9 @@ class UpstreamPool:
     def connect(self, peer: Peer, waiter: ConnectionWaiter) -> PendingConnect:
         """A new connection to `peer` for `waiter`, counted in flight until `release`;
         `start` it once the caller holds it (it may fail at once)."""
-        return PendingConnect(self, peer, waiter)
+        return PendingConnect(
+            peer, waiter, self.protocol, self.release, self.loop, self.config.connect_timeout
+        )
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
         """The exchange on `conn` is over: hand it to an exchange still connecting to the
