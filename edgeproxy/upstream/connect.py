@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 from edgeproxy.errors import UpstreamError
@@ -43,7 +43,7 @@ class PendingConnect:
     left) ends the connect quietly.
     """
 
-    __slots__ = ("_coro", "_expired", "_loop", "_pending", "_release", "_timeout", "conn",
+    __slots__ = ("_expired", "_loop", "_pending", "_release", "_steps", "_timeout", "conn",
                  "offered", "outcome", "taken", "waiter")  # fmt: skip
 
     def __init__(
@@ -67,16 +67,19 @@ class PendingConnect:
         self.outcome = ""
         self._expired = False
         self._pending: asyncio.Future[Any] | None = None  # what the coroutine waits on
-        self._coro: Coroutine[Any, Any, Any] | None = None
+        # The coroutine's await iterator: `next(steps, None)` resumes it, and its end is
+        # None rather than a StopIteration raised here (whose traceback costs as much).
+        self._steps: Generator[Any, None, Any] | None = None
 
     def start(self) -> None:
         """Begin (a failure known at once, as EMFILE, reaches the waiter from here)."""
         loop = self._loop
         address = self.conn.peer.address
         if address.kind == "unix":
-            self._coro = loop.create_unix_connection(self._factory, address.path)
+            coro = loop.create_unix_connection(self._factory, address.path)
         else:
-            self._coro = loop.create_connection(self._factory, address.host, address.port)
+            coro = loop.create_connection(self._factory, address.host, address.port)
+        self._steps = coro.__await__()
         self.conn.start_connect_timer(self._timeout)
         self._resume(None)
 
@@ -110,13 +113,10 @@ class PendingConnect:
 
     def _resume(self, _done: object) -> None:
         self._pending = None
-        coro = self._coro
-        assert coro is not None
+        steps = self._steps
+        assert steps is not None
         try:
-            waiting = coro.send(None)
-        except StopIteration:
-            self._connected()
-            return
+            waiting = next(steps, None)
         except asyncio.CancelledError:
             if self._expired:
                 name = self.conn.peer.name
@@ -133,6 +133,9 @@ class PendingConnect:
             return
         except Exception as other:  # whatever else stops a connect fails it
             self._failed(self._error(repr(other)))
+            return
+        if waiting is None:
+            self._connected()
             return
         self._pending = waiting
         waiting.add_done_callback(self._resume)
@@ -164,4 +167,4 @@ class PendingConnect:
 
     def _ended(self, outcome: str) -> None:
         self.outcome = outcome
-        self._coro = None
+        self._steps = None
