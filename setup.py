@@ -137,6 +137,9 @@ NOT_COMPILED = {
 C_EXTENSIONS = {
     # The zones' lock without a system call when uncontended (fallback: an fcntl lock).
     "edgeproxy.limits._spinlock": "edgeproxy/limits/_spinlock.c",
+    # The metrics recorders: one C call per event, counts added in place (fallback: the
+    # Python recorders of edgeproxy/metrics/recorder.py).
+    "edgeproxy.metrics._rowstats": "edgeproxy/metrics/_rowstats.c",
 }
 
 # The setup.py commands that build extension modules. pip also runs setup.py for metadata

@@ -1,23 +1,35 @@
 """What the request path calls: one small object per route, peer and zone, built once per
 config (edgeproxy.metrics.binding), each holding its worker's row and the integer offsets
-of its slots. A call is a few float stores into shared memory: no lookup by name, no
-string, no lock (each worker writes only its own row).
+of its slots. A call is one event (a request finished, a peer responded ...) and adds its
+counts straight into shared memory: no lookup by name, no string, no lock (each worker
+writes only its own row), and nothing held back (a worker killed with SIGKILL has lost
+nothing it counted).
 
-Every count is also kept in `shadow`, a plain list private to the worker: a worker is the
-only writer of its row, so the shared slot is always shadow's value, and a count is one
-store into shared memory (a memoryview read costs as much as the store again).
+Two implementations of the protocols below, one chosen per worker (binding.py):
+- edgeproxy.metrics._rowstats, a small C module built with the compiled build: one C call
+  per event, doubles added in place, the clock read in C;
+- the Shadow* classes here, the pure-Python fallback. Each keeps every count also in
+  `shadow`, a plain list private to the worker: a worker is the only writer of its row,
+  so the shared slot is always shadow's value, and a count is one store into shared
+  memory (a memoryview read costs as much as the store again).
+
+Clocks: a request's time is measured from its wall clock start (`Request.started`, which
+the access log prints too); an upstream attempt's on the monotonic clock, whose readings
+`attempt` and `responded` return so that the access log's upstream times reuse them.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Final, Protocol
 
 # Histogram buckets (seconds; Prometheus client libraries' defaults), then +Inf: for the
 # layout and the text format; `bucket` below writes them out (a unit test checks both
 # agree). Not Final: the compiled build left a Final tuple here unset.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SUM_SLOT: Final = 12  # the sum's slot: after the buckets and +Inf (a unit test checks it)
+_wall_clock: Final = time.time  # Finals: no module attribute lookup per call
+_monotonic: Final = time.monotonic
 
 
 def bucket(seconds: float) -> int:
@@ -42,7 +54,43 @@ def bucket(seconds: float) -> int:
     return 10 if seconds <= 10.0 else 11
 
 
-class Traffic:
+class Traffic(Protocol):
+    def received(self, size: int, /) -> None:
+        """Bytes read from a client (every connection, after TLS)."""
+
+
+class RequestStats(Protocol):
+    def finished(self, status: int, started: float, body_bytes: int, /) -> None:
+        """A request is answered: `started` is its wall clock start (time.time())."""
+
+
+class PeerStats(Protocol):
+    def attempt(self, retry: bool, /) -> float:
+        """A request goes to this peer (`retry`: not its first try); the monotonic time
+        now, for `responded` and the access log."""
+        ...
+
+    def failed(self) -> None: ...
+
+    def responded(self, started: float, /) -> float:
+        """The peer's response is complete (`started`: what `attempt` returned); the
+        monotonic time now."""
+        ...
+
+    def in_flight(self, active: int, /) -> None:
+        """The requests in flight to this peer (a gauge, set at the heartbeat)."""
+
+
+class ZoneStats(Protocol):
+    def rejected(self) -> None: ...
+
+    def delayed(self) -> None: ...
+
+
+# --- the pure-Python fallback ---
+
+
+class ShadowTraffic:
     """Bytes read from clients (every connection, after TLS) and response body bytes."""
 
     __slots__ = ("base", "row", "shadow")
@@ -52,14 +100,14 @@ class Traffic:
         self.shadow = shadow
         self.base = base
 
-    def received(self, size: int) -> None:
+    def received(self, size: int, /) -> None:
         i = self.base
         value = self.shadow[i] + size
         self.shadow[i] = value
         self.row[i] = value
 
 
-class RequestStats:
+class ShadowRequestStats:
     """A route's requests by status class, its server's request times, the bytes sent."""
 
     __slots__ = ("row", "shadow", "status", "time", "traffic")
@@ -74,7 +122,7 @@ class RequestStats:
         self.time = time_base
         self.traffic = traffic
 
-    def finished(self, status: int, started: float, body_bytes: int) -> None:
+    def finished(self, status: int, started: float, body_bytes: int, /) -> None:
         row = self.row
         shadow = self.shadow
         klass = status // 100
@@ -84,7 +132,7 @@ class RequestStats:
         value = shadow[i] + 1.0
         shadow[i] = value
         row[i] = value
-        seconds = time.time() - started
+        seconds = _wall_clock() - started
         i = self.time + bucket(seconds)
         value = shadow[i] + 1.0
         shadow[i] = value
@@ -99,7 +147,7 @@ class RequestStats:
         row[i] = value
 
 
-class PeerStats:
+class ShadowPeerStats:
     """A peer's requests, failures and retries, and its pool's upstream response times."""
 
     __slots__ = ("base", "row", "shadow", "time")
@@ -117,24 +165,27 @@ class PeerStats:
         self.shadow[i] = value
         self.row[i] = value
 
-    def attempt(self, retry: bool) -> float:
-        """A request goes to this peer (`retry`: not its first try); when it started."""
+    def attempt(self, retry: bool, /) -> float:
         self._add(self.base, 1.0)
         if retry:
             self._add(self.base + 2, 1.0)
-        return time.time()
+        return _monotonic()
 
     def failed(self) -> None:
         self._add(self.base + 1, 1.0)
 
-    def responded(self, started: float) -> None:
-        """The peer's response is complete (`started`: what `attempt` returned)."""
-        seconds = time.time() - started
+    def responded(self, started: float, /) -> float:
+        now = _monotonic()
+        seconds = now - started
         self._add(self.time + bucket(seconds), 1.0)
         self._add(self.time + SUM_SLOT, seconds)
+        return now
+
+    def in_flight(self, active: int, /) -> None:
+        self.row[self.base + 3] = active  # a gauge: not a count, so not in shadow
 
 
-class ZoneStats:
+class ShadowZoneStats:
     """A limit zone's refusals and delays."""
 
     __slots__ = ("base", "row", "shadow")

@@ -181,7 +181,7 @@ class ProxyExchange:
         self.attempts += 1
         self.peer = peer
         self.sent_at = peer.attempted(self.attempts > 1)
-        self.request.upstream_try(peer.name)
+        self.request.upstream_try(peer.name, self.sent_at)
         conn = pool.acquire_idle(peer)
         if conn is not None:
             self.request.upstream_connected(at_once=True)
@@ -431,12 +431,11 @@ class ProxyExchange:
 
     def _upstream_finished(self) -> None:
         self.upstream_done = True
-        self.request.upstream_ended()
+        assert self.peer is not None
+        self.request.upstream_ended(self.peer.responded(self.sent_at))  # one clock read
         if self.slot_peer is not None:
             self._release_slot()  # the peer is free, however long the client takes
-        assert self.peer is not None
         self.peer.record_success()
-        self.peer.responded(self.sent_at)
         if self.spool is None or not self.spool.pending:
             self._finish()
 

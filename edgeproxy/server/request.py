@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from edgeproxy.config.model import Location, ServerConfig
 from edgeproxy.http.events import RequestHead
@@ -28,6 +28,7 @@ from edgeproxy.metrics.recorder import RequestStats
 from edgeproxy.server.body import RequestBody
 from edgeproxy.server.response import Answer, ResponseWriter
 
+_monotonic: Final = time.monotonic  # a Final: no module attribute lookup per call
 # Response fields a phase adds: name and value, as written.
 Fields = Sequence[tuple[bytes, bytes]]
 
@@ -200,8 +201,9 @@ class Request:
 
     # --- an upstream attempt's milestones, measured from its start (as nginx's) ---
 
-    def upstream_try(self, addr: str) -> None:
-        """A peer is chosen: a new attempt begins (the previous one is kept for the log)."""
+    def upstream_try(self, addr: str, now: float = 0.0) -> None:
+        """A peer is chosen: a new attempt begins (the previous one is kept for the log).
+        `now`: the monotonic clock read for the metrics at this moment, if it was (0.0)."""
         if self.upstream_addr:
             attempt = (self.upstream_addr, self.upstream_status, self.upstream_connect_time,
                        self.upstream_header_time, self.upstream_response_time)  # fmt: skip
@@ -215,20 +217,19 @@ class Request:
             self.upstream_response_time = -1.0
         self.upstream_addr = addr
         if self.timed:
-            self.upstream_started = time.monotonic()
+            self.upstream_started = now or _monotonic()
 
     def upstream_connected(self, at_once: bool) -> None:
         """The request is on its way; `at_once`: on an idle connection, no time spent."""
         if self.timed:
-            self.upstream_connect_time = (
-                0.0 if at_once else time.monotonic() - self.upstream_started
-            )
+            self.upstream_connect_time = 0.0 if at_once else _monotonic() - self.upstream_started
 
     def upstream_head(self) -> None:
         if self.timed:
-            self.upstream_header_time = time.monotonic() - self.upstream_started
+            self.upstream_header_time = _monotonic() - self.upstream_started
 
-    def upstream_ended(self) -> None:
-        """The attempt is over (response complete, failed, or given up on); once only."""
+    def upstream_ended(self, now: float = 0.0) -> None:
+        """The attempt is over (response complete, failed, or given up on); once only.
+        `now`: as for `upstream_try`."""
         if self.timed and self.upstream_response_time < 0 and self.upstream_addr:
-            self.upstream_response_time = time.monotonic() - self.upstream_started
+            self.upstream_response_time = (now or _monotonic()) - self.upstream_started

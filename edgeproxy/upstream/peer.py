@@ -118,14 +118,17 @@ class Peer:
         return False
 
     def attempted(self, retry: bool) -> float:
-        """A request goes to this peer (`retry`: after another try failed); its start time
-        for `responded` (0.0 when nothing is counted: no clock read)."""
+        """A request goes to this peer (`retry`: after another try failed); its start on
+        the monotonic clock, for `responded` and the access log (0.0 when nothing is
+        counted: no clock read)."""
         stats = self.stats
         return 0.0 if stats is None else stats.attempt(retry)
 
-    def responded(self, started: float) -> None:
-        if self.stats is not None:
-            self.stats.responded(started)
+    def responded(self, started: float) -> float:
+        """The response is complete (`started`: what `attempted` returned); the monotonic
+        time now, for the access log (0.0 when nothing is counted: no clock read)."""
+        stats = self.stats
+        return 0.0 if stats is None else stats.responded(started)
 
     def record_success(self) -> None:
         if self.health[FAILS]:  # a read, not a write, on the common path: no shared-line churn

@@ -8,6 +8,7 @@ import pytest
 
 from edgeproxy import PURE_BUILD_WARNING, build_kind, warn_if_pure_build
 from edgeproxy.limits.locks import lock_kind
+from edgeproxy.metrics.binding import recorder_kind
 
 
 def test_a_pure_build_warns_once_at_start_and_a_compiled_one_does_not(
@@ -26,3 +27,8 @@ def test_a_pure_build_warns_once_at_start_and_a_compiled_one_does_not(
 def test_the_compiled_build_has_the_spin_lock_and_a_pure_one_the_record_lock() -> None:
     # setup.py builds edgeproxy.limits._spinlock with the mypyc modules, or neither.
     assert lock_kind() == ("spin" if build_kind() == "compiled" else "record")
+
+
+def test_the_compiled_build_has_the_c_metrics_recorders_and_a_pure_one_the_python_ones() -> None:
+    # setup.py builds edgeproxy.metrics._rowstats with the mypyc modules, or neither.
+    assert recorder_kind() == ("c" if build_kind() == "compiled" else "shadow")

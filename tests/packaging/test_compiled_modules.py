@@ -140,3 +140,4 @@ def test_the_c_extensions_are_built_with_the_compiled_build_and_shipped_in_the_s
         assert (ROOT / source).with_suffix(".pyi").is_file()
         assert name.replace(".", "/") == source.removesuffix(".c")
     assert "edgeproxy.limits._spinlock" in setup_script.C_EXTENSIONS
+    assert "edgeproxy.metrics._rowstats" in setup_script.C_EXTENSIONS

@@ -15,6 +15,7 @@ from tests.packaging.venvs import (
     edgeproxy_version,
     fresh_venv,
     install_tests,
+    metrics_recorder_kind,
     run,
     source_tree,
     zone_lock_kind,
@@ -27,6 +28,7 @@ def test_pip_install_of_a_checkout_gives_the_compiled_build(compiled_install: Pa
     venv = compiled_install
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (compiled)"
     assert zone_lock_kind(venv) == "spin"
+    assert metrics_recorder_kind(venv) == "c"
     check = run([venv / "bin" / "edgeproxy", "-t", "-c", ROOT / "conf" / "proxy.yaml"], venv)
     assert check.stdout.strip() == "configuration ok"
 
@@ -43,6 +45,7 @@ def test_the_sdist_builds_a_compiled_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("edgeproxy/server/connection.") and n.endswith(".so") for n in names)
     assert any(n.startswith("edgeproxy/limits/_spinlock.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("edgeproxy/metrics/_rowstats.") and n.endswith(".so") for n in names)
     assert not any(n.startswith("edgeproxy/config/") and n.endswith(".so") for n in names)
     run([venv / "bin" / "pip", "install", wheel], cwd=tmp_path)
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (compiled)"
@@ -54,6 +57,7 @@ def test_compile_zero_gives_the_pure_build(tmp_path: Path) -> None:
     run([venv / "bin" / "pip", "install", "."], cwd=source, EDGEPROXY_COMPILE="0")
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (pure Python)"
     assert zone_lock_kind(venv) == "record"
+    assert metrics_recorder_kind(venv) == "shadow"
 
 
 def test_without_a_c_compiler_the_install_is_pure_and_says_so(tmp_path: Path) -> None:
@@ -67,3 +71,4 @@ def test_without_a_c_compiler_the_install_is_pure_and_says_so(tmp_path: Path) ->
     assert "pure-Python build" in warnings[0]
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (pure Python)"
     assert zone_lock_kind(venv) == "record"
+    assert metrics_recorder_kind(venv) == "shadow"

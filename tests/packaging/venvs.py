@@ -81,6 +81,12 @@ def zone_lock_kind(venv: Path) -> str:
     return run([venv / "bin" / "python", "-c", code], cwd=venv).stdout.strip()
 
 
+def metrics_recorder_kind(venv: Path) -> str:
+    """Which metrics recorders the install makes: "c" (the C module built) or "shadow"."""
+    code = "from edgeproxy.metrics.binding import recorder_kind; print(recorder_kind())"
+    return run([venv / "bin" / "python", "-c", code], cwd=venv).stdout.strip()
+
+
 def pip_install_checkout(base: Path) -> Path:
     """docs/deploy.md's step 2 (`python3 -m venv VENV; VENV/bin/pip install CHECKOUT`) in
     `base`: the virtualenv."""
