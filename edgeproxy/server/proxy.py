@@ -89,7 +89,6 @@ class ProxyExchange:
         "request_head",
         "reused",
         "sent_at",
-        "settings",
         "slot_peer",
         "spool",
         "stale_retried",
@@ -114,17 +113,15 @@ class ProxyExchange:
         self.client = client
         self.temp_path = temp
         route = request.route
-        self.settings = route.server.http
         self.request_head = pool.protocol.encode_request_head(
             request.head,
             route.default_host,
             request.peer_ip,
             request.client_ip,
             request.body.size,
-            pool.config.keepalive > 0,
+            pool.keepalive,
             client.ports,
-            # A TLS server's every address speaks TLS (and no plain server shares one).
-            b"https" if route.server.tls is not None else b"http",
+            route.scheme,
             request.request_id,
         )
         self.tried: set[Peer] = set()
@@ -377,7 +374,7 @@ class ProxyExchange:
             out.write(data)  # the client keeps up: no copy, no spool
             return
         if spool is None:
-            settings = self.settings
+            settings = self.request.route.server.http  # only when the client falls behind
             file_limit = settings.proxy_max_temp_file_size if settings.proxy_buffering else 0
             spool = self.spool = ResponseSpool(
                 settings.proxy_buffers_size, file_limit, self.temp_path

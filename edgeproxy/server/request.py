@@ -123,7 +123,7 @@ class ConnectionPhase(Protocol):
 class Route:
     """Where a request goes: its virtual server, location, phases and handler."""
 
-    __slots__ = ("default_host", "handler", "location", "metrics", "phases", "server")
+    __slots__ = ("default_host", "handler", "location", "metrics", "phases", "scheme", "server")
 
     def __init__(
         self,
@@ -138,6 +138,8 @@ class Route:
         self.handler = handler
         self.phases = phases
         self.default_host = default_host
+        # A TLS server's every address speaks TLS (and no plain server shares one).
+        self.scheme = b"https" if server.tls is not None else b"http"
         self.metrics: RequestStats | None = None  # set where the worker counts metrics
 
 

@@ -36,7 +36,7 @@ _VARIABLE_RE: Final = re.compile(r"\$(scheme|host|request_uri)\b")
 
 
 def _scheme(request: Request) -> bytes:
-    return b"https" if request.route.server.tls is not None else b"http"
+    return request.route.scheme
 
 
 def _host(request: Request) -> bytes:

@@ -71,6 +71,7 @@ class UpstreamPool:
     ) -> None:
         self.config = config
         self.name = config.name
+        self.keepalive = config.keepalive > 0  # (config objects are slow to read per request)
         self.protocol = make_protocol(config.protocol, codec)
         peers = [
             Peer(
