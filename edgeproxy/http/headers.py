@@ -55,6 +55,11 @@ for _name in _COMMON_NAMES:
     _LOWERCASE[b"-".join(part.capitalize() for part in _name.split(b"-"))] = _name
 
 
+def common_spellings() -> dict[bytes, bytes]:
+    """The usual spellings of field names, each mapped to its shared lowercase name."""
+    return dict(_LOWERCASE)
+
+
 def lowercase_name(name: bytes) -> bytes:
     """`name.lower()`, shared for the usual names."""
     common = _LOWERCASE.get(name)

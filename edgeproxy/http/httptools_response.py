@@ -4,16 +4,23 @@ llhttp reads the whole stream: the head, then the body framed in C (length, chun
 until close), with no Python work per chunk-size line. The framing decision itself is
 the shared `response_framing`, the same as for every other codec; llhttp's own leniencies
 on framing fields are off (see httptools_codec) so that it frames exactly as decided.
+
+llhttp checks the head's syntax, but its fields are not taken from it one callback at a
+time (each costs a Python call and two bytes objects in httptools): once llhttp has
+accepted a whole head, its bytes are split here, which its checks make simple (CRLF line
+ends, no folded lines, no control characters, a `:` in every field line). Trailer fields
+are checked by llhttp and dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, TypeVar
 
 import httptools
 
 from edgeproxy.http.events import ResponseHead
-from edgeproxy.http.headers import lowercase_name
+from edgeproxy.http.headers import common_spellings, lowercase_name
 from edgeproxy.http.interface import MalformedResponse
 from edgeproxy.http.response_reader import (
     MAX_RESPONSE_HEAD,
@@ -21,6 +28,8 @@ from edgeproxy.http.response_reader import (
     UNTIL_CLOSE,
     response_framing,
 )
+
+Fields = list[tuple[bytes, bytes]]
 
 
 class _StopParsing(Exception):
@@ -66,19 +75,16 @@ class HttptoolsResponseParser:
     __slots__ = (
         "_extra",
         "_framing",
-        "_head_bytes",
+        "_head_data",
         "_head_only",
-        "_headers",
         "_interim",
         "_interims",
         "_kept",
+        "_msg_start",
         "_parser",
-        "_reason",
         "_seen",
         "_spare",
-        "_spelled",
         "_upgrade",
-        "_version",
         "body",
         "complete",
         "head",
@@ -101,12 +107,11 @@ class HttptoolsResponseParser:
         self.head: ResponseHead | None = None
         self.body: list[bytes] = []
         self.complete = False
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._spelled: list[tuple[bytes, bytes]] = []  # the same, names as received
-        self._reason = b""
-        self._head_bytes = 0  # head (or trailer) bytes counted by the callbacks
+        # The bytes fed while no final head was complete (usually one feed's, uncopied),
+        # and where in them the message being read began (after any 1xx heads).
+        self._head_data: bytes = b""
+        self._msg_start = 0
         self._seen = 0  # bytes fed while no head was complete
-        self._version = b""  # the HTTP version, when the status line started a feed
         self._framing = NO_BODY_FRAMING
         self._interim = False  # the message being read is a 1xx, to be skipped
         self._interims = 0  # 1xx heads skipped so far
@@ -123,9 +128,7 @@ class HttptoolsResponseParser:
         if self.head is None:
             if self._head_only:
                 self._kept += data
-            if not self._seen and data[:5] == b"HTTP/" and data[8:9] == b" ":
-                # The status line's version, read here: cheaper than get_http_version().
-                self._version = data[5:8]
+            self._head_data = self._head_data + data if self._seen else data
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as switched:
@@ -184,6 +187,7 @@ class HttptoolsResponseParser:
         """The connection is gone: keep this parser as a spare for another one (its llhttp
         too, when it stopped between two messages), or let it go."""
         self._kept.clear()
+        self._head_data = b""
         self.body = []
         self.head = None
         if not (self.complete and not self._extra):
@@ -204,57 +208,44 @@ class HttptoolsResponseParser:
         if self.complete:
             self._extra = True
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-        self._head_bytes += len(reason)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_RESPONSE_HEAD:
-            raise MalformedResponse("upstream sent too big a header")
-        if self.head is None:
-            value = value.strip(b" \t")
-            self._headers.append((lowercase_name(name), value))
-            self._spelled.append((name, value))
-        # else: a trailer field; counted against the limit above, and dropped
-
     def on_headers_complete(self) -> None:
         if self.complete:
             return
         parser = self._parser
         assert parser is not None
+        data = self._head_data
+        start = self._msg_start
+        end = data.find(b"\r\n\r\n", start)  # llhttp accepted CRLF line ends only
+        if end < 0 or end - start > MAX_RESPONSE_HEAD:
+            raise MalformedResponse("upstream sent too big a header")
         status = parser.get_status_code()
         if status < 200:
             if status == 101:
                 if not self._upgrade:
                     raise MalformedResponse("unexpected 101 Switching Protocols")
-                self._switched(parser)
+                self._switched(parser, data, start, end)
                 return
             self._interim = True  # e.g. 100 Continue or 103 Early Hints: not passed on
             self._interims += 1
-            self._headers = []
-            self._spelled = []
-            self._reason = b""
-            self._head_bytes = 0
+            self._msg_start = end + 4
             return
-        version = self._version
-        if not version or self._interims:  # the status line did not start a feed
-            version = parser.get_http_version().encode()
-        head = ResponseHead(status, self._reason, version, self._headers, self._spelled)
+        head = _parsed_head(parser, data, start, end, status)
+        self._head_data = b""  # not held for the body's time
         self._framing = response_framing(head, self._head_only)
         self.head = head
-        self._head_bytes = 0  # from here on the count is of trailers
         if self._framing == NO_BODY_FRAMING and self._head_only:
             # llhttp cannot be told that a HEAD response has no body: end it here.
             self.complete = True
             raise _StopParsing
 
-    def _switched(self, parser: httptools.HttpResponseParser) -> None:
+    def _switched(
+        self, parser: httptools.HttpResponseParser, data: bytes, start: int, end: int
+    ) -> None:
         """A 101 asked for: the response ends at its head; llhttp then stops with
         HttpParserUpgrade at the first byte of the new protocol (see `feed`)."""
-        version = parser.get_http_version().encode()
-        head = ResponseHead(101, self._reason, version, self._headers, self._spelled)
+        head = _parsed_head(parser, data, start, end, 101)
         head.keep_alive = False
+        self._head_data = b""
         self.head = head
         self.complete = True
 
@@ -267,3 +258,44 @@ class HttptoolsResponseParser:
             self._interim = False
         elif self.head is not None:
             self.complete = True
+
+
+def split_head(data: bytes, start: int, end: int) -> tuple[bytes, Fields, Fields]:
+    """The head `data[start:end]` (without its blank line): its status line, and its fields
+    as (lowercased name, value) and (name as sent, value) pairs. In C when built
+    (edgeproxy.http._fields, one call instead of a few method calls per field)."""
+    lines = data[start:end].split(b"\r\n")
+    headers: Fields = []
+    spelled: Fields = []
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ValueError("a field line without ':'")
+        value = value.strip(b" \t")
+        headers.append((lowercase_name(name), value))
+        spelled.append((name, value))
+    return lines[0], headers, spelled
+
+
+_split_fields: Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]
+try:
+    from edgeproxy.http import _fields
+except ImportError:  # a pure install: the same in Python
+    _split_fields = split_head
+else:
+    _fields.set_names(common_spellings())  # the names lowercase_name shares, shared there too
+    _split_fields = _fields.split_head
+
+
+def _parsed_head(
+    parser: httptools.HttpResponseParser, data: bytes, start: int, end: int, status: int
+) -> ResponseHead:
+    try:
+        status_line, headers, spelled = _split_fields(data, start, end)
+    except ValueError as exc:  # (llhttp refuses such a head first)
+        raise MalformedResponse(str(exc)) from None
+    # "HTTP/d.d ddd[ reason]", as llhttp accepted it.
+    ok = status_line[8:9] == b" "
+    version = status_line[5:8] if ok else parser.get_http_version().encode()
+    return ResponseHead(status, status_line[13:], version, headers, spelled)

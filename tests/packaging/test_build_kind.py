@@ -32,3 +32,16 @@ def test_the_compiled_build_has_the_spin_lock_and_a_pure_one_the_record_lock() -
 def test_the_compiled_build_has_the_c_metrics_recorders_and_a_pure_one_the_python_ones() -> None:
     # setup.py builds edgeproxy.metrics._rowstats with the mypyc modules, or neither.
     assert recorder_kind() == ("c" if build_kind() == "compiled" else "shadow")
+
+
+def test_the_compiled_build_splits_response_heads_in_c_and_a_pure_one_in_python() -> None:
+    # setup.py builds edgeproxy.http._fields with the mypyc modules, or neither.
+    from edgeproxy.http import httptools_response
+
+    try:
+        from edgeproxy.http._fields import split_head
+    except ImportError:
+        in_c = False
+    else:
+        in_c = httptools_response._split_fields is split_head
+    assert in_c == (build_kind() == "compiled")

@@ -139,5 +139,6 @@ def test_the_c_extensions_are_built_with_the_compiled_build_and_shipped_in_the_s
         # The stub mypy and mypyc type-check the importer against.
         assert (ROOT / source).with_suffix(".pyi").is_file()
         assert name.replace(".", "/") == source.removesuffix(".c")
+    assert "edgeproxy.http._fields" in setup_script.C_EXTENSIONS
     assert "edgeproxy.limits._spinlock" in setup_script.C_EXTENSIONS
     assert "edgeproxy.metrics._rowstats" in setup_script.C_EXTENSIONS

@@ -44,6 +44,7 @@ def test_the_sdist_builds_a_compiled_wheel(tmp_path: Path) -> None:
     assert "-py3-none-any" not in wheel.name  # a platform wheel: it holds extensions
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("edgeproxy/server/connection.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("edgeproxy/http/_fields.") and n.endswith(".so") for n in names)
     assert any(n.startswith("edgeproxy/limits/_spinlock.") and n.endswith(".so") for n in names)
     assert any(n.startswith("edgeproxy/metrics/_rowstats.") and n.endswith(".so") for n in names)
     assert not any(n.startswith("edgeproxy/config/") and n.endswith(".so") for n in names)

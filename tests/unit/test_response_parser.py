@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import pytest
 
 from edgeproxy.http.codec import CODECS, MalformedResponse, ResponseParser
+from edgeproxy.http.httptools_response import Fields, split_head
 from tests.unit.codec_helpers import pieces
 
 
@@ -235,3 +239,40 @@ def test_a_closed_parser_reads_the_next_connections_response(
         assert again.complete and not again.reusable()
         head = again.head
         assert head is not None and head.status == 200
+
+
+def _splitters() -> list[Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]]:
+    """The Python split, and the C one where it is built (the compiled build)."""
+    found: list[Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]] = [split_head]
+    try:
+        from edgeproxy.http import _fields
+    except ImportError:
+        if os.environ.get("EDGEPROXY_EXPECT_COMPILED") == "1":
+            raise
+    else:
+        found.append(_fields.split_head)
+    return found
+
+
+@pytest.mark.parametrize("split", _splitters(), ids=lambda f: f.__module__ or "c")
+def test_both_head_splits_give_the_same_fields(
+    split: Callable[[bytes, int, int], tuple[bytes, Fields, Fields]],
+) -> None:
+    prefix = b"HTTP/1.1 100 Continue\r\n\r\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Pad:\t b c \t\r\nX-Empty:\r\n"
+        b"SET-Cookie: a=b: c\r\nx-\x80: \xff"
+    )
+    data = prefix + head + b"\r\n\r\nbody"
+    start = len(prefix)
+    end = data.find(b"\r\n\r\n", start)
+    assert split(data, start, end) == (
+        b"HTTP/1.1 200 OK",
+        [(b"content-type", b"text/plain"), (b"x-pad", b"b c"), (b"x-empty", b""),
+         (b"set-cookie", b"a=b: c"), (b"x-\x80", b"\xff")],
+        [(b"Content-Type", b"text/plain"), (b"X-Pad", b"b c"), (b"X-Empty", b""),
+         (b"SET-Cookie", b"a=b: c"), (b"x-\x80", b"\xff")],
+    )  # fmt: skip
+    assert split(b"HTTP/1.1 204 No Content", 0, 23) == (b"HTTP/1.1 204 No Content", [], [])
+    with pytest.raises(ValueError):
+        split(b"HTTP/1.1 200 OK\r\nno colon", 0, 25)
