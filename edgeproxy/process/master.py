@@ -321,6 +321,9 @@ class Master:
         self.metrics.replace(new, self.inherited())  # the new config's series
         return retiring
 
+    def reload_failed(self) -> None:
+        self.metrics.reload_failed()
+
     def _move_pid_file(self, path: str | None) -> None:
         try:
             if path:

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,6 +170,40 @@ def test_counts_add_up_across_a_kill_and_a_reload(edge: MeteredEdge) -> None:
     assert requests_of(samples, "/new/", "3xx") == 0
     assert not [key for key in samples if ("location", "/new/") in key[1]]
     assert requests_of(samples, "/", "2xx") == 35
+
+
+def test_a_refused_reload_is_counted_and_the_last_reload_gauge_says_it(
+    edge: MeteredEdge,
+) -> None:
+    def reload_state() -> tuple[float, float, float]:
+        samples = edge.scrape()
+        return (
+            total(samples, "edgeproxy_reloads_total"),
+            total(samples, "edgeproxy_reload_failures_total"),
+            total(samples, "edgeproxy_config_last_reload_successful"),
+        )
+
+    def loaded_at() -> float:
+        return total(edge.scrape(), "edgeproxy_config_last_reload_success_timestamp_seconds")
+
+    assert reload_state() == (0, 0, 1)  # the start's config loaded
+    started = loaded_at()
+    assert 0 < started <= time.time()
+    workers = edge.workers()
+
+    edge.config.write_text(edge.config.read_text() + "no_such_key: 1\n")
+    edge.signal(signal.SIGHUP)
+    wait_until(lambda: reload_state() == (0, 1, 0), 15, "the refused reload counted")
+    assert "reload failed, still running the previous configuration" in edge.errors()
+    assert loaded_at() == started
+    assert edge.workers() == workers
+    send(edge, 2, "/", 200)  # the previous config serves on
+
+    before = time.time()
+    edge.write_config()
+    edge.signal(signal.SIGHUP)
+    wait_until(lambda: reload_state() == (1, 1, 1), 15, "the good reload counted")
+    assert before <= loaded_at() <= time.time()
 
 
 def test_the_metrics_are_not_served_on_the_public_port(edge: MeteredEdge) -> None:
