@@ -69,7 +69,7 @@ class Http1Protocol:
         scheme: bytes,
         request_id: bytes,
     ) -> bytes:
-        host = head.host or default_host
+        host = head.host if len(head.host) else default_host  # len(): see forwarding_values
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         forwarded = b""  # the X-Forwarded-For the client sent, joined
         names_fields = False  # a Connection field names other fields: they go too
