@@ -35,6 +35,9 @@ class Instance:
     workers: float
     reloads: float
     restarts: float
+    reload_failures: float
+    last_reload_ok: float  # 1.0 or 0.0
+    loaded_at: float  # Unix time the running config was loaded (the start, or a reload)
     version: str
     build: str  # "compiled" or "pure Python"
     codec: str
@@ -83,6 +86,18 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "edgeproxy_limit_delayed_total": ("counter", "Requests delayed by a limit zone."),
     "edgeproxy_workers": ("gauge", "Worker processes running."),
     "edgeproxy_reloads_total": ("counter", "Configuration reloads completed."),
+    "edgeproxy_reload_failures_total": (
+        "counter",
+        "Configuration reloads refused (invalid config, or its workers did not start).",
+    ),
+    "edgeproxy_config_last_reload_successful": (
+        "gauge",
+        "1 if the last configuration reload (or the start) succeeded, else 0.",
+    ),
+    "edgeproxy_config_last_reload_success_timestamp_seconds": (
+        "gauge",
+        "Unix time the running configuration was loaded (at the start or a reload).",
+    ),
     "edgeproxy_worker_restarts_total": ("counter", "Workers that died and were started again."),
     "edgeproxy_build_info": ("gauge", "This edgeproxy: version, build, HTTP codec."),
 }
@@ -186,6 +201,9 @@ def render(
             out.add("edgeproxy_limit_delayed_total", [("zone", names[0])], values[base + 1])
     out.add("edgeproxy_workers", [], instance.workers)
     out.add("edgeproxy_reloads_total", [], instance.reloads)
+    out.add("edgeproxy_reload_failures_total", [], instance.reload_failures)
+    out.add("edgeproxy_config_last_reload_successful", [], instance.last_reload_ok)
+    out.add("edgeproxy_config_last_reload_success_timestamp_seconds", [], instance.loaded_at)
     out.add("edgeproxy_worker_restarts_total", [], instance.restarts)
     build = [("version", instance.version), ("build", instance.build), ("codec", instance.codec)]
     out.add("edgeproxy_build_info", build, 1.0)

@@ -23,8 +23,9 @@ from edgeproxy.metrics.layout import SeriesRegistry
 
 CAPACITY = 8192  # slots per row: enough for about 1500 locations
 ROWS = 512  # workers that count at once (old generations included); more count privately
-# The header: the seqlock, and what the master itself counts.
-SEQ, RELOADS, RESTARTS, WORKERS = range(4)
+# The header: the seqlock, and what the master itself counts. RELOAD_OK is 1.0 while the
+# last reload (or the start) succeeded, LOADED_AT the Unix time of the last good one.
+SEQ, RELOADS, RESTARTS, WORKERS, RELOAD_FAILURES, RELOAD_OK, LOADED_AT = range(7)
 HEADER = 8
 
 

@@ -25,7 +25,15 @@ from edgeproxy.config.model import Address, Config
 from edgeproxy.http.codec import AUTO_ORDER, CODECS
 from edgeproxy.metrics.endpoint import Endpoint
 from edgeproxy.metrics.exposition import HealthOf, Instance, render
-from edgeproxy.metrics.store import RELOADS, RESTARTS, WORKERS, MetricsStore
+from edgeproxy.metrics.store import (
+    LOADED_AT,
+    RELOAD_FAILURES,
+    RELOAD_OK,
+    RELOADS,
+    RESTARTS,
+    WORKERS,
+    MetricsStore,
+)
 from edgeproxy.process.helper_process import HelperProcess
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.workers import CHILD_DEFAULTS, CHILD_IGNORES, drop_privileges
@@ -68,6 +76,10 @@ class MetricsControl(HelperProcess):
         self.store: MetricsStore | None = None  # mapped once a config asks for metrics
         self.sock: socket.socket | None = None
         self.address: Address | None = None
+        # The last reload's outcome, kept here too: the store is mapped only once a config
+        # asks for metrics, which may be a reload's (the start's config loaded fine).
+        self.last_reload_ok = True
+        self.loaded_at = time.time()
 
     # --- the counters ---
 
@@ -77,6 +89,7 @@ class MetricsControl(HelperProcess):
             return
         if self.store is None:
             self.store = self.shared.metrics = MetricsStore()
+            self._write_reload_state()
         self.store.registry.assign(config)
 
     def open_row(self, row: int) -> None:
@@ -95,8 +108,22 @@ class MetricsControl(HelperProcess):
             self.store.clear_blocks(self.store.registry.retain(configs))
 
     def reloaded(self) -> None:
+        self.last_reload_ok, self.loaded_at = True, time.time()
         if self.store is not None:
             self.store.add(RELOADS)
+        self._write_reload_state()
+
+    def reload_failed(self) -> None:
+        """A reload was refused: the previous config keeps serving."""
+        self.last_reload_ok = False
+        if self.store is not None:
+            self.store.add(RELOAD_FAILURES)
+        self._write_reload_state()
+
+    def _write_reload_state(self) -> None:
+        if self.store is not None:
+            self.store.set(RELOAD_OK, 1.0 if self.last_reload_ok else 0.0)
+            self.store.set(LOADED_AT, self.loaded_at)
 
     def set_workers(self, count: int) -> None:
         if self.store is not None:
@@ -230,7 +257,13 @@ async def _serve(
             values = store.snapshot(consistent=False)
         assert values is not None
         instance = Instance(
-            store.header(WORKERS), store.header(RELOADS), store.header(RESTARTS), *build
+            store.header(WORKERS),
+            store.header(RELOADS),
+            store.header(RESTARTS),
+            store.header(RELOAD_FAILURES),
+            store.header(RELOAD_OK),
+            store.header(LOADED_AT),
+            *build,
         )
         return render(config, store.registry, values, health, instance)
 

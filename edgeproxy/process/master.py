@@ -1,7 +1,7 @@
 """The master: binds the listening sockets, forks the workers, and runs them by signal.
 
-It never serves a request. Signal handlers only enqueue the signal (set_wakeup_fd wakes
-the loop); the loop dispatches each to the handle_<name> method SIGNAL_HANDLERS names
+It never serves a request. Signal handlers only enqueue the signal (signal_queue.py); the
+loop dispatches each to the handle_<name> method SIGNAL_HANDLERS names
 (gunicorn's arbiter), then reaps children, checks heartbeats and deadlines, and brings the
 workers to the wanted number. Signals mean what they mean to nginx.
 """
@@ -11,12 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import socket
 import time
-from collections import deque
-from types import FrameType
 
 from edgeproxy import build_kind
 from edgeproxy.config.loader import MAX_WORKERS
@@ -26,16 +23,11 @@ from edgeproxy.limits.zones import store as zone_store
 from edgeproxy.logging import reopen_error_log, setup_error_log
 from edgeproxy.process.exporter import MetricsControl
 from edgeproxy.process.fd_limit import raise_fd_limit
-from edgeproxy.process.pidfile import (
-    PidFileError,
-    is_edgeproxy,
-    read_pid_file,
-    remove_pid_file,
-    write_pid_file,
-)
+from edgeproxy.process.pidfile import OwnPidFile, other_master
 from edgeproxy.process.prober import ProberControl
 from edgeproxy.process.reload import Reloader
 from edgeproxy.process.shared import SharedState
+from edgeproxy.process.signal_queue import SignalQueue
 from edgeproxy.process.sockets import ListenSet
 from edgeproxy.process.workers import (
     BootGuard,
@@ -80,25 +72,21 @@ class Master:
         self.listeners = ListenSet(slots=config.workers)
         self.boot = BootGuard()
         self.respawn_at = 0.0  # after a boot failure: no new worker before this
-        self.queue: deque[int] = deque()
         self.stopping = ""  # "graceful" or "fast" once told to stop
         self.error: str | None = None
-        self.pid_file: str | None = None
+        self.pid_file = OwnPidFile(self.pid)  # written at the end of start()
         self.reload = Reloader(self, config_path)
-        self._wake = (-1, -1)
+        self.signals = SignalQueue(SIGNAL_HANDLERS)
 
     # --- start and run ---
 
     def start(self) -> None:
         """Everything that may fail before the first fork: ConfigError or MasterError."""
         config = self.current.config
-        if config.pid_file:
-            with contextlib.suppress(PidFileError):
-                other = read_pid_file(config.pid_file)
-                if other != self.pid and is_edgeproxy(other):
-                    raise MasterError(
-                        f"edgeproxy is already running as pid {other} (pid_file {config.pid_file})"
-                    )
+        if config.pid_file and (other := other_master(config.pid_file, self.pid)) is not None:
+            raise MasterError(
+                f"edgeproxy is already running as pid {other} (pid_file {config.pid_file})"
+            )
         if (config.user or config.group) and os.geteuid() != 0:
             log.warning("user/group ignored: the master does not run as root")
         prepare_log_files(config)
@@ -112,18 +100,15 @@ class Master:
         raise_fd_limit(config)  # inherited by the workers
         if config.pid_file:
             try:
-                write_pid_file(config.pid_file, self.pid)
+                self.pid_file.write(config.pid_file)
             except OSError as exc:
                 raise MasterError(
                     f"cannot write pid_file {config.pid_file}: {exc.strerror or exc}"
                 ) from None
-            self.pid_file = config.pid_file
 
     def run(self) -> int:
         """Run the workers until stopped: 0 after QUIT/TERM/INT, else MasterError."""
-        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous = {sig: signal.signal(sig, self._enqueue) for sig in SIGNAL_HANDLERS}
-        signal.set_wakeup_fd(self._wake[1], warn_on_full_buffer=False)
+        self.signals.install()
         log.info(
             "master %d: %d workers on %s (%s)", self.pid, self.target,
             ", ".join(str(a) for a in self.listeners.addresses), build_kind(),
@@ -141,11 +126,7 @@ class Master:
             for pid in self.workers:  # only after an unexpected error in the loop itself
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-            signal.set_wakeup_fd(-1)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            for fd in self._wake:
-                os.close(fd)
+            self.signals.restore()
             self.close()
         if self.error:
             raise MasterError(self.error)
@@ -154,25 +135,16 @@ class Master:
 
     def close(self) -> None:
         self.listeners.close_all()
-        if self.pid_file:
-            remove_pid_file(self.pid_file, self.pid)
+        self.pid_file.remove()
 
     def inherited(self) -> list[socket.socket]:
         """Every socket the master holds: a child closes those that are not its own."""
         return [*self.listeners.all_sockets(), *self.metrics.sockets()]
 
-    def _enqueue(self, signum: int, frame: FrameType | None) -> None:
-        self.queue.append(signum)  # only this: the loop does the work, outside the handler
-
     def _step(self) -> None:
-        with contextlib.suppress(InterruptedError):
-            select.select([self._wake[0]], [], [], TICK)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake[0], 512):
-                pass
-        while self.queue:
-            handler = SIGNAL_HANDLERS[signal.Signals(self.queue.popleft())]
-            getattr(self, handler)()
+        self.signals.wait(TICK)
+        while (sig := self.signals.pop()) is not None:
+            getattr(self, SIGNAL_HANDLERS[sig])()
         self._reap()
         now = time.monotonic()
         self._check(now)
@@ -247,7 +219,7 @@ class Master:
             sockets = self.listeners.sockets_for(listen_addresses(config), slot)
             self.metrics.prepare(config)  # its series' slots, before the fork
             self.metrics.open_row(row)
-            pid = fork_worker(config, sockets, self.shared, row, self._wake, self.inherited())
+            pid = fork_worker(config, sockets, self.shared, row, self.signals.fds, self.inherited())
         except (ConfigError, OSError) as exc:
             log.error("cannot start a worker: %s", exc)
             self.shared.workers.release(row)
@@ -314,23 +286,14 @@ class Master:
         self.listeners.close([a for a in self.listeners.addresses if a not in keep])
         if new.error_log != old.error_log:
             setup_error_log(new.error_log)
-        if new.pid_file != self.pid_file:
-            self._move_pid_file(new.pid_file)
+        self.pid_file.move(new.pid_file)
         self.prober.replace(new, self.inherited())  # never two at once
         self.metrics.reloaded()
         self.metrics.replace(new, self.inherited())  # the new config's series
         return retiring
 
-    def _move_pid_file(self, path: str | None) -> None:
-        try:
-            if path:
-                write_pid_file(path, self.pid)
-        except OSError as exc:
-            log.error("cannot write pid_file %s: %s", path, exc)
-            return
-        if self.pid_file:
-            remove_pid_file(self.pid_file, self.pid)
-        self.pid_file = path
+    def reload_failed(self) -> None:
+        self.metrics.reload_failed()
 
     def _signal(self, worker: WorkerProc, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+
+log = logging.getLogger("edgeproxy.master")
 
 
 class PidFileError(Exception):
@@ -62,3 +65,44 @@ def remove_pid_file(path: str, pid: int) -> None:
         if read_pid_file(path) == pid:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def other_master(path: str, pid: int) -> int | None:
+    """The pid of another running edgeproxy that the pid file at `path` names, if any."""
+    with contextlib.suppress(PidFileError):
+        other = read_pid_file(path)
+        if other != pid and is_edgeproxy(other):
+            return other
+    return None
+
+
+class OwnPidFile:
+    """The master's own pid file: written once it can serve, moved when a reload names
+    another, removed when it exits."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.path: str | None = None
+
+    def write(self, path: str) -> None:
+        """OSError if it cannot be written."""
+        write_pid_file(path, self.pid)
+        self.path = path
+
+    def move(self, path: str | None) -> None:
+        """To `path` (None: none any more). One that cannot be written is logged, and the
+        old file is kept."""
+        if path == self.path:
+            return
+        try:
+            if path:
+                write_pid_file(path, self.pid)
+        except OSError as exc:
+            log.error("cannot write pid_file %s: %s", path, exc)
+            return
+        self.remove()
+        self.path = path
+
+    def remove(self) -> None:
+        if self.path:
+            remove_pid_file(self.path, self.pid)

@@ -58,6 +58,10 @@ class Fleet(Protocol):
         """Serve with `generation` from now on; the number of old workers now retiring."""
         ...
 
+    def reload_failed(self) -> None:
+        """A reload was refused (counted in the metrics)."""
+        ...
+
 
 @dataclass(eq=False)
 class PendingReload:
@@ -112,6 +116,7 @@ class Reloader:
         self.pending = None
         log.error("reload failed, still running the previous configuration: %s", reason)
         fleet = self.fleet
+        fleet.reload_failed()
         for worker in fleet.workers.values():
             if worker.generation is pending.generation:
                 fleet.retire(worker)
@@ -130,6 +135,7 @@ class Reloader:
         except ConfigError as exc:
             for problem in exc.lines:  # one log line each, so that each names its file and line
                 log.error("reload failed, still running the previous configuration: %s", problem)
+            fleet.reload_failed()
             return
         for what in expired_certificates(config):  # served all the same (see config.tls)
             log.warning("%s", what)

@@ -31,7 +31,7 @@ class AnswerHandler:
         return None
 
 
-# The names config.servers accepts (RETURN_VARIABLES there; a unit test checks they agree).
+# The names config.locations accepts (RETURN_VARIABLES there; a unit test checks they agree).
 _VARIABLE_RE: Final = re.compile(r"\$(scheme|host|request_uri)\b")
 
 

@@ -11,13 +11,14 @@ the connection is never reused (uWSGI closes it after each request).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import HeadCodec, ResponseParser
 from edgeproxy.http.events import RequestHead, ResponseHead
 from edgeproxy.http.headers import REQUEST_REPLACED, end_to_end
-from edgeproxy.upstream.http1 import BODY_METHODS
+from edgeproxy.upstream.http1 import BODY_METHODS, FORWARDING_FIELDS, forwarding_values
 
 MODIFIER_WSGI = 0  # modifier1 0: a WSGI/HTTP request (uWSGI's default Python handler)
 MAX_VARS = 0xFFFF  # the header's size field is 16 bits (nginx refuses more too)
@@ -88,6 +89,9 @@ def http_variable(name: bytes) -> bytes:
     return b"HTTP_" + name.upper().replace(b"-", b"_")
 
 
+_FORWARDING_VARIABLES: Final = tuple(http_variable(name) for name in FORWARDING_FIELDS)
+
+
 class UwsgiProtocol:
     """WSGI variables built from the request head, the forwarding fields as HTTP_*."""
 
@@ -130,8 +134,8 @@ class UwsgiProtocol:
         for name, value in head.headers:
             if name == b"x-forwarded-for":
                 forwarded = forwarded + b", " + value if forwarded else value
-        peer = peer_ip.encode()
-        client = peer if client_ip is peer_ip else client_ip.encode()
+        forwarding = forwarding_values(forwarded, peer_ip, client_ip, scheme, host, request_id)
+        client = forwarding[3]  # X-Real-IP's value
         variables = [
             (b"REQUEST_METHOD", head.method),
             (b"REQUEST_URI", target),
@@ -153,13 +157,7 @@ class UwsgiProtocol:
         if body_size or head.method in BODY_METHODS:
             variables.append((b"CONTENT_LENGTH", b"%d" % body_size))
         variables += fields.items()
-        variables += (
-            (b"HTTP_X_FORWARDED_FOR", forwarded + b", " + peer if forwarded else peer),
-            (b"HTTP_X_FORWARDED_PROTO", scheme),
-            (b"HTTP_X_FORWARDED_HOST", host),
-            (b"HTTP_X_REAL_IP", client),
-            (b"HTTP_X_REQUEST_ID", request_id),
-        )
+        variables += zip(_FORWARDING_VARIABLES, forwarding, strict=True)
         return encode_packet(variables)
 
     def response_parser(self) -> ResponseParser:

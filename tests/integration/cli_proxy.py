@@ -1,5 +1,9 @@
 """edgeproxy started through its real CLI (`python -m edgeproxy -c FILE`) in a subprocess,
-from a proxy_yaml config, with its error and access logs in files the test reads."""
+with its config, error log and access log as files in one directory the test reads.
+
+`CliProxy` is the one launcher the CLI tests share: `launch()` starts the config in `dir`,
+`stop()` ends the master (and any child it left behind). `start_cli_proxy` builds one from
+a proxy_yaml config; tests with their own config shape subclass it (test_master's Edge)."""
 
 from __future__ import annotations
 
@@ -9,18 +13,46 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT, free_port, wait_until
 
 
+def children(pid: int) -> set[int]:
+    """Live (not zombie) child processes of `pid`."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
 @dataclass
 class CliProxy:
     dir: Path
     port: int
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[str] | None = field(default=None, init=False)
+    stderr: str = field(default="", init=False)  # what the CLI wrote there, once stopped
 
     @property
     def config(self) -> Path:
@@ -33,6 +65,21 @@ class CliProxy:
     @property
     def access_log(self) -> Path:
         return self.dir / "access.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not launched"
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
 
     def errors(self) -> str:
         return self.error_log.read_text() if self.error_log.exists() else ""
@@ -47,16 +94,36 @@ class CliProxy:
     def connect(self, timeout: float = 10) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+    def launch(self) -> None:
+        """Start `edgeproxy -c config` (written already); the caller waits for what it needs."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edgeproxy", "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM the master and wait for it (SIGKILL after 15 s), keeping its stderr in
+        `self.stderr`; then SIGKILL any child of it still alive, so that a test which failed
+        leaves no worker behind. The master's exit status (None if never launched)."""
+        process = self.process
+        if process is None:
+            return None
+        left = children(process.pid)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate(timeout=5)
+        self.stderr += stderr or ""
+        for pid in left:  # orphans now: no longer the master's children
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        return process.returncode
 
 
 def config_text(yaml_text: str, directory: Path, port: int, access_format: str) -> str:
@@ -79,23 +146,15 @@ def start_cli_proxy(
     """Write the config into `directory`, start edgeproxy on a free port, wait until its
     worker serves. `top` is extra top-level YAML (such as `user: nobody`); the temp_path
     `directory/spool` must exist."""
-    port = free_port()
-    config = directory / "proxy.yaml"
-    config.write_text(config_text(yaml_text, directory, port, access_format) + f"\n{top}\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgeproxy", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(ROOT),
-        env=dict(os.environ),
-    )
-    proxy = CliProxy(directory, port, process)
+    proxy = CliProxy(directory, free_port())
+    text = config_text(yaml_text, directory, proxy.port, access_format)
+    proxy.config.write_text(f"{text}\n{top}\n")
+    proxy.launch()
 
     def serving() -> bool:
-        if process.poll() is not None:
-            stderr = process.stderr.read() if process.stderr else ""
-            raise AssertionError(f"edgeproxy exited: {stderr}{proxy.errors()}")
+        if not proxy.running():
+            proxy.stop()
+            raise AssertionError(f"edgeproxy exited: {proxy.stderr}{proxy.errors()}")
         return "ready (generation" in proxy.errors()
 
     try:

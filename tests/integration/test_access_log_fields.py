@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import Gunicorn, can_connect, free_port, run_cli, wait_until
+from tests.integration.cli_proxy import CliProxy
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 TRUSTED = "127.0.0.2"
@@ -32,20 +30,21 @@ TEMPLATE = (
 )
 
 
-class Proxy:
+class Proxy(CliProxy):
+    """Two listen addresses (one with proxy_protocol), the access log in `log_format`, no
+    error log file (the CLI's stderr takes it)."""
+
     def __init__(self, tmp_path: Path, log_format: str, gunicorn: Gunicorn) -> None:
         # A port bound but not listening: connecting is refused, and while it is held no
         # other process can take it. Bound first, so that the ports chosen below are not it.
         self.dead = socket.socket()
         self.dead.bind(("127.0.0.1", 0))
         self.dead_address = f"127.0.0.1:{self.dead.getsockname()[1]}"
-        self.port = free_port()
+        super().__init__(tmp_path, free_port())
         # The listen address with proxy_protocol (a port freed just now may come back).
         self.proxy_port = next(port for port in iter(free_port, None) if port != self.port)
-        self.log = tmp_path / "access.log"
-        config = tmp_path / "proxy.yaml"
-        config.write_text(
-            f"""access_log: {{path: {self.log}, format: {json.dumps(log_format)}, flush: 0}}
+        self.config.write_text(
+            f"""access_log: {{path: {self.access_log}, format: {json.dumps(log_format)}, flush: 0}}
 temp_path: {tmp_path}
 upstreams:
   app: {{servers: ["{gunicorn.address}"]}}
@@ -61,12 +60,7 @@ servers:
       - {{path: /, proxy_pass: app}}
 """
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgeproxy", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.launch()
         wait_until(
             lambda: (
                 can_connect(f"127.0.0.1:{self.port}")
@@ -84,16 +78,16 @@ servers:
         """The log's lines once it has `count` of them (`flush: 0`: written as each ends)."""
 
         def written() -> bool:
-            return self.log.exists() and self.log.read_text().count("\n") >= count
+            return len(self.access_lines()) >= count
 
         wait_until(written, 10, f"{count} access log lines")
-        return self.log.read_text().splitlines()
+        return self.access_lines()
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         self.dead.close()
-        self.process.send_signal(signal.SIGTERM)
-        _, stderr = self.process.communicate(timeout=15)
-        assert self.process.returncode == 0, stderr
+        status = super().stop()
+        assert status == 0, self.stderr
+        return status
 
 
 @pytest.fixture

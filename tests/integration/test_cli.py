@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from edgeproxy import __version__, build_kind
 from tests.conftest import Gunicorn, can_connect, free_port, run_cli, wait_until
+from tests.integration.cli_proxy import CliProxy
 
 
 def write(path: Path, text: str) -> str:
@@ -112,11 +110,11 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_serves_through_the_cli_and_stops_on_sigterm(tmp_path: Path, gunicorn_a: Gunicorn) -> None:
-    port = free_port()
+    proxy = CliProxy(tmp_path, free_port())
+    port = proxy.port
     pid_file = tmp_path / "edgeproxy.pid"
-    access_log = tmp_path / "access.log"
-    config = write(
-        tmp_path / "proxy.yaml",
+    access_log = proxy.access_log
+    proxy.config.write_text(
         f"""pid_file: {pid_file}
 access_log: {{path: {access_log}, format: combined}}
 temp_path: {tmp_path}
@@ -129,18 +127,13 @@ servers:
       - {{path: /, proxy_pass: app}}
 """,
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgeproxy", "-c", config],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proxy.launch()
     try:
         # The master binds before it writes its pid file (as nginx): wait for both.
         wait_until(
             lambda: can_connect(f"127.0.0.1:{port}") and pid_file.exists(), 15, "edgeproxy up"
         )
-        assert pid_file.read_text().strip() == str(process.pid)
+        assert pid_file.read_text().strip() == str(proxy.pid)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             assert client.get("/healthz").text == "ok\n"
             assert client.get("/").text == "hello from a\n"
@@ -149,9 +142,8 @@ servers:
         assert '"GET /healthz HTTP/1.1" 200 3' in lines[0]
         assert '"GET / HTTP/1.1" 200 13' in lines[1]
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
-    assert process.returncode == 0, stderr
+        status = proxy.stop()  # SIGTERM
+    assert status == 0, proxy.stderr
     assert not pid_file.exists()
 
 

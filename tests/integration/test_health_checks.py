@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Gunicorn, free_port, start_gunicorn, wait_until
-from tests.integration.test_master import Edge, children, get
+from tests.integration.cli_proxy import children
+from tests.integration.test_master import Edge, get
 from tests.integration.test_uwsgi import UWSGI, Uwsgi, start_uwsgi
 
 INTERVAL = 0.2

@@ -4,7 +4,6 @@ real gunicorn: spreading, replacing, resizing, reloading, stopping, reopening lo
 from __future__ import annotations
 
 import collections
-import json
 import os
 import pwd
 import re
@@ -12,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,26 +23,10 @@ import h11
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Gunicorn, can_connect, free_port, run_cli, wait_until
+from tests.conftest import Gunicorn, can_connect, free_port, run_cli, wait_until
+from tests.integration.cli_proxy import CliProxy, children
 
 READY = re.compile(r"worker (\d+) ready")
-
-
-def children(pid: int) -> set[int]:
-    """Live (not zombie) child processes of `pid`."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            found.add(int(entry))
-    return found
 
 
 def response_body(raw: bytes, status: int) -> bytes:
@@ -83,37 +65,16 @@ def accepted(proxy_port: int, client: socket.socket) -> bool:
 
 
 @dataclass
-class Edge:
-    dir: Path
-    port: int
+class Edge(CliProxy):
+    """The CLI in front of one upstream, with a config of its own shape: N workers, a pid
+    file, both logs and a /healthz location."""
+
     upstream: str
-    process: subprocess.Popen[str] | None = None
     extra_ports: list[int] = field(default_factory=list)
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "proxy.yaml"
-
-    @property
-    def error_log(self) -> Path:
-        return self.dir / "error.log"
-
-    @property
-    def access_log(self) -> Path:
-        return self.dir / "access.log"
 
     @property
     def pid_file(self) -> Path:
         return self.dir / "edgeproxy.pid"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
     def write_config(
         self,
@@ -144,18 +105,9 @@ servers:
 
     def start(self, workers: int = 2, **config: str) -> Edge:
         self.write_config(workers=workers, **config)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgeproxy", "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(ROOT),
-        )
+        self.launch()
         self.wait_workers(workers)
         return self
-
-    def errors(self) -> str:
-        return self.error_log.read_text() if self.error_log.exists() else ""
 
     def workers(self) -> set[int]:
         return children(self.pid)
@@ -170,7 +122,7 @@ servers:
         exclude = exclude or set()
 
         def settled() -> bool:
-            assert self.process is not None and self.process.poll() is None, self.errors()
+            assert self.running(), self.errors()
             workers = self.workers()
             return (
                 len(workers) == count and not workers & exclude and workers == self.ready_workers()
@@ -179,28 +131,11 @@ servers:
         wait_until(settled, timeout, f"{count} workers")
         return self.workers()
 
-    def signal(self, sig: signal.Signals) -> None:
-        os.kill(self.pid, sig)
-
     def wait_log(self, pattern: str, count: int = 1, timeout: float = 15) -> None:
         wait_until(lambda: len(re.findall(pattern, self.errors())) >= count, timeout, pattern)
 
     def access_pids(self) -> collections.Counter[int]:
-        lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
-        return collections.Counter(json.loads(line)["pid"] for line in lines)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        workers = self.workers()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        for pid in workers & self.workers():  # none, unless the master failed its job
-            os.kill(pid, signal.SIGKILL)
+        return collections.Counter(record["pid"] for record in self.access_records())
 
 
 @pytest.fixture

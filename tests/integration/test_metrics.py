@@ -8,8 +8,7 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,35 +16,28 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, Gunicorn, free_port, run_cli, wait_until
-from tests.integration.test_master import children, get
+from tests.conftest import Gunicorn, free_port, run_cli, wait_until
+from tests.integration.cli_proxy import CliProxy, children
+from tests.integration.test_master import get
 
 READY = re.compile(r"worker (\d+) ready")
 EXPORTER = re.compile(r"metrics exporter (\d+) serving")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class MeteredEdge:
+class MeteredEdge(CliProxy):
+    """Two workers and the metrics exporter, on a port of its own."""
+
     def __init__(self, root: Path, upstream: str) -> None:
-        self.dir = root
-        self.port = free_port()
+        super().__init__(root, free_port())
         self.metrics_port = free_port()
         self.upstream = upstream
-        self.process: subprocess.Popen[str] | None = None
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "proxy.yaml"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def write_config(self, locations: str = "", metrics_port: int | None = None) -> None:
         self.config.write_text(
             f"""workers: 2
 pid_file: {self.dir / "edgeproxy.pid"}
-error_log: {{path: {self.dir / "error.log"}, level: info}}
+error_log: {{path: {self.error_log}, level: info}}
 access_log: {{format: off}}
 temp_path: {self.dir}
 metrics: {{listen: "127.0.0.1:{metrics_port or self.metrics_port}", path: /metrics}}
@@ -64,33 +56,20 @@ servers:
 
     def start(self) -> None:
         self.write_config()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgeproxy", "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=str(ROOT),
-        )
+        self.launch()
         self.wait_workers(set())
-
-    def errors(self) -> str:
-        path = self.dir / "error.log"
-        return path.read_text() if path.exists() else ""
 
     def workers(self) -> set[int]:
         """The master's live children that are workers (not the exporter)."""
-        assert self.process is not None
         ready = {int(pid) for pid in READY.findall(self.errors())}
-        return children(self.process.pid) & ready
+        return children(self.pid) & ready
 
     def wait_workers(self, gone: set[int]) -> set[int]:
         """Two workers serve, none of `gone`, and the exporter answers."""
-        assert self.process is not None
-        process = self.process
 
         def settled() -> bool:
-            assert process.poll() is None, self.errors()
-            live = children(process.pid)
+            assert self.running(), self.errors()
+            live = children(self.pid)
             workers = self.workers()
             exporters = {int(pid) for pid in EXPORTER.findall(self.errors())} & live
             return len(workers) == 2 and not workers & gone and len(live) == 3 and bool(exporters)
@@ -107,19 +86,6 @@ servers:
             for sample in family.samples:
                 samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         return samples
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        left = children(self.process.pid)
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        for pid in left & children(self.process.pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
@@ -198,12 +164,46 @@ def test_counts_add_up_across_a_kill_and_a_reload(edge: MeteredEdge) -> None:
 
     # A reload without it: that series is gone from the scrape, the others keep counting.
     edge.write_config()
-    edge.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    edge.signal(signal.SIGHUP)
     wait_until(lambda: total(edge.scrape(), "edgeproxy_reloads_total") == 2, 15, "the reload")
     samples = edge.scrape()
     assert requests_of(samples, "/new/", "3xx") == 0
     assert not [key for key in samples if ("location", "/new/") in key[1]]
     assert requests_of(samples, "/", "2xx") == 35
+
+
+def test_a_refused_reload_is_counted_and_the_last_reload_gauge_says_it(
+    edge: MeteredEdge,
+) -> None:
+    def reload_state() -> tuple[float, float, float]:
+        samples = edge.scrape()
+        return (
+            total(samples, "edgeproxy_reloads_total"),
+            total(samples, "edgeproxy_reload_failures_total"),
+            total(samples, "edgeproxy_config_last_reload_successful"),
+        )
+
+    def loaded_at() -> float:
+        return total(edge.scrape(), "edgeproxy_config_last_reload_success_timestamp_seconds")
+
+    assert reload_state() == (0, 0, 1)  # the start's config loaded
+    started = loaded_at()
+    assert 0 < started <= time.time()
+    workers = edge.workers()
+
+    edge.config.write_text(edge.config.read_text() + "no_such_key: 1\n")
+    edge.signal(signal.SIGHUP)
+    wait_until(lambda: reload_state() == (0, 1, 0), 15, "the refused reload counted")
+    assert "reload failed, still running the previous configuration" in edge.errors()
+    assert loaded_at() == started
+    assert edge.workers() == workers
+    send(edge, 2, "/", 200)  # the previous config serves on
+
+    before = time.time()
+    edge.write_config()
+    edge.signal(signal.SIGHUP)
+    wait_until(lambda: reload_state() == (1, 1, 1), 15, "the good reload counted")
+    assert before <= loaded_at() <= time.time()
 
 
 def test_the_metrics_are_not_served_on_the_public_port(edge: MeteredEdge) -> None:

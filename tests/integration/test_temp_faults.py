@@ -228,7 +228,7 @@ def test_a_reload_is_refused_while_the_temp_path_is_not_writable(
     base_dir: Path, gunicorn_a: Gunicorn
 ) -> None:
     with proxy_with_fault("not writable", base_dir, gunicorn_a) as (proxy, temp):
-        proxy.process.send_signal(signal.SIGHUP)
+        proxy.signal(signal.SIGHUP)
         wait_until(lambda: "reload failed" in proxy.errors(), 15, "the reload refused")
         who = " as user 'nobody'" if IS_ROOT else ""
         assert (
@@ -236,4 +236,4 @@ def test_a_reload_is_refused_while_the_temp_path_is_not_writable(
             f"{temp_path_line(proxy.config)}: temp_path: cannot create a temp file in "
             f"{temp}{who}: Permission denied (EACCES)"
         ) in proxy.errors()
-        assert proxy.process.poll() is None  # still serving
+        assert proxy.running()  # still serving

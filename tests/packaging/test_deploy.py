@@ -38,6 +38,7 @@ PID_FILE = "/run/edgeproxy/edgeproxy.pid"
 LOG_DIR = "/var/log/edgeproxy/"
 CERTIFICATE = "/etc/letsencrypt/live/example.com/fullchain.pem"
 KEY = "/etc/letsencrypt/live/example.com/privkey.pem"
+WEBROOT = "/var/www/acme"  # certbot's --webroot, served for ACME HTTP-01 challenges
 COMMAND_TIMEOUT = 30
 
 
@@ -93,6 +94,7 @@ class Deployment:
 
     def write_config(self, logs: Path, extra_location: str = "") -> None:
         self.logs = logs
+        self.webroot = logs / "acme"  # where the workers' user can read it too
         text = guide_config()
         as_root = os.geteuid() == 0
         user = "nobody" if as_root else pwd.getpwuid(os.getuid()).pw_name
@@ -106,6 +108,7 @@ class Deployment:
             ('"0.0.0.0:443"', f'"127.0.0.1:{self.https_port}"'),
             (CERTIFICATE, str(self.pair.certificate)),
             (KEY, str(self.pair.key)),
+            (f"root: {WEBROOT}}}", f"root: {self.webroot}}}"),
         ):
             text = substitute(text, old, new)
         if extra_location:
@@ -233,6 +236,13 @@ def test_the_unit_runs_the_installed_edgeproxy_on_the_guides_config() -> None:
     assert f"pid_file: {PID_FILE}" in guide_config()
 
 
+def test_the_guides_acme_webroot_is_the_one_it_makes_and_gives_certbot() -> None:
+    guide = GUIDE.read_text()
+    assert f"      - {{path: /.well-known/acme-challenge/, root: {WEBROOT}}}" in guide_config()
+    assert re.search(rf"^install -d .* {WEBROOT}$", guide, re.MULTILINE)
+    assert f"certbot certonly --webroot -w {WEBROOT} " in guide
+
+
 @install_tests
 def test_the_unit_and_logrotate_commands_drive_the_installed_edgeproxy(
     deployment: Deployment,
@@ -249,6 +259,12 @@ def test_the_unit_and_logrotate_commands_drive_the_installed_edgeproxy(
     status, response = deployment.http_get("/some/page?x=1")
     assert status == 301
     assert b"\r\nlocation: https://example.com/some/page?x=1\r\n" in response.lower()
+    # An ACME HTTP-01 challenge, as certbot's webroot leaves it: served over plain HTTP.
+    challenges = deployment.webroot / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / "token-1").write_text("token-1.key-authorization")
+    status, response = deployment.http_get("/.well-known/acme-challenge/token-1")
+    assert status == 200 and response.endswith(b"\r\n\r\ntoken-1.key-authorization")
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody").pw_uid
         wait_until(lambda: len(deployment.workers()) == 2, 15, "2 workers")

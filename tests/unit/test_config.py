@@ -27,9 +27,10 @@ from edgeproxy.config import (
     parse_config,
 )
 from edgeproxy.config.loader import ACCESS_LOG, ERROR_LOG, TOP
+from edgeproxy.config.locations import RETURN
 from edgeproxy.config.model import QueueConfig
 from edgeproxy.config.schema import Block, Key, Later, Text
-from edgeproxy.config.servers import HTTP, RETURN, SERVER
+from edgeproxy.config.servers import HTTP, SERVER
 from edgeproxy.config.upstreams import PEER
 from edgeproxy.config.upstreams import UPSTREAM as UPSTREAM_BLOCK
 from edgeproxy.errors import ConfigError
@@ -794,7 +795,7 @@ def test_example_without_later_keys_loads(tmp_path: Path) -> None:
 
 
 def test_return_variables_are_nginx_names_and_unknown_ones_are_refused() -> None:
-    from edgeproxy.config.servers import RETURN_VARIABLES
+    from edgeproxy.config.locations import RETURN_VARIABLES
     from edgeproxy.server.return_handler import _READ
 
     assert set(RETURN_VARIABLES) == set(_READ)  # what config accepts, the handler fills in

@@ -55,7 +55,7 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-INSTANCE = Instance(2, 1, 0, "0.1.0", "pure Python", "h11")
+INSTANCE = Instance(2, 1, 0, 3, 0.0, 1796300000.5, "0.1.0", "pure Python", "h11")
 
 
 def never_down(upstream: str, peer: str) -> bool | None:
@@ -285,6 +285,9 @@ def test_zone_and_peer_series() -> None:
     assert samples[("edgeproxy_upstream_response_duration_seconds_bucket", upstream)] == 1
     assert samples[("edgeproxy_workers", ())] == 2
     assert samples[("edgeproxy_reloads_total", ())] == 1
+    assert samples[("edgeproxy_reload_failures_total", ())] == 3
+    assert samples[("edgeproxy_config_last_reload_successful", ())] == 0
+    assert samples[("edgeproxy_config_last_reload_success_timestamp_seconds", ())] == 1796300000.5
     build = (("build", "pure Python"), ("codec", "h11"), ("version", "0.1.0"))
     assert samples[("edgeproxy_build_info", build)] == 1
 

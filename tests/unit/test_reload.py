@@ -40,6 +40,7 @@ class StandInMaster:
         self.shared = SharedState(worker_rows=8, peer_rows=4)
         self.spawn_fails = False
         self.switched: list[Generation] = []
+        self.failed_reloads = 0
         self._next_pid = 1000
 
     def spawn(self, generation: Generation, slot: int) -> WorkerProc | None:
@@ -63,6 +64,9 @@ class StandInMaster:
         for worker in old:
             worker.retiring = True
         return len(old)
+
+    def reload_failed(self) -> None:
+        self.failed_reloads += 1
 
 
 @pytest.fixture
@@ -102,6 +106,7 @@ def test_a_reload_promotes_its_generation_once_every_worker_serves(
     assert [g.number for g in master.switched] == [2]
     assert master.current.config.workers == 2
     assert reloader.pending is None and reloader.config() is None
+    assert master.failed_reloads == 0
 
 
 def test_a_hup_during_a_reload_runs_after_it_with_the_newest_file(
@@ -129,6 +134,7 @@ def test_an_invalid_file_changes_nothing(
         reloader.request()
     assert reloader.pending is None and master.workers == {}
     assert f"{path}:1: workerz: unknown key" in caplog.text
+    assert master.failed_reloads == 1
 
 
 def test_workers_that_do_not_start_in_time_are_retired_and_their_addresses_closed(
@@ -149,6 +155,7 @@ def test_workers_that_do_not_start_in_time_are_retired_and_their_addresses_close
     assert all(w.retiring for w in master.workers.values())
     assert added not in master.listeners and not Path(added.path).exists()
     assert "its workers did not start in time" in caplog.text
+    assert master.failed_reloads == 1
 
 
 def test_a_worker_that_cannot_be_forked_cancels_the_reload(
@@ -158,3 +165,4 @@ def test_a_worker_that_cannot_be_forked_cancels_the_reload(
     reloader = Reloader(master, str(path))
     reloader.request()
     assert reloader.pending is None and master.switched == []
+    assert master.failed_reloads == 1

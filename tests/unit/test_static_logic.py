@@ -29,6 +29,19 @@ def test_segments() -> None:
     assert relative_segments(["assets", "a.css"], ["assets"]) == ["a.css"]
 
 
+def test_the_well_known_prefix_is_the_one_dot_name_served() -> None:
+    token = ["acme-challenge", "Rk3x_-9"]
+    assert decode_segments(b"/.well-known/acme-challenge/Rk3x_-9") == (
+        [".well-known", *token],
+        False,
+    )
+    assert decode_segments(b"/%2ewell-known/acme-challenge/Rk3x_-9") == (
+        [".well-known", *token],
+        False,
+    )
+    assert decode_segments(b"/./.well-known/") == ([".well-known"], True)
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [
@@ -41,6 +54,12 @@ def test_segments() -> None:
         (b"/.env", 404),
         (b"/x/.git/config", 404),
         (b"/%2egit/config", 404),
+        (b"/.git/config", 404),
+        (b"/.well-known/.git/config", 404),  # only the first segment may be .well-known
+        (b"/.well-known/acme-challenge/.env", 404),
+        (b"/x/.well-known/acme-challenge/t", 404),
+        (b"/.Well-Known/acme-challenge/t", 404),
+        (b"/.well-known/../.env", 404),
         (b"/%c0%ae%c0%ae/x", 400),
         (b"/%ff", 400),
     ],

@@ -6,12 +6,14 @@ import pytest
 
 from edgeproxy.http.codec import CODECS
 from edgeproxy.http.events import RequestHead
+from edgeproxy.upstream.http1 import FORWARDING_FIELDS, Http1Protocol
 from edgeproxy.upstream.uwsgi import (
     MAX_VARS,
     UwsgiProtocol,
     VarsTooLarge,
     decode_packet,
     encode_packet,
+    http_variable,
     split_host,
 )
 
@@ -173,3 +175,20 @@ def test_a_tls_client_is_https_to_the_app() -> None:
     plain = encode(head)
     assert b"HTTPS" not in plain
     assert plain[b"HTTP_X_FORWARDED_PROTO"] == b"http"
+
+
+@pytest.mark.parametrize("client_ip", [None, "203.0.113.9"])
+def test_the_forwarding_fields_are_those_http1_sends(client_ip: str | None) -> None:
+    head = request(b"/", [(b"x-forwarded-for", b"10.0.0.1"), (b"x-forwarded-for", b"10.0.0.2")])
+    variables = encode(head, client_ip=client_ip, scheme=b"https")
+    sent = Http1Protocol(CODECS["h11"]()).encode_request_head(
+        head, b"default.example", "192.0.2.1", client_ip or "192.0.2.1", 0, True,
+        lambda: (8080, 54321), b"https", b"0123456789abcdef0123456789abcdef",
+    )  # fmt: skip
+    fields = dict(line.split(b": ", 1) for line in sent.split(b"\r\n")[1:] if b": " in line)
+    as_http1 = {name: fields[name] for name in FORWARDING_FIELDS}
+    as_uwsgi = {name: variables[http_variable(name)] for name in FORWARDING_FIELDS}
+    assert as_uwsgi == as_http1
+    assert as_http1[b"x-forwarded-for"] == b"10.0.0.1, 10.0.0.2, 192.0.2.1"
+    assert as_http1[b"x-real-ip"] == (client_ip or "192.0.2.1").encode()
+    assert variables[b"REMOTE_ADDR"] == as_http1[b"x-real-ip"]

@@ -81,7 +81,7 @@ class Locator:
         try:
             segments, directory = decode_segments(path)
         except Refused:
-            # A path that can name no file (a dotfile such as /.well-known/, `..`): with
+            # A path that can name no file (a dotfile such as /.env, `..`): with
             # an `@NAME` fallback it is the app's to answer, as any other missing file.
             if self.spec.try_files and self.spec.try_files[-1].startswith("@"):
                 return _fallback()

@@ -2,13 +2,20 @@
 
 The rules are strict on purpose: a static location never needs `..`, encoded slashes,
 backslashes, NUL bytes or names starting with a dot, and refusing them here means the file
-system only ever sees plain names. The opener (opener.py) then makes sure the name stays
-beneath the directory whatever symlinks it meets.
+system only ever sees plain names. The one dot-name let through is `.well-known` as the
+path's first segment (RFC 8615's well-known URIs: ACME HTTP-01 challenges, security.txt),
+so that certbot's webroot can be served; every other dot-name, below it too, stays refused.
+The opener (opener.py) then makes sure the name stays beneath the directory whatever
+symlinks it meets.
 """
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import unquote_to_bytes
+
+# RFC 8615's prefix: the only dot-name served, and only as a path's first segment.
+WELL_KNOWN: Final = ".well-known"
 
 # Percent-encoded `/` and `\`: a name with them in it would be a different path than the
 # one the router matched.
@@ -41,7 +48,8 @@ def decode_segments(path: bytes) -> tuple[list[str], bool]:
 
     Refused: encoded separators, backslashes, NUL, bytes that are not UTF-8 (which refuses
     overlong forms too), `..` anywhere, and any segment starting with a dot (`.git/`,
-    `.env`, `.htpasswd`), encoded or not. Empty and `.` segments are dropped.
+    `.env`, `.htpasswd`), encoded or not, except a first segment `.well-known`. Empty and
+    `.` segments are dropped.
     """
     if b"%" in path:
         lowered = path.lower()
@@ -66,7 +74,7 @@ def split_segments(text: str) -> tuple[list[str], bool]:
     for segment in text.split("/"):
         if segment in ("", "."):
             continue
-        if segment[0] == ".":  # `..` and every dotfile
+        if segment[0] == "." and (segments or segment != WELL_KNOWN):  # `..`, dotfiles
             raise Refused(404)
         segments.append(segment)
     return segments, text.endswith("/")
