@@ -10,7 +10,9 @@ to the h11 codec, so that every method the shared rules accept is forwarded.
 Request heads arrive one complete head at a time (the reader cuts them, which keeps
 pipelining and the size limits in one place), so one llhttp parser serves every
 connection of the worker: after a bodiless request it is ready for the next head, and it
-is replaced only after a head that announces a body, an upgrade or an error.
+is replaced only after a head that announces a body, an upgrade or an error. Once llhttp
+has accepted a head, its fields are split in one call (as for responses, see
+httptools_response), not handed over by a Python callback each.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from typing import Final
 import httptools
 
 from edgeproxy.errors import ClientError
-from edgeproxy.http.events import Headers, RequestHead
+from edgeproxy.http.events import RequestHead
 from edgeproxy.http.h11_codec import H11Codec
-from edgeproxy.http.headers import lowercase_name
-from edgeproxy.http.httptools_response import lenient, response_parser
+from edgeproxy.http.httptools_response import lenient, response_parser, split_fields
 from edgeproxy.http.interface import ResponseParser
 from edgeproxy.http.rules import BAD_REQUEST, check_raw_head
 
@@ -54,18 +55,16 @@ class HttptoolsCodec:
     name = "httptools"
     needs_raw_checks = False
 
-    __slots__ = ("_head_done", "_headers", "_message_done", "_parser", "_url")
+    __slots__ = ("_head_done", "_message_done", "_parser", "_url")
 
     def __init__(self) -> None:
         self._parser = _new_request_parser(self)
         self._url = b""
-        self._headers: Headers = []
         self._head_done = False
         self._message_done = False
 
     def parse_request_head(self, head: bytes) -> RequestHead:
         self._url = b""
-        self._headers = []
         self._head_done = self._message_done = False
         parser = self._parser
         try:
@@ -96,7 +95,14 @@ class HttptoolsCodec:
         if line_end != len(method) + len(url) + 10 or head[line_end - 8] != _H:
             raise ClientError(BAD_REQUEST, "malformed request line")
         version = head[line_end - 3 : line_end]
-        return RequestHead(method, url, _VERSIONS.get(version, version), self._headers)
+        fields_end = head.find(b"\r\n\r\n", line_end)
+        if fields_end < 0:  # (llhttp accepts CRLF line ends only)
+            raise ClientError(400, "incomplete request head")
+        try:
+            _, headers, _ = split_fields(head, 0, fields_end)
+        except ValueError as exc:  # (llhttp refuses such a head first)
+            raise ClientError(BAD_REQUEST, f"malformed request head: {exc}") from None
+        return RequestHead(method, url, _VERSIONS.get(version, version), headers)
 
     def response_parser(self) -> ResponseParser:
         return response_parser()
@@ -105,9 +111,6 @@ class HttptoolsCodec:
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((lowercase_name(name), value.strip(b" \t")))
 
     def on_headers_complete(self) -> None:
         self._head_done = True

@@ -278,21 +278,21 @@ def split_head(data: bytes, start: int, end: int) -> tuple[bytes, Fields, Fields
     return lines[0], headers, spelled
 
 
-_split_fields: Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]
+split_fields: Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]
 try:
     from edgeproxy.http import _fields
 except ImportError:  # a pure install: the same in Python
-    _split_fields = split_head
+    split_fields = split_head
 else:
     _fields.set_names(common_spellings())  # the names lowercase_name shares, shared there too
-    _split_fields = _fields.split_head
+    split_fields = _fields.split_head
 
 
 def _parsed_head(
     parser: httptools.HttpResponseParser, data: bytes, start: int, end: int, status: int
 ) -> ResponseHead:
     try:
-        status_line, headers, spelled = _split_fields(data, start, end)
+        status_line, headers, spelled = split_fields(data, start, end)
     except ValueError as exc:  # (llhttp refuses such a head first)
         raise MalformedResponse(str(exc)) from None
     # "HTTP/d.d ddd[ reason]", as llhttp accepted it.

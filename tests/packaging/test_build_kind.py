@@ -43,5 +43,5 @@ def test_the_compiled_build_splits_response_heads_in_c_and_a_pure_one_in_python(
     except ImportError:
         in_c = False
     else:
-        in_c = httptools_response._split_fields is split_head
+        in_c = httptools_response.split_fields is split_head
     assert in_c == (build_kind() == "compiled")
