@@ -75,6 +75,7 @@ class HttptoolsResponseParser:
     __slots__ = (
         "_extra",
         "_framing",
+        "_head_buf",
         "_head_data",
         "_head_only",
         "_interim",
@@ -110,6 +111,7 @@ class HttptoolsResponseParser:
         # The bytes fed while no final head was complete (usually one feed's, uncopied),
         # and where in them the message being read began (after any 1xx heads).
         self._head_data: bytes = b""
+        self._head_buf: bytearray | None = None  # ... when it came in several feeds
         self._msg_start = 0
         self._seen = 0  # bytes fed while no head was complete
         self._framing = NO_BODY_FRAMING
@@ -128,7 +130,13 @@ class HttptoolsResponseParser:
         if self.head is None:
             if self._head_only:
                 self._kept += data
-            self._head_data = self._head_data + data if self._seen else data
+            if not self._seen:
+                self._head_data = data
+            else:  # a head in pieces: gathered in place, not copied again per piece
+                buf = self._head_buf
+                if buf is None:
+                    buf = self._head_buf = bytearray(self._head_data)
+                buf += data
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as switched:
@@ -188,6 +196,7 @@ class HttptoolsResponseParser:
         too, when it stopped between two messages), or let it go."""
         self._kept.clear()
         self._head_data = b""
+        self._head_buf = None
         self.body = []
         self.head = None
         if not (self.complete and not self._extra):
@@ -213,7 +222,8 @@ class HttptoolsResponseParser:
             return
         parser = self._parser
         assert parser is not None
-        data = self._head_data
+        buf = self._head_buf
+        data = self._head_data if buf is None else bytes(buf)
         start = self._msg_start
         end = data.find(b"\r\n\r\n", start)  # llhttp accepted CRLF line ends only
         if end < 0 or end - start > MAX_RESPONSE_HEAD:
@@ -231,6 +241,7 @@ class HttptoolsResponseParser:
             return
         head = _parsed_head(parser, data, start, end, status)
         self._head_data = b""  # not held for the body's time
+        self._head_buf = None
         self._framing = response_framing(head, self._head_only)
         self.head = head
         if self._framing == NO_BODY_FRAMING and self._head_only:
@@ -246,6 +257,7 @@ class HttptoolsResponseParser:
         head = _parsed_head(parser, data, start, end, 101)
         head.keep_alive = False
         self._head_data = b""
+        self._head_buf = None
         self.head = head
         self.complete = True
 
