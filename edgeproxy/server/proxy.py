@@ -263,6 +263,8 @@ class ProxyExchange(ResponseRelay):
     # --- failures ---
 
     def _retried(self, status: int) -> bool:
+        """A 502/503/504 that next_upstream retries: dropped, and the request goes on to
+        the next peer (ResponseRelay asks this of every response head)."""
         if status not in RETRY_STATUS or not self._retry_status(status):
             return False
         if self.conn is not None:
