@@ -264,7 +264,7 @@ class ProxyExchange(ResponseRelay):
 
     def _retried(self, status: int) -> bool:
         """A 502/503/504 that next_upstream retries: dropped, and the request goes on to
-        the next peer (ResponseRelay asks this of every response head)."""
+        the next peer (ResponseRelay asks this of every 5xx head)."""
         if status not in RETRY_STATUS or not self._retry_status(status):
             return False
         if self.conn is not None:

@@ -84,7 +84,7 @@ class ResponseRelay:
     # --- what the subclass does: the other half ---
 
     def _retried(self, status: int) -> bool:
-        """Whether this answer's status sends the request to the next peer instead of
+        """Whether this error answer (5xx) sends the request to the next peer instead of
         to the client (then it has gone)."""
         raise NotImplementedError
 
@@ -99,7 +99,8 @@ class ResponseRelay:
             self.conn = None  # already released by the connection
         if head is not None:
             self.request.upstream_head()
-            if self._retried(head.status):
+            # Only an error answer may go to the next peer: no call for the others.
+            if head.status >= 500 and self._retried(head.status):
                 return
             self.request.upstream_status = head.status
             accel = redirect_target(head.headers)
