@@ -56,6 +56,7 @@ COMPILED = (
     "edgeproxy/server/limit_phases.py",
     "edgeproxy/server/phases.py",
     "edgeproxy/server/proxy.py",
+    "edgeproxy/server/proxy_relay.py",
     "edgeproxy/server/request.py",
     "edgeproxy/server/request_id.py",
     "edgeproxy/server/response.py",

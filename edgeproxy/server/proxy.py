@@ -1,7 +1,9 @@
-"""proxy_pass: send the complete request to a peer, relay the response, retry safely.
+"""proxy_pass: choose a peer, send it the complete request, retry safely.
 
-A WebSocket upgrade goes the same way; the peer's answer decides: a 101 joins the two
-connections in a Tunnel (edgeproxy.server.tunnel), anything else is relayed as any response.
+ProxyExchange gets the request to a peer; the way back, the response relayed to the
+client, is its base class ResponseRelay (edgeproxy.server.proxy_relay). A WebSocket upgrade
+goes the same way; the peer's answer decides: a 101 joins the two connections in a Tunnel,
+anything else is relayed as any response.
 
 Retries follow nginx's next_upstream: a failed connect may always go to the next peer (the
 request never left); other errors and timeouts only for idempotent methods unless
@@ -18,15 +20,12 @@ from collections.abc import Iterator
 from typing import Final
 
 from edgeproxy.errors import UpstreamError
-from edgeproxy.http.events import ResponseHead
-from edgeproxy.http.headers import header_values, response_fields
 from edgeproxy.http.logtext import request_line
-from edgeproxy.http.rules import comma_tokens
-from edgeproxy.server.body import ResponseSpool, SpoolError
+from edgeproxy.server.body import SpoolError
+from edgeproxy.server.proxy_relay import ResponseRelay
 from edgeproxy.server.request import Client, Request, Responder
 from edgeproxy.server.response import Answer
-from edgeproxy.server.static.accel import InternalRedirects, redirect_target
-from edgeproxy.server.tunnel import Tunnel
+from edgeproxy.server.static.accel import InternalRedirects
 from edgeproxy.upstream.connect import PendingConnect
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
@@ -36,8 +35,6 @@ log = logging.getLogger("edgeproxy.proxy")
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 RETRY_STATUS: Final = {502: "http_502", 503: "http_503", 504: "http_504"}
-# The fields of our 101: hop-by-hop, so dropped from the peer's with the others.
-_SWITCH_FIELDS: Final = [(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")]
 
 
 class ProxyHandler:
@@ -62,39 +59,21 @@ class ProxyHandler:
         return exchange.start()
 
 
-class ProxyExchange:
-    """One request's trip to the upstream pool and back, driven by callbacks.
-
-    The response is written to the client as it arrives while the client keeps up; what
-    it is not ready for goes to a spool (memory, then a temp file), so the peer is read at
-    its own speed and released as soon as its response is complete.
-    """
+class ProxyExchange(ResponseRelay):
+    """One request's trip to the upstream pool and back, driven by callbacks: choosing a
+    peer, waiting for a max_conns place, connecting, sending the request, and retrying on
+    failures; the response's way back is ResponseRelay's."""
 
     __slots__ = (
-        "attached",
         "attempts",
         "body_chunks",
-        "client",
-        "conn",
         "connecting",
-        "done",
-        "head_sent",
-        "inner",
         "last_status",
-        "peer",
-        "pool",
         "queued",
-        "redirects",
-        "request",
         "request_head",
         "reused",
-        "sent_at",
-        "slot_peer",
-        "spool",
         "stale_retried",
-        "temp_path",
         "tried",
-        "upstream_done",
     )
 
     def __init__(
@@ -105,13 +84,7 @@ class ProxyExchange:
         temp: str,
         redirects: InternalRedirects,
     ) -> None:
-        self.pool = pool
-        self.redirects = redirects
-        # The handler answering in the upstream's place after an X-Accel-Redirect.
-        self.inner: Responder | None = None
-        self.request = request
-        self.client = client
-        self.temp_path = temp
+        super().__init__(pool, request, client, temp, redirects)
         route = request.route
         self.request_head = pool.protocol.encode_request_head(
             request.head,
@@ -126,21 +99,12 @@ class ProxyExchange:
         )
         self.tried: set[Peer] = set()
         self.attempts = 0
-        self.peer: Peer | None = None
-        self.slot_peer: Peer | None = None  # the peer whose instance-wide slot we hold
         self.queued: asyncio.TimerHandle | None = None  # waiting in the queue, until this
-        self.conn: UpstreamConnection | None = None
         self.connecting: PendingConnect | None = None
         self.reused = False
-        self.sent_at = 0.0  # when the current peer was chosen, for the metrics
         self.stale_retried = False
         self.body_chunks: Iterator[bytes | bytearray] | None = None
-        self.spool: ResponseSpool | None = None
-        self.head_sent = False
-        self.upstream_done = False
-        self.done = False
         self.last_status = 0
-        self.attached = False  # start() has returned: the end is told to the client
 
     def start(self) -> ProxyExchange | None:
         """Send the request on its way; None when it is already answered (no live peer)."""
@@ -290,161 +254,29 @@ class ProxyExchange:
     def on_upstream_writable(self) -> None:
         self._send_body()
 
-    def on_response(self, head: ResponseHead | None, chunks: list[bytes], complete: bool) -> None:
-        if complete:
-            self.conn = None  # already released by the connection
-        if head is not None:
-            self.request.upstream_head()
-            if head.status in RETRY_STATUS and self._retry_status(head.status):
-                if self.conn is not None:
-                    self.conn.abort_exchange()
-                    self.conn = None
-                self.last_status = self.request.upstream_status = head.status
-                self.request.upstream_ended()
-                assert self.peer is not None
-                self.pool.record_failure(self.peer, UpstreamError("error", f"{head.status}"))
-                self.body_chunks = None
-                self.try_next_peer()
-                return
-            self.request.upstream_status = head.status
-            accel = redirect_target(head.headers)
-            if accel is not None:
-                self._internal_redirect(accel, complete)
-                return
-            headers = response_fields(head)
-            out = self.client.out
-            self.head_sent = True
-            if complete:
-                # The usual small response, whole already: one write, with a known length.
-                body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-                length = head.content_length if head.content_length is not None else len(body)
-                out.send_head(head.status, headers, length, head.reason, body)
-                self._upstream_finished()
-                return
-            out.send_head(head.status, headers, head.content_length, head.reason)
-        for chunk in chunks:
-            self._deliver(chunk)
-        if self.done:  # a spool failure ended it
-            return
-        if complete:
-            self._upstream_finished()
-
-    def on_switching_protocols(self, head: ResponseHead) -> None:
-        """The peer accepted the WebSocket upgrade: answer 101, then tunnel both ways."""
-        conn = self.conn
-        peer = self.peer
-        assert conn is not None and peer is not None
-        self.conn = None
-        self.request.upstream_status = 101
-        self.request.upstream_head()
-        self.request.upstream_ended()
-        if comma_tokens(header_values(head.headers, b"upgrade")) != [b"websocket"]:
-            log.error("upstream %s: %s switched to another protocol than asked",
-                      self.pool.name, peer.name)  # fmt: skip
-            conn.abort_exchange()
-            self.pool.record_failure(peer, UpstreamError("error", "wrong upgrade"))
-            self._give_up()
-            return
-        peer.record_success()
-        out = self.client.out
-        # Not closed after this response: the connection becomes the tunnel.
-        out.keep_alive = True
-        headers = response_fields(head)
-        headers += _SWITCH_FIELDS
-        out.send_head(101, headers, None, head.reason)
-        self.head_sent = True
-        self._close()
-        name = f"{self.request.client_ip} -> {peer.name}"
-        tunnel = Tunnel(self.pool.loop, self.pool.config.read_timeout, name)
-        tunnel.client.on_lost = self.client.hand_over(tunnel.client)
-        tunnel.upstream.on_lost = conn.detach(tunnel.upstream)
-
     def on_upstream_error(self, error: UpstreamError) -> None:
         conn = self.conn
         self.conn = None
         self.body_chunks = None
         self._failed(error, started=conn is not None and conn.response_started)
 
-    # --- relaying to the client ---
-
-    def _deliver(self, data: bytes) -> None:
-        out = self.client.out
-        spool = self.spool
-        if out.writable and (spool is None or not spool.pending):
-            out.write(data)  # the client keeps up: no copy, no spool
-            return
-        if spool is None:
-            settings = self.request.route.server.http  # only when the client falls behind
-            file_limit = settings.proxy_max_temp_file_size if settings.proxy_buffering else 0
-            spool = self.spool = ResponseSpool(
-                settings.proxy_buffers_size, file_limit, self.temp_path
-            )
-        try:
-            spool.put(data)
-        except SpoolError as exc:
-            self._spool_failed(exc)
-            return
-        if spool.full and self.conn is not None:
-            self.conn.pause_reading()
-
-    def on_client_full(self) -> None:
-        pass  # _deliver sees `out.writable` and spools what the client is not ready for
-
-    def on_client_writable(self) -> None:
-        if self.inner is not None:
-            self.inner.on_client_writable()
-            return
-        spool = self.spool
-        if spool is None or self.done:
-            return
-        out = self.client.out
-        was_full = spool.full
-        try:
-            while spool.pending and out.writable:
-                out.write(spool.pop())
-        except SpoolError as exc:
-            self._spool_failed(exc)
-            return
-        if was_full and not spool.full and self.conn is not None:
-            self.conn.resume_reading()
-        if self.upstream_done and not spool.pending:
-            self._finish()
-
-    def _internal_redirect(self, uri: bytes, complete: bool) -> None:
-        """X-Accel-Redirect: the upstream's answer (head and body) is dropped and the file
-        it names answers instead; nothing of the upstream's response reaches the client."""
-        if not complete and self.conn is not None:
-            self.conn.abort_exchange()  # the rest of its body is not wanted
-            self.conn = None
-        assert self.peer is not None
-        self.peer.record_success()
-        self.request.upstream_ended()
-        self._close()
-        responder = self.redirects.start(self.request, uri, self.client)
-        if responder is not None:
-            self.inner = responder
-        elif self.attached:
-            self.client.handler_done()
-
-    def _upstream_finished(self) -> None:
-        self.upstream_done = True
-        assert self.peer is not None
-        self.request.upstream_ended(self.peer.responded(self.sent_at))  # one clock read
-        if self.slot_peer is not None:
-            self._release_slot()  # the peer is free, however long the client takes
-        self.peer.record_success()
-        if self.spool is None or not self.spool.pending:
-            self._finish()
-
-    def _finish(self) -> None:
-        out = self.client.out
-        if out.chunked:
-            out.finish()
-        self._close()
-        if self.attached:
-            self.client.handler_done()
-
     # --- failures ---
+
+    def _retried(self, status: int) -> bool:
+        """A 502/503/504 that next_upstream retries: dropped, and the request goes on to
+        the next peer (ResponseRelay asks this of every 5xx head)."""
+        if status not in RETRY_STATUS or not self._retry_status(status):
+            return False
+        if self.conn is not None:
+            self.conn.abort_exchange()
+            self.conn = None
+        self.last_status = self.request.upstream_status = status
+        self.request.upstream_ended()
+        assert self.peer is not None
+        self.pool.record_failure(self.peer, UpstreamError("error", f"{status}"))
+        self.body_chunks = None
+        self.try_next_peer()
+        return True
 
     def _retry_status(self, status: int) -> bool:
         """Whether a 50x answer goes to the next peer rather than to the client."""
@@ -491,19 +323,6 @@ class ProxyExchange:
         else:
             self._give_up()
 
-    def _spool_failed(self, error: SpoolError) -> None:
-        """The response spool's temp file failed (temp_path gone, full): the head is out,
-        so closing the connection is the only way to tell the client its response is cut
-        short (as nginx). The peer did nothing wrong: it is not marked failed."""
-        log.error("upstream %s: %s %s: response body: %s; closing the client connection",
-                  self.pool.name, self.request.upstream_addr, request_line(self.request.head),
-                  error)  # fmt: skip
-        if self.conn is not None:
-            self.conn.abort_exchange()
-            self.conn = None
-        self._close()
-        self.client.abort()
-
     def _request_body_failed(self, error: SpoolError) -> None:
         """Our temp file of the request body failed: 500 (as nginx), the peer not blamed."""
         log.error("upstream %s: %s: request body: %s", self.pool.name,
@@ -544,17 +363,6 @@ class ProxyExchange:
                 self.pool.forget_waiter(self.peer, self)
         self._close()
 
-    def _release_slot(self) -> None:
-        peer = self.slot_peer
-        self.slot_peer = None
-        if peer is not None:
-            self.pool.release_slot(peer)
-
     def _close(self) -> None:
-        if self.slot_peer is not None:
-            self._release_slot()
-        self.done = True
-        self.body_chunks = None
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
+        super()._close()
+        self.body_chunks = None  # the request body's reader, if still open
