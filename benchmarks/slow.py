@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import procfs
+import sockdiag
 from cpu_sched import IdleCpuGroup, idle_cpu_group, run_queue_wait_s
 from harness import Child, Children, StartupError, http_request, log, scenario_tmp
 from servers import (
@@ -56,6 +58,7 @@ RAMP_TIMEOUT_S = ATTACKERS / RATE + 10
 DRAIN_TIMEOUT_S = 15
 SETTLE_TIMEOUT_S = 60
 WARMUP_S = 1
+SAMPLE_EVERY_S = 0.5  # attackers counted (and topped up) this often
 SLOWHTTPTEST_HINT = "apt-get install -y slowhttptest"
 
 
@@ -184,10 +187,11 @@ class Attacker:
         self._launch(ATTACKERS)
 
     def connected(self) -> int:
-        return procfs.established_to(self.target.port)
+        return sockdiag.established_to(self.target.port)
 
     def tick(self, normal_clients: int = 0) -> None:
-        """Reap the instances that exited, top up if needed, sample the attackers."""
+        """Reap the instances that exited; twice a second, count the attackers, top up
+        if needed and take a sample (counting costs the machine a few ms of CPU)."""
         now = time.monotonic()
         for child, launched in list(self.instances):
             if child.proc.poll() is None:
@@ -201,6 +205,9 @@ class Attacker:
                         f"slowhttptest keeps exiting at once; last lines of {child.log}:\n"
                         f"{child.log_tail()}"
                     )
+        if now < self._next_sample:
+            return
+        self._next_sample = now + SAMPLE_EVERY_S
         attackers = max(0, self.connected() - normal_clients)
         opening = self._opening(attackers, now)
         if (
@@ -219,10 +226,8 @@ class Attacker:
                 pid = child.proc.pid
                 if pid not in self._idle and self.cpu_group.add(pid):
                     self._idle.add(pid)
-        if now >= self._next_sample:
-            self._next_sample = now + 0.5
-            self.samples.append(attackers)
-            self.cpu_seconds()  # seen before an instance exits
+        self.samples.append(attackers)
+        self.cpu_seconds()  # seen before an instance exits
 
     def stop(self) -> None:
         while self.instances:
@@ -235,7 +240,7 @@ def _quiet(ep: Endpoint, for_s: float, timeout: float, tick: Callable[[], None])
     quiet_since = started
     while time.monotonic() - started < timeout:
         tick()
-        if procfs.established_to(ep.port):
+        if sockdiag.established_to(ep.port):
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= for_s:
             break
@@ -258,6 +263,7 @@ def _measured_wrk(
     cpu = procfs.cpu_seconds(pids)
     waited = run_queue_wait_s(pids)
     attacker_cpu = attacker.cpu_seconds() if attacker is not None else 0.0
+    harness_cpu = _own_cpu_s()
     res = run_wrk(
         ws.children,
         wrk_bin,
@@ -267,8 +273,12 @@ def _measured_wrk(
         connections=CLIENTS,
         on_tick=(lambda: attacker.tick(CLIENTS)) if attacker is not None else None,
     )
+    harness_cpu = _own_cpu_s() - harness_cpu
     per_request = 1e6 / res.requests if pids and res.requests else 0.0
     stats: dict[str, Any] = {
+        # This process, which watches the attack meanwhile: its CPU is taken from the
+        # machine too (counting through /proc/net/tcp once took most of a core).
+        "harness_cpu_share": round(harness_cpu / res.seconds, 3) if res.seconds else 0.0,
         "cpu_us_per_request": round((procfs.cpu_seconds(pids) - cpu) * per_request, 1),
         "run_queue_wait_us_per_request": round((run_queue_wait_s(pids) - waited) * per_request, 1),
     }
@@ -276,6 +286,11 @@ def _measured_wrk(
         used = attacker.cpu_seconds() - attacker_cpu
         stats["slowhttptest_cpu_share"] = round(used / res.seconds, 3)
     return res, stats
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _under_attack(
@@ -410,7 +425,8 @@ def measure_attack(name: str, opts: RunOptions) -> dict[str, Any]:
                     f"{stats['cpu_us_per_request']:.0f} us/request, waiting for a core "
                     f"{clean_cpu['run_queue_wait_us_per_request']:.0f} -> "
                     f"{stats['run_queue_wait_us_per_request']:.0f} us/request; slowhttptest "
-                    f"{stats.get('slowhttptest_cpu_share', 0):.0%} of a core"
+                    f"{stats.get('slowhttptest_cpu_share', 0):.0%} of a core, this harness "
+                    f"{clean_cpu['harness_cpu_share']:.0%} -> {stats['harness_cpu_share']:.0%}"
                 )
             per_round.append(entry)
         # gunicorn alone, last: the attack may leave its workers stuck or killed.
