@@ -92,8 +92,8 @@ class Attacker:
     One slowhttptest opens its connections once and exits only when all of them are
     closed; a server that times attackers out would otherwise see the attack fade away
     until the last one is gone. A real attacker reconnects: when fewer than 80 % are
-    connected (and the last launch has had time to ramp up), another slowhttptest is
-    started for the missing ones.
+    connected (and the last launch has had time to ramp up, and the count has stopped
+    rising), another slowhttptest is started for the missing ones.
     """
 
     MAX_INSTANCES = 6
