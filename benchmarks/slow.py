@@ -23,16 +23,19 @@ client_header_timeout 10s, client_body_timeout 30s, send_timeout 30s, keepalive 
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import procfs
-from harness import Child, Children, StartupError, http_request, log, scenario_tmp
+import sockdiag
+from attackers import ATTACKERS, ATTACKS, RATE, Attacker
+from cpu_sched import IdleCpuGroup, idle_cpu_group, run_queue_wait_s
+from harness import Children, StartupError, http_request, log, scenario_tmp
 from servers import (
     LARGE_BODY,
     NGINX_EDGEPROXY_TIMEOUTS,
@@ -45,9 +48,7 @@ from servers import (
 )
 from wrkrun import WrkResult, run_wrk
 
-ATTACKERS = 300
 CLIENTS = 10  # wrk -c10: the normal clients
-RATE = 100  # attacker connections opened per second (300 in 3 s)
 MIN_RATIO = 0.85  # of nginx's attacked req/s under the same attack
 MIN_SHARE = 0.9  # of its own unattacked req/s, the target when there is no nginx
 RAMP_TIMEOUT_S = ATTACKERS / RATE + 10
@@ -57,128 +58,10 @@ WARMUP_S = 1
 SLOWHTTPTEST_HINT = "apt-get install -y slowhttptest"
 
 
-@dataclass(frozen=True)
-class Attack:
-    flags: tuple[str, ...]
-    path: str  # what the attackers ask for
-
-
-ATTACKS = {
-    # Headers never end: one 24-byte header line every 10 s.
-    "slowloris": Attack(("-H", "-i", "10", "-x", "24", "-t", "GET"), "/"),
-    # A POST declaring 8 KiB of body, sent 10 bytes every 10 s.
-    "slow_body": Attack(("-B", "-i", "10", "-x", "10", "-s", "8192", "-t", "POST"), "/"),
-    # A 4 MiB answer read 32 bytes every 5 s through a 512-1024 byte receive window.
-    "slow_read": Attack(
-        ("-X", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "1"), "/large"
-    ),
-}
-
-
 def slowhttptest_missing() -> str | None:
     if shutil.which("slowhttptest") is None:
         return f"slowhttptest is not installed ({SLOWHTTPTEST_HINT})"
     return None
-
-
-class Attacker:
-    """slowhttptest against one target, topped up so that ~300 attackers stay connected.
-
-    One slowhttptest opens its connections once and exits only when all of them are
-    closed; a server that times attackers out would otherwise see the attack fade away
-    until the last one is gone. A real attacker reconnects: when fewer than 80 % are
-    connected (and the last launch has had time to ramp up), another slowhttptest is
-    started for the missing ones.
-    """
-
-    MAX_INSTANCES = 6
-    TOP_UP_BELOW = 0.8
-
-    def __init__(self, ws: Workspace, name: str, attack: Attack, target: Endpoint, length_s: int):
-        exe = shutil.which("slowhttptest")
-        assert exe is not None
-        self.ws = ws
-        self.target = target
-        self.argv = [
-            # slowhttptest polls its sockets in a tight select() loop and burns up to a
-            # whole core; on a 2-core box that is CPU taken from the proxy under test. At
-            # nice 19 it only gets what the others leave, which is plenty for what it sends
-            # and reads (see _launch() for the autogroup).
-            "nice",
-            "-n",
-            "19",
-            # Its status lines reach the log even when it is killed.
-            "stdbuf",
-            "-oL",
-            exe,
-            *attack.flags,
-            "-r",
-            str(RATE),
-            "-p",
-            "3",
-            "-l",
-            str(length_s),
-            "-u",
-            f"http://{target.host}:{target.port}{attack.path}",
-        ]
-        self.log_path = ws.dir / f"slowhttptest-{name}-{target.name}.log"
-        self.instances: list[tuple[Child, float]] = []  # (child, launch time)
-        self.launches = 0
-        self.quick_exits = 0
-        self.last_launch = 0.0
-        self.last_count = 0
-        self.samples: list[int] = []
-        self._next_sample = 0.0
-
-    def _launch(self, count: int) -> None:
-        argv = [*self.argv, "-c", str(count)]
-        child = self.ws.children.spawn("slowhttptest", argv, self.log_path)
-        self.launches += 1
-        self.last_launch = time.monotonic()
-        self.last_count = count
-        self.instances.append((child, self.last_launch))
-        # Each child runs in a session of its own, hence (with the kernel's scheduler
-        # autogroups on) in a CPU group of its own that competes with the proxy's group
-        # as an equal whatever its nice value: the group itself is made nice 19.
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{child.proc.pid}/autogroup").write_text("19")
-
-    def start(self) -> None:
-        self._launch(ATTACKERS)
-
-    def connected(self) -> int:
-        return procfs.established_to(self.target.port)
-
-    def tick(self, normal_clients: int = 0) -> None:
-        """Reap the instances that exited, top up if needed, sample the attackers."""
-        now = time.monotonic()
-        for child, launched in list(self.instances):
-            if child.proc.poll() is None:
-                continue
-            self.instances.remove((child, launched))
-            self.ws.children.stop(child)
-            if now - launched < 1.0:
-                self.quick_exits += 1
-                if self.quick_exits > 5:
-                    raise StartupError(
-                        f"slowhttptest keeps exiting at once; last lines of {self.log_path}:\n"
-                        f"{child.log_tail()}"
-                    )
-        attackers = max(0, self.connected() - normal_clients)
-        ramping = now - self.last_launch < self.last_count / RATE + 1.0
-        if (
-            attackers < ATTACKERS * self.TOP_UP_BELOW
-            and not ramping
-            and len(self.instances) < self.MAX_INSTANCES
-        ):
-            self._launch(ATTACKERS - attackers)
-        if now >= self._next_sample:
-            self._next_sample = now + 0.5
-            self.samples.append(attackers)
-
-    def stop(self) -> None:
-        while self.instances:
-            self.ws.children.stop(self.instances.pop()[0])
 
 
 def _quiet(ep: Endpoint, for_s: float, timeout: float, tick: Callable[[], None]) -> float:
@@ -187,12 +70,57 @@ def _quiet(ep: Endpoint, for_s: float, timeout: float, tick: Callable[[], None])
     quiet_since = started
     while time.monotonic() - started < timeout:
         tick()
-        if procfs.established_to(ep.port):
+        if sockdiag.established_to(ep.port):
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= for_s:
             break
         time.sleep(0.1)
     return time.monotonic() - started
+
+
+def _measured_wrk(
+    ws: Workspace,
+    target: Endpoint,
+    duration: int,
+    wrk_bin: str,
+    log_name: str,
+    attacker: Attacker | None = None,
+) -> tuple[WrkResult, dict[str, Any]]:
+    """wrk -c10 against `target`, with what the target's processes spent per request: CPU
+    time, and time waiting for a core (what other processes, the attackers' included,
+    cost them); and, under attack, the share of a core the attackers took meanwhile."""
+    pids = procfs.descendants(target.child.proc.pid) if target.child is not None else []
+    cpu = procfs.cpu_seconds(pids)
+    waited = run_queue_wait_s(pids)
+    attacker_cpu = attacker.cpu_seconds() if attacker is not None else 0.0
+    harness_cpu = _own_cpu_s()
+    res = run_wrk(
+        ws.children,
+        wrk_bin,
+        f"http://{target.host}:{target.port}/",
+        duration,
+        ws.dir / log_name,
+        connections=CLIENTS,
+        on_tick=(lambda: attacker.tick(CLIENTS)) if attacker is not None else None,
+    )
+    harness_cpu = _own_cpu_s() - harness_cpu
+    per_request = 1e6 / res.requests if pids and res.requests else 0.0
+    stats: dict[str, Any] = {
+        # This process, which watches the attack meanwhile: its CPU is taken from the
+        # machine too (counting through /proc/net/tcp once took most of a core).
+        "harness_cpu_share": round(harness_cpu / res.seconds, 3) if res.seconds else 0.0,
+        "cpu_us_per_request": round((procfs.cpu_seconds(pids) - cpu) * per_request, 1),
+        "run_queue_wait_us_per_request": round((run_queue_wait_s(pids) - waited) * per_request, 1),
+    }
+    if attacker is not None and res.seconds:
+        used = attacker.cpu_seconds() - attacker_cpu
+        stats["slowhttptest_cpu_share"] = round(used / res.seconds, 3)
+    return res, stats
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _under_attack(
@@ -202,6 +130,7 @@ def _under_attack(
     duration: int,
     wrk_bin: str,
     backend: Endpoint | None,
+    cpu_group: IdleCpuGroup | None,
 ) -> tuple[WrkResult, dict[str, Any]]:
     """wrk against `target` while the attack holds ~300 connections to it.
 
@@ -210,7 +139,8 @@ def _under_attack(
     seconds to fetch, a one-off burst; what is measured is the state that follows, with
     the attackers' connections held open.
     """
-    attacker = Attacker(ws, name, ATTACKS[name], target, duration + int(RAMP_TIMEOUT_S) + 60)
+    length_s = duration + int(RAMP_TIMEOUT_S) + 60
+    attacker = Attacker(ws, name, ATTACKS[name], target, length_s, cpu_group)
     attacker.start()
     try:
         ramp_started = time.monotonic()
@@ -229,15 +159,8 @@ def _under_attack(
                 log(f"  {backend.name} still busy {settle_s:.0f}s after the attack started")
             at_start = attacker.connected()
         attacker.samples.clear()
-        res = run_wrk(
-            ws.children,
-            wrk_bin,
-            f"http://{target.host}:{target.port}/",
-            duration,
-            ws.dir / f"wrk-{name}-{target.name}-attacked.log",
-            connections=CLIENTS,
-            on_tick=lambda: attacker.tick(CLIENTS),
-        )
+        log_name = f"wrk-{name}-{target.name}-attacked.log"
+        res, cpu = _measured_wrk(ws, target, duration, wrk_bin, log_name, attacker)
     finally:
         attacker.stop()
     # The attackers' sockets are closed by now; let the server see it before the next run.
@@ -253,6 +176,7 @@ def _under_attack(
         "attackers_median": statistics.median(samples),
         "attackers_max": max(samples),
         "slowhttptest_launches": attacker.launches,
+        **cpu,
     }
     return res, stats
 
@@ -273,12 +197,27 @@ def _fmt(res: WrkResult) -> str:
     return f"{res.requests_per_sec:,.0f} req/s (p99 {res.p99_ms:.1f}ms{errs})"
 
 
+def _attackers_cpu_group(stack: contextlib.ExitStack, name: str) -> IdleCpuGroup | None:
+    """The idle CPU group slowhttptest runs in (cpu_sched.py), or None (then it runs at
+    nice 19): EDGEPROXY_BENCH_ATTACKER_CPU=nice asks for the latter, to compare."""
+    if os.environ.get("EDGEPROXY_BENCH_ATTACKER_CPU", "idle") == "nice":
+        log("  slowhttptest runs at nice 19 (EDGEPROXY_BENCH_ATTACKER_CPU=nice)")
+        return None
+    group, why = stack.enter_context(idle_cpu_group(name))
+    if group is None:
+        log(f"  slowhttptest runs at nice 19, not in an idle CPU group: {why}")
+    return group
+
+
 def measure_attack(name: str, opts: RunOptions) -> dict[str, Any]:
     wrk_bin = opts.tools.wrk
     assert wrk_bin is not None
     per_round: list[dict[str, Any]] = []
     alone: dict[str, Any] | None = None
-    with scenario_tmp(name, opts.keep_tmp) as tmp, Children() as children:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(scenario_tmp(name, opts.keep_tmp))
+        cpu_group = _attackers_cpu_group(stack, name)
+        children = stack.enter_context(Children())  # stopped before the CPU group goes
         ws = Workspace(tmp, children, opts.tools)
         backend = start_gunicorn(ws)
         proxies: list[Endpoint] = []
@@ -288,20 +227,20 @@ def measure_attack(name: str, opts: RunOptions) -> dict[str, Any]:
         for ep in [*proxies, backend]:
             _check(ep)
 
-        def wrk(ep: Endpoint, seconds: int, label: str) -> WrkResult:
-            path = tmp / f"wrk-{name}-{ep.name}-{label}.log"
-            return run_wrk(children, wrk_bin, ep.url, seconds, path, connections=CLIENTS)
-
         for ep in [*proxies, backend]:
-            wrk(ep, WARMUP_S, "warmup")
+            path = tmp / f"wrk-{name}-{ep.name}-warmup.log"
+            run_wrk(children, wrk_bin, ep.url, WARMUP_S, path, connections=CLIENTS)
         for r in range(1, opts.rounds + 1):
             entry: dict[str, Any] = {"round": r}
             for ep in proxies:
-                clean = wrk(ep, opts.duration, "clean")
-                attacked, stats = _under_attack(ws, name, ep, opts.duration, wrk_bin, backend)
+                clean_log = f"wrk-{name}-{ep.name}-clean.log"
+                clean, clean_cpu = _measured_wrk(ws, ep, opts.duration, wrk_bin, clean_log)
+                attacked, stats = _under_attack(
+                    ws, name, ep, opts.duration, wrk_bin, backend, cpu_group
+                )
                 share = attacked.requests_per_sec / clean.requests_per_sec
                 entry[ep.name] = {
-                    "unattacked": clean.to_json(),
+                    "unattacked": {**clean.to_json(), **clean_cpu},
                     "attacked": attacked.to_json(),
                     "share": share,
                     "attack": stats,
@@ -311,13 +250,23 @@ def measure_attack(name: str, opts: RunOptions) -> dict[str, Any]:
                     f"{_fmt(attacked)} under attack = {share:.0%}; attackers "
                     f"{stats['attackers_min']}-{stats['attackers_max']} "
                     f"(median {stats['attackers_median']:.0f}), wrk started "
-                    f"{stats['ramp_s'] + stats['settle_s']:.0f}s into the attack"
+                    f"{stats['ramp_s'] + stats['settle_s']:.0f}s into the attack; "
+                    f"CPU {clean_cpu['cpu_us_per_request']:.0f} -> "
+                    f"{stats['cpu_us_per_request']:.0f} us/request, waiting for a core "
+                    f"{clean_cpu['run_queue_wait_us_per_request']:.0f} -> "
+                    f"{stats['run_queue_wait_us_per_request']:.0f} us/request; slowhttptest "
+                    f"{stats.get('slowhttptest_cpu_share', 0):.0%} of a core, this harness "
+                    f"{clean_cpu['harness_cpu_share']:.0%} -> {stats['harness_cpu_share']:.0%}"
                 )
             per_round.append(entry)
         # gunicorn alone, last: the attack may leave its workers stuck or killed.
-        clean = wrk(backend, opts.duration, "clean")
-        attacked, stats = _under_attack(ws, name, backend, opts.duration, wrk_bin, None)
-        alone = {"unattacked": clean.to_json(), "attacked": attacked.to_json(), "attack": stats}
+        clean, clean_cpu = _measured_wrk(ws, backend, opts.duration, wrk_bin, "wrk-alone.log")
+        attacked, stats = _under_attack(ws, name, backend, opts.duration, wrk_bin, None, cpu_group)
+        alone = {
+            "unattacked": {**clean.to_json(), **clean_cpu},
+            "attacked": attacked.to_json(),
+            "attack": stats,
+        }
         log(f"  {name} gunicorn alone  {_fmt(clean)} -> {_fmt(attacked)} under attack")
     return _summarize(name, per_round, [p.name for p in proxies], alone)
 
@@ -339,6 +288,16 @@ def _summarize(
             "unattacked_p99_ms": statistics.median(x["unattacked"]["p99_ms"] for x in runs),
             "attacked_p99_ms": statistics.median(x["attacked"]["p99_ms"] for x in runs),
             "attackers_median": statistics.median(x["attack"]["attackers_median"] for x in runs),
+            "unattacked_cpu_us": statistics.median(
+                x["unattacked"]["cpu_us_per_request"] for x in runs
+            ),
+            "attacked_cpu_us": statistics.median(x["attack"]["cpu_us_per_request"] for x in runs),
+            "unattacked_wait_us": statistics.median(
+                x["unattacked"]["run_queue_wait_us_per_request"] for x in runs
+            ),
+            "attacked_wait_us": statistics.median(
+                x["attack"]["run_queue_wait_us_per_request"] for x in runs
+            ),
         }
         errors[proxy] = sum(
             x[kind]["non_2xx"] + x[kind]["socket_errors"]
@@ -376,9 +335,18 @@ def _summarize(
             f"({errors[proxy]} errors, ~{m['attackers_median']:.0f} attackers connected)"
         )
 
+    def cpu(proxy: str) -> str:
+        m = median[proxy]
+        return (
+            f"{proxy} CPU {m['unattacked_cpu_us']:.0f} -> {m['attacked_cpu_us']:.0f}, "
+            f"waiting {m['unattacked_wait_us']:.0f} -> {m['attacked_wait_us']:.0f}"
+        )
+
     notes = [
         f"{name}: wrk -c{CLIENTS} req/s unattacked -> under {ATTACKERS} attackers (medians): "
-        + "; ".join(figures(p) for p in names)
+        + "; ".join(figures(p) for p in names),
+        f"{name}: us per request unattacked -> attacked (medians), of the proxy's processes: "
+        + "; ".join(cpu(p) for p in names),
     ]
     if alone is not None:
         a, c = alone["attacked"], alone["unattacked"]
