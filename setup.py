@@ -49,7 +49,9 @@ COMPILED = (
     "edgeproxy/limits/table.py",
     "edgeproxy/limits/zones.py",
     "edgeproxy/logging/access.py",  # each request's line, and the writer thread
+    "edgeproxy/logging/fields.py",
     "edgeproxy/logging/formats.py",
+    "edgeproxy/logging/templates.py",
     "edgeproxy/metrics/recorder.py",
     "edgeproxy/server/body.py",
     "edgeproxy/server/body_writers.py",
