@@ -60,7 +60,7 @@ class JsonFormat(LineFormat):
 
     def __init__(self, times: TimeCache, pid: int) -> None:
         self.times = times
-        self.pid = pid
+        self.pid = str(pid)
 
     def line(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
         head = request.head
@@ -73,8 +73,10 @@ class JsonFormat(LineFormat):
             f'"request_id":{json_bytes(request.request_id)},'
             f'"client_ip":{_json_or_null(request.client_ip)},'
             f'"client_ip_source":"{request.client_ip_source}",'
-            f'"method":{json_bytes(head.method)},"target":{json_bytes(head.target)},'
-            f'"protocol":{json_text("HTTP/" + text(head.version))},'
+            # The method is a token and the version two digits (or, never parsed, "-"): the
+            # readers refuse other requests, so neither needs escaping.
+            f'"method":"{text(head.method)}","target":{json_bytes(head.target)},'
+            f'"protocol":"HTTP/{text(head.version)}",'
             f'"status":{status},"body_bytes_sent":{body},"bytes_sent":{sent},'
             f'"request_time":{fixed6(now - started)},'
             f'"upstream_addr":{_json_or_null(request.upstream_addr)},'
