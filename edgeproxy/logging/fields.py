@@ -162,20 +162,16 @@ def _nearest(scaled: float) -> int:
     return -1
 
 
-# Zeros that pad a fraction's digits to their width, by the digits' count (no slicing).
-_PAD3: Final = ("000", "00", "0", "")
-_PAD6: Final = ("000000", "00000", "0000", "000", "00", "0", "")
-
-
 def fixed3(value: float) -> str:
     """f"{value:.3f}", byte for byte."""
     scaled = value * 1000.0
     if 0.0 < scaled < _EXACT_BELOW:
         units = _nearest(scaled)
         if units >= 0:
+            # The fraction's digits with their leading zeros: those of 1000 + fraction, less
+            # its leading 1 (one str and a slice; no padding to look up).
             whole = units // 1000
-            fraction = str(units - whole * 1000)
-            return f"{whole}.{_PAD3[len(fraction)]}{fraction}"
+            return f"{whole}.{str(units - whole * 1000 + 1000)[1:]}"
     elif scaled == 0.0 and math.copysign(1.0, value) > 0.0:
         return "0.000"
     return format(value, ".3f")
@@ -187,9 +183,10 @@ def fixed6(value: float) -> str:
     if 0.0 < scaled < _EXACT_BELOW:
         units = _nearest(scaled)
         if units >= 0:
+            if units < 1000000:  # under a second, as most times
+                return "0." + str(units + 1000000)[1:]
             whole = units // 1000000
-            fraction = str(units - whole * 1000000)
-            return f"{whole}.{_PAD6[len(fraction)]}{fraction}"
+            return f"{whole}.{str(units - whole * 1000000 + 1000000)[1:]}"
     elif scaled == 0.0 and math.copysign(1.0, value) > 0.0:
         return "0.000000"
     return format(value, ".6f")
