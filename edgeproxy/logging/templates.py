@@ -151,12 +151,14 @@ class Upstream(Field):
         if request.upstream_earlier:
             return ", ".join([self.show(attempt) for attempt in attempts(request)])
         if request.upstream_addr or request.upstream_status:
-            return self.show((request.upstream_addr, request.upstream_status,
-                              request.upstream_connect_time, request.upstream_header_time,
-                              request.upstream_response_time))  # fmt: skip
+            return self.current(request)  # one attempt: no tuple of it made
         return "-"  # no upstream was tried
 
     def show(self, attempt: Attempt) -> str:
+        raise NotImplementedError
+
+    def current(self, request: Request) -> str:
+        """The value of the attempt whose fields the request holds itself."""
         raise NotImplementedError
 
 
@@ -164,25 +166,41 @@ class UpstreamAddr(Upstream):
     def show(self, attempt: Attempt) -> str:
         return attempt[0] or "-"
 
+    def current(self, request: Request) -> str:
+        return request.upstream_addr or "-"
+
 
 class UpstreamStatus(Upstream):
     def show(self, attempt: Attempt) -> str:
         return str(attempt[1]) if attempt[1] else "-"
+
+    def current(self, request: Request) -> str:
+        status = request.upstream_status
+        return str(status) if status else "-"
 
 
 class UpstreamConnectTime(Upstream):
     def show(self, attempt: Attempt) -> str:
         return seconds(attempt[2])
 
+    def current(self, request: Request) -> str:
+        return seconds(request.upstream_connect_time)
+
 
 class UpstreamHeaderTime(Upstream):
     def show(self, attempt: Attempt) -> str:
         return seconds(attempt[3])
 
+    def current(self, request: Request) -> str:
+        return seconds(request.upstream_header_time)
+
 
 class UpstreamResponseTime(Upstream):
     def show(self, attempt: Attempt) -> str:
         return seconds(attempt[4])
+
+    def current(self, request: Request) -> str:
+        return seconds(request.upstream_response_time)
 
 
 def seconds(value: float) -> str:
