@@ -61,6 +61,10 @@ class JsonFormat(LineFormat):
     def __init__(self, times: TimeCache, pid: int) -> None:
         self.times = times
         self.pid = str(pid)
+        # The last Host and its JSON text: a worker's requests mostly name the same host,
+        # and comparing bytes costs less than decoding and escaping them.
+        self._host = b""
+        self._host_json = '"-"'
 
     def line(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
         head = request.head
@@ -68,6 +72,10 @@ class JsonFormat(LineFormat):
         started = request.started
         upstream_status = request.upstream_status
         tries = _tries(request) if request.upstream_earlier else ""
+        host = head.host
+        if host != self._host:
+            self._host = host
+            self._host_json = json_bytes(host)
         return (
             f'{{"time":"{self.times.local(started)}","pid":{self.pid},'
             f'"request_id":{json_bytes(request.request_id)},'
@@ -84,7 +92,7 @@ class JsonFormat(LineFormat):
             f'"upstream_connect_time":{_json_seconds(request.upstream_connect_time)},'
             f'"upstream_header_time":{_json_seconds(request.upstream_header_time)},'
             f'"upstream_response_time":{_json_seconds(request.upstream_response_time)},'
-            f'"host":{json_bytes(head.host)},'
+            f'"host":{self._host_json},'
             f'"referer":{json_bytes(referer)},'
             f'"user_agent":{json_bytes(agent)}{tries}}}\n'
         )
