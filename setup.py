@@ -109,8 +109,7 @@ NOT_COMPILED = {
     "edgeproxy/metrics/layout.py": "the series of a config and their slots, once per config",
     "edgeproxy/metrics/store.py": "the shared mapping: the master folds and the exporter "
     "sums it; workers only write into it through the recorders",
-    "edgeproxy/logging/__init__.py": "sets up the error log, once per config; reopens it "
-    "on USR1",
+    "edgeproxy/logging/__init__.py": "sets up the error log, once per config; reopens it on USR1",
     "edgeproxy/limits/shared.py": "asyncio I/O through redis-py; per request it is a dict "
     "lookup and a call of the compiled leaky.take, as a local zone's",
     "edgeproxy/server/accept_gate.py": "per connection only one len() check in a closure; "

@@ -52,7 +52,7 @@ servers:
 """
 # --log template: nginx's `main` format, plus the upstream's time and the request id.
 TEMPLATE = (
-    "'$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent "
+    '\'$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
     '"$http_referer" "$http_user_agent" "$http_x_forwarded_for" '
     "$upstream_response_time $request_id'"
 )
