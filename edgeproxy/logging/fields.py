@@ -88,9 +88,9 @@ def text(value: bytes | None) -> str:
     return value.decode("latin-1") if value else "-"
 
 
-def header(request: Request, name: bytes) -> bytes | None:
+def header(head: RequestHead, name: bytes) -> bytes | None:
     """The first field called `name` (lowercase), as nginx's $http_NAME."""
-    for key, value in request.head.headers:
+    for key, value in head.headers:
         if key == name:
             return value
     return None
@@ -132,8 +132,8 @@ def host(head: RequestHead) -> str:
     return name.decode("latin-1").lower()
 
 
-def remote_user(request: Request) -> str:
-    credentials = header(request, b"authorization")
+def remote_user(head: RequestHead) -> str:
+    credentials = header(head, b"authorization")
     if not credentials or credentials[:6].lower() != b"basic ":
         return "-"
     try:

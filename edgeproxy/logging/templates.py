@@ -8,6 +8,7 @@ the compiled build no Python-level call per variable.
 from __future__ import annotations
 
 from edgeproxy.config.model import LogTemplate
+from edgeproxy.http.events import RequestHead
 from edgeproxy.logging.fields import (
     Attempt,
     LineFormat,
@@ -26,9 +27,12 @@ from edgeproxy.logging.fields import (
 
 
 class Field:
-    """One part of a template: literal text or a variable."""
+    """One part of a template: literal text or a variable. `head` is the request's, read
+    once per line rather than once per field."""
 
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         raise NotImplementedError
 
 
@@ -36,7 +40,9 @@ class Literal(Field):
     def __init__(self, value: str) -> None:
         self.value = value
 
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return self.value
 
 
@@ -46,108 +52,148 @@ class HeaderField(Field):
     def __init__(self, name: bytes) -> None:
         self.name = name
 
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return text(header(request, self.name))
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return text(header(head, self.name))
 
 
 class RemoteAddr(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return request.client_ip or "-"
 
 
 class RealipRemoteAddr(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return request.peer_ip or "-"
 
 
 class ClientIpSource(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return request.client_ip_source
 
 
 class RemoteUser(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return remote_user(request)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return remote_user(head)
 
 
 class TimeLocal(Field):
     def __init__(self, times: TimeCache) -> None:
         self.times = times
 
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return self.times.local(request.started or now)
 
 
 class TimeIso8601(TimeLocal):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return self.times.iso8601(request.started or now)
 
 
 class Msec(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return fixed3(now)
 
 
 class RequestLine(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return request_line(request.head)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return request_line(head)
 
 
 class RequestMethod(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return text(request.head.method)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return text(head.method)
 
 
 class RequestUri(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return text(request.head.target)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return text(head.target)
 
 
 class QueryString(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return query(request.head)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return query(head)
 
 
 class ServerProtocol(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return protocol(request.head)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return protocol(head)
 
 
 class Host(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return host(request.head)
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
+        return host(head)
 
 
 class Status(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return str(status)
 
 
 class BodyBytesSent(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return str(body)
 
 
 class BytesSent(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return str(sent)
 
 
 class RequestTime(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         started = request.started
         return seconds(now - started if started else 0.0)
 
 
 class RequestId(Field):
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         return text(request.request_id)
 
 
 class Upstream(Field):
     """An upstream variable: every attempt's value, as nginx's "a, b"; "-" without one."""
 
-    def read(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
+    def read(
+        self, request: Request, head: RequestHead, status: int, body: int, sent: int, now: float
+    ) -> str:
         if request.upstream_earlier:
             return ", ".join([self.show(attempt) for attempt in attempts(request)])
         if request.upstream_addr or request.upstream_status:
@@ -259,4 +305,7 @@ class TemplateFormat(LineFormat):
         self.fields = tuple(parts)
 
     def line(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
-        return "".join([field.read(request, status, body, sent, now) for field in self.fields])
+        head = request.head
+        return "".join(
+            [field.read(request, head, status, body, sent, now) for field in self.fields]
+        )
