@@ -65,6 +65,10 @@ class JsonFormat(LineFormat):
         # and comparing bytes costs less than decoding and escaping them.
         self._host = b""
         self._host_json = '"-"'
+        # The same for the client and the peer, by identity: a connection's requests share
+        # its address object, and a peer's requests its name.
+        self._client = JsonMemo()
+        self._upstream = JsonMemo()
 
     def line(self, request: Request, status: int, body: int, sent: int, now: float) -> str:
         head = request.head
@@ -79,7 +83,7 @@ class JsonFormat(LineFormat):
         return (
             f'{{"time":"{self.times.local(started)}","pid":{self.pid},'
             f'"request_id":{json_bytes(request.request_id)},'
-            f'"client_ip":{_json_or_null(request.client_ip)},'
+            f'"client_ip":{self._client.text(request.client_ip)},'
             f'"client_ip_source":"{request.client_ip_source}",'
             # The method is a token and the version two digits (or, never parsed, "-"): the
             # readers refuse other requests, so neither needs escaping.
@@ -87,7 +91,7 @@ class JsonFormat(LineFormat):
             f'"protocol":"HTTP/{text(head.version)}",'
             f'"status":{status},"body_bytes_sent":{body},"bytes_sent":{sent},'
             f'"request_time":{fixed6(now - started)},'
-            f'"upstream_addr":{_json_or_null(request.upstream_addr)},'
+            f'"upstream_addr":{self._upstream.text(request.upstream_addr)},'
             f'"upstream_status":{str(upstream_status) if upstream_status else "null"},'
             f'"upstream_connect_time":{_json_seconds(request.upstream_connect_time)},'
             f'"upstream_header_time":{_json_seconds(request.upstream_header_time)},'
@@ -107,6 +111,20 @@ def _tries(request: Request) -> str:
         f'"response_time":{_json_seconds(response)}}}'
         for addr, code, connect, header, response in attempts(request)
     ]) + "]"  # fmt: skip
+
+
+class JsonMemo:
+    """`_json_or_null` of the last string it was given, kept while the same object comes."""
+
+    def __init__(self) -> None:
+        self._value = ""
+        self._json = "null"
+
+    def text(self, value: str) -> str:
+        if value is not self._value:
+            self._value = value
+            self._json = _json_or_null(value)
+        return self._json
 
 
 def _json_or_null(value: str) -> str:

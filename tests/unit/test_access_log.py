@@ -393,3 +393,20 @@ def test_the_named_formats_write_the_same_bytes_as_before() -> None:
         '{"addr":"10.0.0.2:80","status":200,"connect_time":0.000000,"header_time":0.012500,'
         '"response_time":0.013100}]}\n'
     )
+
+
+def test_json_remembers_no_field_of_the_previous_line() -> None:
+    """json keeps the last host, client and peer's JSON text: each line still has its own."""
+    json_format = JsonFormat(TimeCache(), 1)
+    seen = []
+    for client, peer, host in [("192.0.2.1", "10.0.0.1:80", b"a"), ("192.0.2.2", "", b"b"),
+                               ("".join(["192.0.2.", "1"]), "10.0.0.1:80", b"")]:  # fmt: skip
+        record = Record("/", client_ip=client, upstream_addr=peer, upstream_status=200)
+        record.head.host = host
+        line = json.loads(json_format(record, 200, 0, 0, record.started))
+        seen.append((line["client_ip"], line["upstream_addr"], line["host"]))
+    assert seen == [
+        ("192.0.2.1", "10.0.0.1:80", "a"),
+        ("192.0.2.2", None, "b"),
+        ("192.0.2.1", "10.0.0.1:80", "-"),
+    ]
