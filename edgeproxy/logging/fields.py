@@ -1,9 +1,9 @@
 """What every access-log format reads: the request record, the cached times, and the field
 texts (request parts, numbers, JSON strings), written for the compiled build.
 
-Numbers are written without Python's float formatter when that can be done exactly: a line
-holds up to four times, and the formatter (it parses its spec and runs the general
-float-to-decimal conversion) costs more than the rest of a line's fields.
+Times are written without Python's float formatter when that can be done exactly: a json
+line holds four of them, and the formatter (it parses its spec, then runs the general
+float-to-decimal conversion) costs several times the integer arithmetic and str() used here.
 """
 
 from __future__ import annotations
