@@ -21,7 +21,7 @@ Attempt = tuple[str, int, float, float, float]
 
 # '"..."', escaped as json.dumps would (C). Final: compiled code holds it, no lookup per use.
 _json_quoted: Final = encode_basestring_ascii
-# Below this a float's product by 1000 or 1e6 is off by at most 2**-12 of the exact product.
+# Below this a float's product by 1000 or 1e6 is within 2**-12 of the exact product.
 _EXACT_BELOW: Final = 4398046511104.0  # 2**42
 
 
