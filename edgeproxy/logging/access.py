@@ -52,9 +52,9 @@ class AccessLog:
         # bytes: a block to write; int: a freshly opened file to switch to; None: stop.
         self._queue: queue.SimpleQueue[bytes | int | None] = queue.SimpleQueue()
         self._fd = _open_target(config.path) if self.enabled else -1
-        self._writer: threading.Thread | None = (
-            None  # the writer thread; once started, it owns self._fd
-        )
+        # The writer thread; once started, it owns self._fd. (Not `_thread`: mypyc names
+        # the C field after the attribute, and `__thread` is a C keyword.)
+        self._writer: threading.Thread | None = None
         if self.enabled and self._interval > 0:
             self._start_writer()
 
