@@ -48,6 +48,10 @@ COMPILED = (
     "edgeproxy/limits/leaky.py",
     "edgeproxy/limits/table.py",
     "edgeproxy/limits/zones.py",
+    "edgeproxy/logging/access.py",  # each request's line, and the writer thread
+    "edgeproxy/logging/fields.py",
+    "edgeproxy/logging/formats.py",
+    "edgeproxy/logging/templates.py",
     "edgeproxy/metrics/recorder.py",
     "edgeproxy/server/body.py",
     "edgeproxy/server/body_writers.py",
@@ -106,6 +110,7 @@ NOT_COMPILED = {
     "edgeproxy/metrics/layout.py": "the series of a config and their slots, once per config",
     "edgeproxy/metrics/store.py": "the shared mapping: the master folds and the exporter "
     "sums it; workers only write into it through the recorders",
+    "edgeproxy/logging/__init__.py": "sets up the error log, once per config; reopens it on USR1",
     "edgeproxy/limits/shared.py": "asyncio I/O through redis-py; per request it is a dict "
     "lookup and a call of the compiled leaky.take, as a local zone's",
     "edgeproxy/server/accept_gate.py": "per connection only one len() check in a closure; "

@@ -7,6 +7,8 @@ transports, so only edgeproxy's own code runs (no syscalls, no load generator no
     python benchmarks/profile_request.py --path return --cprofile    # top functions
     python benchmarks/profile_request.py --limits    # with limits_overhead's zones (never hit)
     python benchmarks/profile_request.py --metrics                   # counting metrics too
+    python benchmarks/profile_request.py --log json    # with an access log: combined, json,
+                                                       # template (TEMPLATE below)
     # Instructions per request (repeatable on a noisy machine): run under callgrind with
     # N and 3N requests and divide the difference by 2N:
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
@@ -48,6 +50,12 @@ servers:
       - {{exact: /r, return: {{status: 200, body: "ok"}}, {limit_req}}}
       - {{path: /, proxy_pass: app, {limit_req}}}
 """
+# --log template: nginx's `main` format, plus the upstream's time and the request id.
+TEMPLATE = (
+    '\'$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" "$http_x_forwarded_for" '
+    "$upstream_response_time $request_id'"
+)
 # --limits: the zones of benchmarks/limits_overhead.py, consulted by every request, never hit.
 LIMITS = {
     "limits": "limits:\n"
@@ -116,7 +124,8 @@ class MemoryTransport:
 
 async def run(args: argparse.Namespace) -> None:
     limits = LIMITS if args.limits else NO_LIMITS
-    text = CONFIG.format(parser=args.parser, log=args.log, **limits)
+    log = TEMPLATE if args.log == "template" else args.log
+    text = CONFIG.format(parser=args.parser, log=log, **limits)
     config = parse_config(text, "profile.yaml")
     metrics = None
     if args.metrics:  # as a worker under the master: a row of the shared store
@@ -182,7 +191,7 @@ def main() -> None:
     parser.add_argument("-n", "--requests", type=int, default=20000)
     parser.add_argument("--path", choices=("proxy", "post", "return"), default="proxy")
     parser.add_argument("--parser", choices=("httptools", "h11"), default="httptools")
-    parser.add_argument("--log", choices=("off", "combined", "json"), default="off")
+    parser.add_argument("--log", choices=("off", "combined", "json", "template"), default="off")
     parser.add_argument("--metrics", action="store_true", help="count the metrics too")
     parser.add_argument("--cprofile", action="store_true", help="print the top functions")
     parser.add_argument("--limits", action="store_true", help="with a rate and a connection zone")

@@ -21,11 +21,14 @@ import queue
 import sys
 import threading
 import time
+from typing import Final
 
 from edgeproxy.config.model import AccessLogConfig
 from edgeproxy.logging.formats import Formats, Request, times_upstream
 
-FLUSH_LINES = 512  # lines that make a block without waiting for the flush interval
+FLUSH_LINES: Final = 512  # lines that make a block without waiting for the flush interval
+# Bound once: compiled code would look `time` up, then its `time`, at each line.
+_wall_clock: Final = time.time
 
 
 def _open_target(path: str) -> int:
@@ -49,7 +52,9 @@ class AccessLog:
         # bytes: a block to write; int: a freshly opened file to switch to; None: stop.
         self._queue: queue.SimpleQueue[bytes | int | None] = queue.SimpleQueue()
         self._fd = _open_target(config.path) if self.enabled else -1
-        self._thread: threading.Thread | None = None  # once started, it owns self._fd
+        # The writer thread; once started, it owns self._fd. (Not `_thread`: mypyc names
+        # the C field after the attribute, and `__thread` is a C keyword.)
+        self._writer: threading.Thread | None = None
         if self.enabled and self._interval > 0:
             self._start_writer()
 
@@ -57,8 +62,7 @@ class AccessLog:
         """A finished request's line; `bytes_sent` counts the response's head too."""
         if not self.enabled:
             return
-        now = time.time()
-        line = self._format(request, status, body_bytes, bytes_sent, now)
+        line = self._format.line(request, status, body_bytes, bytes_sent, _wall_clock())
         if not self._interval:
             self._write_at_once(line.encode("utf-8", "backslashreplace"))
             return
@@ -89,7 +93,7 @@ class AccessLog:
             return
         self.flush()  # lines logged so far still go to the old file
         fd = _open_target(self.config.path)
-        if self._thread is not None:
+        if self._writer is not None:
             self._queue.put(fd)  # switched between two blocks
         else:
             old, self._fd = self._fd, fd
@@ -98,22 +102,22 @@ class AccessLog:
     def close(self) -> None:
         """Write the waiting lines, wait for the writer thread to finish, take no more."""
         self.flush()
-        if self._thread is not None:
+        if self._writer is not None:
             self._queue.put(None)
-            self._thread.join(timeout=5)
-            self._thread = None
+            self._writer.join(timeout=5)
+            self._writer = None
         if self.is_file:
             os.close(self._fd)
         self._fd = -1  # never write to a closed descriptor: its number may be reused
         self.enabled = False
 
     def _start_writer(self) -> None:
-        self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
+        self._writer.start()
 
     def _write_at_once(self, block: bytes) -> None:
         """`flush: 0`: write on the event loop, unless the target cannot take it now."""
-        if self._thread is not None:
+        if self._writer is not None:
             self._queue.put(block)  # the writer thread took over: keep the lines in order
             return
         view = memoryview(block)

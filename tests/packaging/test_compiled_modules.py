@@ -13,7 +13,12 @@ import pytest
 from tests.packaging.setup_script import ROOT, load_setup_script
 
 # What runs per request: these packages and modules are compiled or not, module by module.
-REQUEST_PATH_PACKAGES = ("edgeproxy/http", "edgeproxy/server", "edgeproxy/upstream")
+REQUEST_PATH_PACKAGES = (
+    "edgeproxy/http",
+    "edgeproxy/logging",
+    "edgeproxy/server",
+    "edgeproxy/upstream",
+)
 REQUEST_PATH_MODULES = ("edgeproxy/timer.py",)
 
 

@@ -27,7 +27,15 @@ from edgeproxy.config.log_format import VARIABLES
 from edgeproxy.config.model import AccessLogConfig, LogTemplate
 from edgeproxy.http.events import RequestHead
 from edgeproxy.logging import FLUSH_LINES, AccessLog
-from edgeproxy.logging.formats import Attempt, Formats, LineFormat, TimeCache, variable_readers
+from edgeproxy.logging.formats import (
+    Attempt,
+    CombinedFormat,
+    Formats,
+    JsonFormat,
+    LineFormat,
+    TimeCache,
+    variable_readers,
+)
 from tests.conftest import async_wait_until, wait_until
 
 LONG = 3600.0  # a flush interval no test waits for: lines get out some other way
@@ -345,3 +353,60 @@ def test_json_escapes_what_the_client_sent() -> None:
     parsed = json.loads(line)
     assert parsed["target"] == parsed["user_agent"] == tricky.decode("latin-1")
     assert parsed["referer"] == "</script>"
+
+
+def golden_record() -> Record:
+    return Record(
+        "/p?q=1",
+        started=1_700_000_000.25,
+        client_ip="203.0.113.5",
+        client_ip_source="xff",
+        headers=[(b"user-agent", b'curl "7"\\x'), (b"referer", b"http://r/\xe9")],
+        upstream_addr="10.0.0.2:80",
+        upstream_status=200,
+        upstream_connect_time=0.0,
+        upstream_header_time=0.0125,
+        upstream_response_time=0.0131,
+        upstream_earlier=[("10.0.0.1:80", 502, -1.0, -1.0, 0.001)],
+    )
+
+
+def test_the_named_formats_write_the_same_bytes_as_before() -> None:
+    """The lines the formats wrote before they were rewritten for the compiled build (as
+    Python f-strings, json's times with :.6f), byte for byte."""
+    record = golden_record()
+    times = TimeCache()
+    started = times.local(record.started)  # the machine's time zone
+    now = 1_700_000_000.7504
+    assert CombinedFormat(times)(record, 200, 2, 120, now) == (
+        f'203.0.113.5 - - [{started}] "GET /p?q=1 HTTP/1.1" 200 2 "http://r/\xe9" "curl "7"\\x"\n'
+    )
+    assert JsonFormat(times, 4242)(record, 200, 2, 120, now) == (
+        f'{{"time":"{started}","pid":4242,"request_id":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f",'
+        '"client_ip":"203.0.113.5","client_ip_source":"xff","method":"GET","target":"/p?q=1",'
+        '"protocol":"HTTP/1.1","status":200,"body_bytes_sent":2,"bytes_sent":120,'
+        '"request_time":0.500400,"upstream_addr":"10.0.0.2:80","upstream_status":200,'
+        '"upstream_connect_time":0.000000,"upstream_header_time":0.012500,'
+        '"upstream_response_time":0.013100,"host":"t","referer":"http://r/\\u00e9",'
+        '"user_agent":"curl \\"7\\"\\\\x","upstream_tries":[{"addr":"10.0.0.1:80",'
+        '"status":502,"connect_time":null,"header_time":null,"response_time":0.001000},'
+        '{"addr":"10.0.0.2:80","status":200,"connect_time":0.000000,"header_time":0.012500,'
+        '"response_time":0.013100}]}\n'
+    )
+
+
+def test_json_remembers_no_field_of_the_previous_line() -> None:
+    """json keeps the last host, client and peer's JSON text: each line still has its own."""
+    json_format = JsonFormat(TimeCache(), 1)
+    seen = []
+    for client, peer, host in [("192.0.2.1", "10.0.0.1:80", b"a"), ("192.0.2.2", "", b"b"),
+                               ("".join(["192.0.2.", "1"]), "10.0.0.1:80", b"")]:  # fmt: skip
+        record = Record("/", client_ip=client, upstream_addr=peer, upstream_status=200)
+        record.head.host = host
+        line = json.loads(json_format(record, 200, 0, 0, record.started))
+        seen.append((line["client_ip"], line["upstream_addr"], line["host"]))
+    assert seen == [
+        ("192.0.2.1", "10.0.0.1:80", "a"),
+        ("192.0.2.2", None, "b"),
+        ("192.0.2.1", "10.0.0.1:80", "-"),
+    ]
