@@ -396,6 +396,16 @@ async def test_a_released_connection_goes_to_a_request_still_connecting(start_pr
             writer.write(response(body=b"two"))
             assert (await first).text == "one"
             assert (await second).text == "two"
+            # The connect the second request gave up on goes on: once the queue has room
+            # it is made, nobody wants it, and the pool keeps it for the next request.
+            filler.close()
+            late, _ = await asyncio.wait_for(loop.sock_accept(listener), 15)
+            await async_wait_until(
+                lambda: proxy.worker.pools["app"].idle_connections(peer) == 2 and not peer.active,
+                10,
+                "the late connection kept idle",
+            )
+            late.close()
             writer.close()
     finally:
         filler.close()
