@@ -25,10 +25,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from harness import free_port, wait_until
 
 HOST = "127.0.0.1"
 APP = """\
@@ -39,24 +39,17 @@ def app(environ, start_response):
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: profile\r\n\r\n"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise SystemExit(f"exited before listening on {port}")
         try:
             with socket.create_connection((HOST, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+            return False
+
+    wait_until(f"something listening on {port}", listening, timeout)
 
 
 def send_requests(port: int, count: int) -> None:

@@ -95,11 +95,8 @@ class HttptoolsCodec:
         if line_end != len(method) + len(url) + 10 or head[line_end - 8] != _H:
             raise ClientError(BAD_REQUEST, "malformed request line")
         version = head[line_end - 3 : line_end]
-        fields_end = head.find(b"\r\n\r\n", line_end)
-        if fields_end < 0:  # (llhttp accepts CRLF line ends only)
-            raise ClientError(400, "incomplete request head")
-        try:
-            _, headers, _ = split_fields(head, 0, fields_end)
+        try:  # the head ends at its blank line (the reader cut it there)
+            _, headers, _ = split_fields(head, 0, len(head) - 4)
         except ValueError as exc:  # (llhttp refuses such a head first)
             raise ClientError(BAD_REQUEST, f"malformed request head: {exc}") from None
         return RequestHead(method, url, _VERSIONS.get(version, version), headers)

@@ -79,8 +79,6 @@ class HttptoolsResponseParser:
         "_head_data",
         "_head_only",
         "_interim",
-        "_interims",
-        "_kept",
         "_msg_start",
         "_parser",
         "_seen",
@@ -93,9 +91,6 @@ class HttptoolsResponseParser:
 
     def __init__(self) -> None:
         self._parser: httptools.HttpResponseParser | None = None
-        # A response to HEAD ends at its head, which llhttp cannot be told: its bytes are
-        # kept so that anything after the head is noticed (and the connection not reused).
-        self._kept = bytearray()
         self._spare = False  # in _SPARES: closed, and not to be used until taken from there
         self.reset(b"GET")
 
@@ -116,10 +111,7 @@ class HttptoolsResponseParser:
         self._seen = 0  # bytes fed while no head was complete
         self._framing = NO_BODY_FRAMING
         self._interim = False  # the message being read is a 1xx, to be skipped
-        self._interims = 0  # 1xx heads skipped so far
         self._extra = False  # bytes beyond the response: the peer is out of step
-        if self._head_only:
-            self._kept.clear()  # only HEAD responses use it: no allocation per response
 
     def feed(self, data: bytes) -> None:
         parser = self._parser
@@ -128,8 +120,6 @@ class HttptoolsResponseParser:
             self._extra = True
             return
         if self.head is None:
-            if self._head_only:
-                self._kept += data
             if not self._seen:
                 self._head_data = data
             else:  # a head in pieces: gathered in place, not copied again per piece
@@ -150,8 +140,7 @@ class HttptoolsResponseParser:
             self._parser = None  # llhttp stays in its error state: a new one for the next
             cause = exc.__context__  # what one of our callbacks raised, if one did
             if isinstance(cause, _StopParsing):
-                self._extra = self._bytes_after_head()
-                self._kept.clear()  # not held while the connection idles
+                pass  # a HEAD response, ended at its head (on_headers_complete)
             elif self.complete:
                 self._extra = True  # the response is whole; what broke came after it
             elif isinstance(cause, MalformedResponse):
@@ -164,16 +153,6 @@ class HttptoolsResponseParser:
             if self._seen > MAX_RESPONSE_HEAD:
                 self._parser = None
                 raise MalformedResponse("upstream sent too big a header")
-
-    def _bytes_after_head(self) -> bool:
-        """Whether the kept bytes go on past the final head (after any 1xx heads)."""
-        kept = self._kept
-        end = -4
-        for _ in range(self._interims + 1):
-            end = kept.find(b"\r\n\r\n", end + 4)
-            if end < 0:
-                return True  # cannot tell where the head ended: do not trust the rest
-        return len(kept) > end + 4
 
     def feed_eof(self) -> None:
         """The upstream closed. Ends an until-close body; otherwise the response is broken."""
@@ -194,7 +173,6 @@ class HttptoolsResponseParser:
     def close(self) -> None:
         """The connection is gone: keep this parser as a spare for another one (its llhttp
         too, when it stopped between two messages), or let it go."""
-        self._kept.clear()
         self._head_data = b""
         self._head_buf = None
         self.body = []
@@ -236,7 +214,6 @@ class HttptoolsResponseParser:
                 self._switched(parser, data, start, end)
                 return
             self._interim = True  # e.g. 100 Continue or 103 Early Hints: not passed on
-            self._interims += 1
             self._msg_start = end + 4
             return
         head = _parsed_head(parser, data, start, end, status)
@@ -245,8 +222,10 @@ class HttptoolsResponseParser:
         self._framing = response_framing(head, self._head_only)
         self.head = head
         if self._framing == NO_BODY_FRAMING and self._head_only:
-            # llhttp cannot be told that a HEAD response has no body: end it here.
+            # llhttp cannot be told that a HEAD response has no body: end it here. Bytes
+            # fed past the head mean the peer is out of step (never reused).
             self.complete = True
+            self._extra = len(data) > end + 4
             raise _StopParsing
 
     def _switched(
@@ -290,14 +269,18 @@ def split_head(data: bytes, start: int, end: int) -> tuple[bytes, Fields, Fields
     return lines[0], headers, spelled
 
 
-split_fields: Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]
-try:
-    from edgeproxy.http import _fields
-except ImportError:  # a pure install: the same in Python
-    split_fields = split_head
-else:
+def _head_splitter() -> Callable[[bytes, int, int], tuple[bytes, Fields, Fields]]:
+    """The C split where it is built; in a pure install, the same in Python."""
+    try:
+        from edgeproxy.http import _fields
+    except ImportError:
+        return split_head
     _fields.set_names(common_spellings())  # the names lowercase_name shares, shared there too
-    split_fields = _fields.split_head
+    return _fields.split_head
+
+
+# Final: bound once, a static of the compiled module rather than a global looked up per head.
+split_fields: Final = _head_splitter()
 
 
 def _parsed_head(

@@ -65,7 +65,10 @@ class HeadCodec(Protocol):
     # tests/unit/test_reader.py holds every codec to the same answers either way.
     needs_raw_checks: bool
 
-    def parse_request_head(self, head: bytes) -> RequestHead: ...
+    def parse_request_head(self, head: bytes) -> RequestHead:
+        """`head`: one whole request head, through its blank line and nothing after it
+        (the reader cuts heads there)."""
+        ...
 
     def response_parser(self) -> ResponseParser:
         """A parser for the responses of one upstream connection."""

@@ -122,7 +122,8 @@ static PyMemberDef Row_members[] = {
 
 /* --- Traffic: bytes read from clients (base), response body bytes (base + 1) --- */
 
-static int Traffic_init(RowObject *self, PyObject *args, PyObject *kwds) {
+/* TrafficCounter(row, base) and ZoneCounter(row, base): a block of two slots. */
+static int two_slots_init(RowObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"row", "base", NULL};
     PyObject *row;
     Py_ssize_t base;
@@ -280,15 +281,6 @@ static PyMethodDef Peer_methods[] = {
 
 /* --- ZoneStats: a limit zone's refusals (base) and delays (+1) --- */
 
-static int Zone_init(RowObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"row", "base", NULL};
-    PyObject *row;
-    Py_ssize_t base;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &row, &base))
-        return -1;
-    return take_row(self, row, base, 2);
-}
-
 static PyObject *Zone_rejected(RowObject *self, PyObject *Py_UNUSED(ignored)) {
     if (!ready(self))
         return NULL;
@@ -370,12 +362,12 @@ PyMODINIT_FUNC PyInit__rowstats(void) {
     PyObject *module = PyModule_Create(&rowstats_module);
     if (module == NULL)
         return NULL;
-    if (add_type(module, &TrafficType, "TrafficCounter", (initproc)Traffic_init,
+    if (add_type(module, &TrafficType, "TrafficCounter", (initproc)two_slots_init,
                  Traffic_methods) < 0 ||
         add_type(module, &RequestType, "RequestCounter", (initproc)Request_init,
                  Request_methods) < 0 ||
         add_type(module, &PeerType, "PeerCounter", (initproc)Peer_init, Peer_methods) < 0 ||
-        add_type(module, &ZoneType, "ZoneCounter", (initproc)Zone_init, Zone_methods) < 0 ||
+        add_type(module, &ZoneType, "ZoneCounter", (initproc)two_slots_init, Zone_methods) < 0 ||
         PyModule_AddIntConstant(module, "SUM_SLOT", SUM_SLOT) < 0) {
         Py_DECREF(module);
         return NULL;
