@@ -136,6 +136,8 @@ NOT_COMPILED = {
     "its own loop: never on the request path",
     "edgeproxy/upstream/protocol.py": "an interface only",
     "edgeproxy/upstream/protocols.py": "the protocol table, read once per pool",
+    "edgeproxy/upstream/streams.py": "finds the loop's Poller once per pool and a peer's "
+    "address family once per peer; the connections themselves are _stream.c's",
 }
 
 # C extension modules written in C (not by mypyc), built with the compiled build. Each has
@@ -148,6 +150,9 @@ C_EXTENSIONS = {
     # The metrics recorders: one C call per event, counts added in place (fallback: the
     # Python recorders of edgeproxy/metrics/recorder.py).
     "edgeproxy.metrics._rowstats": "edgeproxy/metrics/_rowstats.c",
+    # Upstream TCP connections on the worker's own epoll, without a loop transport per
+    # connection (fallback: the loop's create_connection).
+    "edgeproxy.upstream._stream": "edgeproxy/upstream/_stream.c",
 }
 
 # The setup.py commands that build extension modules. pip also runs setup.py for metadata

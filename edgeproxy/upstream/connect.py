@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Generator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.protocol import UpstreamProtocol
+
+if TYPE_CHECKING:
+    from edgeproxy.upstream._stream import Poller, Stream
 
 
 class ConnectionWaiter(Protocol):
@@ -32,19 +36,23 @@ class ConnectionWaiter(Protocol):
 class PendingConnect:
     """One connect in progress, for the request that asked for it (the waiter).
 
-    uvloop's connect coroutine is driven here by hand, with no Task: behind gunicorn's sync
-    workers (a connection per request) the proxy connects once per request, and a Task
-    with its steps costs more than the rest of the connect's Python side. The coroutine
+    Behind gunicorn's sync workers (a connection per request) the proxy connects once per
+    request, so a connect must cost little. To a peer given as an IP literal, a compiled
+    build connects through the worker's Poller (edgeproxy.upstream.streams): a socket on
+    its own epoll, which reports to `_stream_connected`.
+
+    Otherwise the loop's connect coroutine is driven here by hand, with no Task (a Task
+    with its steps costs more than the rest of the connect's Python side). The coroutine
     waits on one future at a time; its done callback resumes the coroutine.
 
-    The waiter gets the connection from connection_made, before the coroutine ends a loop
-    iteration later (a sync gunicorn worker that accepted it waits for the request); a
-    failure or the connect_timeout reaches it as `connect_failed`. `cancel` (the client
-    left) ends the connect quietly.
+    The waiter gets the connection once made (from connection_made, before the coroutine
+    ends a loop iteration later: a sync gunicorn worker that accepted it waits for the
+    request); a failure or the connect_timeout reaches it as `connect_failed`. `cancel`
+    (the client left) ends the connect quietly.
     """
 
-    __slots__ = ("_expired", "_loop", "_pending", "_release", "_steps", "_timeout", "conn",
-                 "offered", "outcome", "taken", "waiter")  # fmt: skip
+    __slots__ = ("_expired", "_loop", "_pending", "_poller", "_release", "_steps", "_stream",
+                 "_timeout", "conn", "offered", "outcome", "taken", "waiter")  # fmt: skip
 
     def __init__(
         self,
@@ -54,8 +62,10 @@ class PendingConnect:
         release: Callable[[UpstreamConnection, bool], None],
         loop: asyncio.AbstractEventLoop,
         timeout: float,
+        poller: Poller | None = None,
     ) -> None:
-        """`release`: the pool's, for the connection once made; `timeout`: connect_timeout."""
+        """`release`: the pool's, for the connection once made; `timeout`: connect_timeout;
+        `poller`: the loop's, to connect through (the peer's address is an IP literal)."""
         self.waiter: ConnectionWaiter | None = waiter
         self._release = release
         self._loop = loop
@@ -70,9 +80,15 @@ class PendingConnect:
         # The coroutine's await iterator: `next(steps, None)` resumes it, and its end is
         # None rather than a StopIteration raised here (whose traceback costs as much).
         self._steps: Generator[Any, None, Any] | None = None
+        self._poller = poller
+        self._stream: Stream | None = None  # the socket connecting, through the poller
 
     def start(self) -> None:
         """Begin (a failure known at once, as EMFILE, reaches the waiter from here)."""
+        poller = self._poller
+        if poller is not None:
+            self._start_stream(poller)
+            return
         loop = self._loop
         address = self.conn.peer.address
         if address.kind == "unix":
@@ -83,10 +99,47 @@ class PendingConnect:
         self.conn.start_connect_timer(self._timeout)
         self._resume(None)
 
+    def _start_stream(self, poller: Poller) -> None:
+        peer = self.conn.peer
+        address = peer.address
+        self.conn.start_connect_timer(self._timeout)
+        try:
+            stream = poller.connect(
+                peer.ip_family, address.host, address.port, self._stream_connected
+            )
+        except OSError as os_error:
+            self._failed(self._error(os_error.strerror or str(os_error)))
+            return
+        stream.set_protocol(self.conn)
+        self._stream = stream
+
+    def _stream_connected(self, error: int) -> None:
+        stream = self._stream
+        self._stream = None
+        if stream is None:
+            return  # (cancelled or timed out: the stream was aborted, which says nothing)
+        if error:
+            self._failed(self._error(os.strerror(error)))
+            return
+        self.conn.connection_made(stream)  # the waiter takes it from here (`_made`)
+        self._connected()
+
+    def _stop_stream(self) -> bool:
+        """Abort the stream still connecting, if there is one."""
+        stream = self._stream
+        if stream is None:
+            return False
+        self._stream = None
+        stream.abort()
+        return True
+
     def cancel(self) -> None:
         """The waiter no longer wants the connection: stop unless it is made already."""
         self.waiter = None
-        if self._pending is not None and not self.taken:
+        if self._stop_stream():
+            self._ended("cancelled")
+            self.conn.not_connected()
+        elif self._pending is not None and not self.taken:
             self._pending.cancel()  # the coroutine closes its transport and ends
 
     def abandon(self) -> None:
@@ -106,7 +159,10 @@ class PendingConnect:
             conn.peer.active += 1
 
     def _expire(self) -> None:
-        if not self.offered:
+        if self._stop_stream():
+            name = self.conn.peer.name
+            self._failed(UpstreamError("timeout", f"connect to {name} timed out", retryable=True))
+        elif not self.offered:
             self._expired = True
             if self._pending is not None:
                 self._pending.cancel()

@@ -15,6 +15,7 @@ from typing import Final
 from edgeproxy.config.model import Address, PeerConfig
 from edgeproxy.metrics.recorder import PeerStats
 from edgeproxy.upstream.slots import PeerSlots
+from edgeproxy.upstream.streams import ip_family
 
 # The fields of a health row (float64 each): failures counted, when the count started,
 # until when the peer is left out, and whether active health checks (the prober,
@@ -43,6 +44,7 @@ class Peer:
         "fail_timeout",
         "health",
         "index",
+        "ip_family",
         "max_conns",
         "max_fails",
         "name",
@@ -61,6 +63,8 @@ class Peer:
         self.address = config.address
         self.name = str(config.address)
         self.index = index  # its place in the pool's peer list (the pool's per-peer tables)
+        # AF_INET/AF_INET6 when an IP literal (connects may take the worker's epoll), else 0.
+        self.ip_family = ip_family(config.address)
         self.weight = config.weight
         self.max_fails = config.max_fails
         self.fail_timeout = config.fail_timeout

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Container
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from edgeproxy.config.model import UpstreamConfig
 from edgeproxy.errors import UpstreamError
@@ -19,6 +19,10 @@ from edgeproxy.upstream.connection import UpstreamConnection
 from edgeproxy.upstream.peer import HealthLookup, Peer
 from edgeproxy.upstream.protocols import make_protocol
 from edgeproxy.upstream.slots import SlotLookup
+from edgeproxy.upstream.streams import poller_for
+
+if TYPE_CHECKING:
+    from edgeproxy.upstream._stream import Poller
 
 log = logging.getLogger("edgeproxy.upstream")
 
@@ -103,6 +107,7 @@ class UpstreamPool:
         # Whether active health checks run for this pool: only then is PROBED_DOWN read.
         self._probed = config.health_check is not None
         self.loop = asyncio.get_running_loop()  # pools are built by a worker, in its loop
+        self._poller: Poller | None = None  # the loop's, once a connect needs it
         self.idle_count = 0
         self._idle_cap = config.keepalive * SURPLUS_FACTOR
         self._sweeper: asyncio.TimerHandle | None = None
@@ -255,8 +260,17 @@ class UpstreamPool:
     def connect(self, peer: Peer, waiter: ConnectionWaiter) -> PendingConnect:
         """A new connection to `peer` for `waiter`, counted in flight until `release`;
         `start` it once the caller holds it (it may fail at once)."""
+        poller = self._poller
+        if poller is None and peer.ip_family:
+            poller = self._poller = poller_for(self.loop)  # in the worker, on first use
         return PendingConnect(
-            peer, waiter, self.protocol, self.release, self.loop, self.config.connect_timeout
+            peer,
+            waiter,
+            self.protocol,
+            self.release,
+            self.loop,
+            self.config.connect_timeout,
+            poller if peer.ip_family else None,
         )
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:

@@ -45,3 +45,10 @@ def test_the_compiled_build_splits_response_heads_in_c_and_a_pure_one_in_python(
     else:
         in_c = httptools_response.split_fields is split_head
     assert in_c == (build_kind() == "compiled")
+
+
+def test_the_compiled_build_connects_upstream_on_its_own_epoll_and_a_pure_one_by_the_loop() -> None:
+    # setup.py builds edgeproxy.upstream._stream with the mypyc modules, or neither.
+    from edgeproxy.upstream.streams import stream_kind
+
+    assert stream_kind() == ("epoll" if build_kind() == "compiled" else "loop")

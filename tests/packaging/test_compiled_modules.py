@@ -147,3 +147,4 @@ def test_the_c_extensions_are_built_with_the_compiled_build_and_shipped_in_the_s
     assert "edgeproxy.http._fields" in setup_script.C_EXTENSIONS
     assert "edgeproxy.limits._spinlock" in setup_script.C_EXTENSIONS
     assert "edgeproxy.metrics._rowstats" in setup_script.C_EXTENSIONS
+    assert "edgeproxy.upstream._stream" in setup_script.C_EXTENSIONS

@@ -47,6 +47,7 @@ def test_the_sdist_builds_a_compiled_wheel(tmp_path: Path) -> None:
     assert any(n.startswith("edgeproxy/http/_fields.") and n.endswith(".so") for n in names)
     assert any(n.startswith("edgeproxy/limits/_spinlock.") and n.endswith(".so") for n in names)
     assert any(n.startswith("edgeproxy/metrics/_rowstats.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("edgeproxy/upstream/_stream.") and n.endswith(".so") for n in names)
     assert not any(n.startswith("edgeproxy/config/") and n.endswith(".so") for n in names)
     run([venv / "bin" / "pip", "install", wheel], cwd=tmp_path)
     assert edgeproxy_version(venv) == f"edgeproxy {__version__} (compiled)"
