@@ -80,6 +80,11 @@ typedef struct {
 static PyTypeObject PollerType;
 static PyTypeObject StreamType;
 
+/* The protocol's methods, named once (a call then costs no format string nor lookup of
+ * the name's hash). */
+static PyObject *name_data_received, *name_eof_received, *name_connection_lost,
+    *name_pause_writing, *name_resume_writing, *name_connection_lost_method, *name_read_now;
+
 /* --- errors and callbacks --- */
 
 static PyObject *os_error(int err) {
@@ -119,10 +124,10 @@ static void report_error(StreamObject *s, const char *message) {
     Py_XDECREF(traceback);
 }
 
-static int call_protocol(StreamObject *s, const char *method, const char *message) {
+static int call_protocol(StreamObject *s, PyObject *method, const char *message) {
     if (s->protocol == NULL || s->protocol == Py_None)
         return 0;
-    PyObject *r = PyObject_CallMethod(s->protocol, method, NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(s->protocol, method);
     if (r == NULL) {
         report_error(s, message);
         return -1;
@@ -156,7 +161,7 @@ static void schedule_lost(StreamObject *s, PyObject *exc) {
     if (!s->made)
         return;
     s->made = 0;
-    PyObject *lost = PyObject_GetAttrString((PyObject *)s, "_connection_lost");
+    PyObject *lost = PyObject_GetAttr((PyObject *)s, name_connection_lost_method);
     if (lost == NULL) {
         PyErr_WriteUnraisable((PyObject *)s);
         return;
@@ -228,7 +233,7 @@ static int keep_output(StreamObject *s, const char *data, size_t size) {
 static void maybe_pause_protocol(StreamObject *s) {
     if (!s->paused_writing && buffered(s) > s->high_water) {
         s->paused_writing = 1;
-        call_protocol(s, "pause_writing", "protocol.pause_writing() failed");
+        call_protocol(s, name_pause_writing, "protocol.pause_writing() failed");
     }
 }
 
@@ -261,7 +266,7 @@ static void flush(StreamObject *s) {
     }
     if (s->paused_writing && buffered(s) <= s->low_water) {
         s->paused_writing = 0;
-        if (call_protocol(s, "resume_writing", "protocol.resume_writing() failed") < 0)
+        if (call_protocol(s, name_resume_writing, "protocol.resume_writing() failed") < 0)
             return;
         if (s->state != OPEN)
             return;
@@ -384,8 +389,8 @@ static PyObject *Stream_writelines(StreamObject *s, PyObject *lines) {
 
 /* --- reading --- */
 
-static PyObject *schedule_method(StreamObject *s, const char *name) {
-    PyObject *method = PyObject_GetAttrString((PyObject *)s, name);
+static PyObject *schedule_method(StreamObject *s, PyObject *name) {
+    PyObject *method = PyObject_GetAttr((PyObject *)s, name);
     if (method == NULL)
         return NULL;
     PyObject *r = PyObject_CallOneArg(s->poller->call_soon, method);
@@ -407,7 +412,7 @@ static void read_ready(StreamObject *s) {
         }
         if (reads == READS_PER_EVENT) {
             s->read_pending = 1; /* the rest a loop iteration later, after other work */
-            PyObject *r = schedule_method(s, "_read_now");
+            PyObject *r = schedule_method(s, name_read_now);
             if (r == NULL)
                 report_error(s, "cannot schedule a read");
             Py_XDECREF(r);
@@ -420,7 +425,7 @@ static void read_ready(StreamObject *s) {
                 report_error(s, "out of memory reading a response");
                 return;
             }
-            PyObject *r = PyObject_CallMethod(s->protocol, "data_received", "O", data);
+            PyObject *r = PyObject_CallMethodOneArg(s->protocol, name_data_received, data);
             Py_DECREF(data);
             if (r == NULL) {
                 report_error(s, "protocol.data_received() failed");
@@ -433,7 +438,7 @@ static void read_ready(StreamObject *s) {
         }
         if (n == 0) {
             s->read_closed = 1;
-            PyObject *r = PyObject_CallMethod(s->protocol, "eof_received", NULL);
+            PyObject *r = PyObject_CallMethodNoArgs(s->protocol, name_eof_received);
             if (r == NULL) {
                 report_error(s, "protocol.eof_received() failed");
                 return;
@@ -477,7 +482,9 @@ static void connected(StreamObject *s, uint32_t events) {
     }
     if (on_connect == NULL)
         return;
-    PyObject *r = PyObject_CallFunction(on_connect, "i", err);
+    PyObject *code = PyLong_FromLong(err);
+    PyObject *r = code ? PyObject_CallOneArg(on_connect, code) : NULL;
+    Py_XDECREF(code);
     Py_DECREF(on_connect);
     if (r == NULL) {
         if (s->state == CLOSED)
@@ -514,7 +521,7 @@ static PyObject *Stream_connection_lost(StreamObject *s, PyObject *exc) {
     if (protocol == NULL)
         Py_RETURN_NONE;
     s->protocol = NULL; /* the cycle stream <-> protocol ends here */
-    PyObject *r = PyObject_CallMethod(protocol, "connection_lost", "O", exc);
+    PyObject *r = PyObject_CallMethodOneArg(protocol, name_connection_lost, exc);
     Py_DECREF(protocol);
     return r;
 }
@@ -535,7 +542,7 @@ static PyObject *Stream_resume_reading(StreamObject *s, PyObject *Py_UNUSED(igno
         Py_RETURN_NONE;
     s->paused_reading = 0;
     if (s->read_pending && s->state == OPEN && !s->closing)
-        return schedule_method(s, "_read_now");
+        return schedule_method(s, name_read_now);
     Py_RETURN_NONE;
 }
 
@@ -982,8 +989,21 @@ static struct PyModuleDef stream_module = {
     .m_size = -1,
 };
 
+static int intern_names(void) {
+    return (name_data_received = PyUnicode_InternFromString("data_received")) &&
+                   (name_eof_received = PyUnicode_InternFromString("eof_received")) &&
+                   (name_connection_lost = PyUnicode_InternFromString("connection_lost")) &&
+                   (name_pause_writing = PyUnicode_InternFromString("pause_writing")) &&
+                   (name_resume_writing = PyUnicode_InternFromString("resume_writing")) &&
+                   (name_connection_lost_method =
+                        PyUnicode_InternFromString("_connection_lost")) &&
+                   (name_read_now = PyUnicode_InternFromString("_read_now"))
+               ? 0
+               : -1;
+}
+
 PyMODINIT_FUNC PyInit__stream(void) {
-    if (PyType_Ready(&PollerType) < 0 || PyType_Ready(&StreamType) < 0)
+    if (intern_names() < 0 || PyType_Ready(&PollerType) < 0 || PyType_Ready(&StreamType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&stream_module);
     if (module == NULL)
