@@ -48,7 +48,10 @@ def ip_family(address: Address) -> int:
         ip = ipaddress.ip_address(address.host)
     except ValueError:
         return 0
-    return int(socket.AF_INET6 if ip.version == 6 else socket.AF_INET)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # A zone (fe80::1%eth0) is for the loop's connect, which resolves it.
+        return 0 if ip.scope_id else int(socket.AF_INET6)
+    return int(socket.AF_INET)
 
 
 def poller_for(loop: asyncio.AbstractEventLoop) -> Poller | None:

@@ -337,5 +337,6 @@ def test_only_an_ip_literal_goes_through_the_poller() -> None:
     assert streams.ip_family(Address("tcp", "127.0.0.1", 80)) == socket.AF_INET
     assert streams.ip_family(Address("tcp", "::1", 80)) == socket.AF_INET6
     assert streams.ip_family(Address("tcp", "localhost", 80)) == 0
+    assert streams.ip_family(Address("tcp", "fe80::1%eth0", 80)) == 0  # (inet_pton: no zone)
     assert streams.ip_family(Address("unix", path="/run/app.sock")) == 0
     assert streams.stream_kind() == ("epoll" if BUILT else "loop")
