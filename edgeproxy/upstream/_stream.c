@@ -564,6 +564,15 @@ static PyObject *Stream_abort(StreamObject *s, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+/* abort() for a protocol that ends its side itself: no connection_lost (a Handle and a
+ * call a loop iteration later, for every connection behind gunicorn's sync workers). */
+static PyObject *Stream_discard(StreamObject *s, PyObject *Py_UNUSED(ignored)) {
+    s->made = 0;
+    force_close(s, NULL);
+    Py_CLEAR(s->protocol);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Stream_is_closing(StreamObject *s, PyObject *Py_UNUSED(ignored)) {
     return PyBool_FromLong(s->closing || s->state == CLOSED);
 }
@@ -731,6 +740,8 @@ static PyMethodDef Stream_methods[] = {
     {"is_reading", (PyCFunction)Stream_is_reading, METH_NOARGS, NULL},
     {"close", (PyCFunction)Stream_close, METH_NOARGS, "Close once what is buffered is written."},
     {"abort", (PyCFunction)Stream_abort, METH_NOARGS, "Close at once; buffered bytes are lost."},
+    {"discard", (PyCFunction)Stream_discard, METH_NOARGS,
+     "abort() without connection_lost: the protocol has ended its side itself."},
     {"is_closing", (PyCFunction)Stream_is_closing, METH_NOARGS, NULL},
     {"write_eof", (PyCFunction)Stream_write_eof, METH_NOARGS, NULL},
     {"can_write_eof", (PyCFunction)Stream_can_write_eof, METH_NOARGS, NULL},

@@ -121,7 +121,9 @@ class PendingConnect:
         if error:
             self._failed(self._error(os.strerror(error)))
             return
-        self.conn.connection_made(stream)  # the waiter takes it from here (`_made`)
+        conn = self.conn
+        conn.own_stream = stream
+        conn.connection_made(stream)  # the waiter takes it from here (`_made`)
         self._connected()
 
     def _stop_stream(self) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from edgeproxy.errors import UpstreamError
 from edgeproxy.http.codec import MalformedResponse, ResponseParser
@@ -24,6 +24,9 @@ from edgeproxy.http.events import ResponseHead
 from edgeproxy.timer import LazyTimer
 from edgeproxy.upstream.peer import Peer
 from edgeproxy.upstream.protocol import UpstreamProtocol
+
+if TYPE_CHECKING:
+    from edgeproxy.upstream._stream import Stream
 
 
 class Exchange(Protocol):
@@ -60,6 +63,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.protocol = protocol
         self.on_release = on_release
         self.transport: asyncio.Transport | None = None
+        # The transport is our own stream (edgeproxy.upstream._stream): `close` ends it and
+        # this side at once, with no connection_lost to wait for.
+        self.own_stream: Stream | None = None
         self.closed = False
         self.idle_since = 0.0
         self.response_started = False  # a byte of the current response arrived
@@ -156,6 +162,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._exchange = None
         self.closed = True  # ours no more: never written, read or reused by us again
         self.transport = None
+        self.own_stream = None  # (the tunnel closes it, and hears connection_lost)
         self._timer.close()
         if self._spare_reader is not None:
             self._spare_reader.close()
@@ -174,7 +181,14 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         self._timer.stop()
-        if self.transport is not None:
+        stream = self.own_stream
+        if stream is not None:
+            # Behind gunicorn's sync workers, every connection: no Handle nor call for a
+            # connection_lost a loop iteration later (every exchange has ended here).
+            self.own_stream = None
+            stream.discard()
+            self._let_go()
+        elif self.transport is not None:
             self.transport.abort()
 
     # --- asyncio.Protocol ---
@@ -218,9 +232,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.own_stream = None
         if self._exchange is not None:
             detail = f"connection lost: {exc}" if exc else "upstream closed the connection"
             self._fail(UpstreamError("error", detail))
+        self._let_go()
+
+    def _let_go(self) -> None:
         # Cut the reference cycles through the timer and the parser, so that refcounting
         # frees this connection now: left to the cyclic GC, a dead connection per request
         # (gunicorn closes each one) keeps the collector running.

@@ -198,6 +198,23 @@ async def test_writelines_sends_many_pieces_in_order(
 
 
 @needs_c
+async def test_discard_closes_at_once_and_says_nothing_more(
+    poller: Poller, listener: socket.socket
+) -> None:
+    protocol = Recorder()
+    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
+    peer = await accept(listener)
+    stream.discard()
+    assert stream.is_closing() and stream.get_protocol() is None
+    assert poller.open_streams == 0
+    loop = asyncio.get_running_loop()
+    assert await asyncio.wait_for(loop.sock_recv(peer, 10), DEADLINE) == b""  # closed
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not protocol.lost.done()
+
+
+@needs_c
 async def test_close_writes_what_is_buffered_first(poller: Poller, listener: socket.socket) -> None:
     protocol = Recorder()
     stream, _ = await connect(poller, listener.getsockname()[1], protocol)
