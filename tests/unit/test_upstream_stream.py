@@ -97,6 +97,15 @@ async def accept(listener: socket.socket) -> socket.socket:
     return peer
 
 
+async def open_pair(
+    poller: Poller, listener: socket.socket, protocol: asyncio.Protocol
+) -> tuple[Stream, socket.socket]:
+    """A stream connected to `listener` for `protocol`, and the peer's end of it."""
+    stream, error = await connect(poller, listener.getsockname()[1], protocol)
+    assert error == 0
+    return stream, await accept(listener)
+
+
 async def receive_all(peer: socket.socket, size: int) -> bytes:
     loop = asyncio.get_running_loop()
     got = bytearray()
@@ -165,8 +174,7 @@ async def test_a_large_write_pauses_the_protocol_until_the_peer_reads(
     poller: Poller, listener: socket.socket
 ) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     body = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than the socket buffers take
     stream.write(body[:100])
     stream.write(body[100:])
@@ -186,8 +194,7 @@ async def test_writelines_sends_many_pieces_in_order(
     poller: Poller, listener: socket.socket
 ) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     pieces = [b"%05d," % i for i in range(300)]  # more than one sendmsg's iovecs
     pieces.append(b"x" * (4 << 20))  # and more than the socket takes at once
     stream.writelines([pieces[0], bytearray(pieces[1]), memoryview(pieces[2]), *pieces[3:]])
@@ -202,8 +209,7 @@ async def test_discard_closes_at_once_and_says_nothing_more(
     poller: Poller, listener: socket.socket
 ) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     stream.discard()
     assert stream.is_closing() and stream.get_protocol() is None
     assert poller.open_streams == 0
@@ -217,8 +223,7 @@ async def test_discard_closes_at_once_and_says_nothing_more(
 @needs_c
 async def test_close_writes_what_is_buffered_first(poller: Poller, listener: socket.socket) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     body = b"y" * (6 << 20)
     stream.write(body)
     stream.close()
@@ -235,8 +240,7 @@ async def test_paused_reading_holds_the_bytes_until_resumed(
     poller: Poller, listener: socket.socket
 ) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     stream.pause_reading()
     assert not stream.is_reading()
     peer.sendall(b"while paused")
@@ -258,8 +262,7 @@ async def test_a_large_response_arrives_whole_across_loop_iterations(
     poller: Poller, listener: socket.socket
 ) -> None:
     protocol = Recorder()
-    _stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    _stream, peer = await open_pair(poller, listener, protocol)
     body = hashlib.sha256(b"seed").digest() * (5 << 15)  # 5 MiB: more than a turn's reads
     protocol.wanted = len(body)
     await asyncio.get_running_loop().sock_sendall(peer, body)
@@ -274,8 +277,7 @@ async def test_write_eof_half_closes_and_the_answer_still_comes(
     poller: Poller, listener: socket.socket
 ) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     assert stream.can_write_eof()
     stream.write(b"question")
     stream.write_eof()
@@ -302,8 +304,7 @@ async def test_a_failing_protocol_is_reported_and_its_stream_closed(
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
         protocol = Failing()
-        stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-        peer = await accept(listener)
+        stream, peer = await open_pair(poller, listener, protocol)
         peer.sendall(b"anything")
         lost = await asyncio.wait_for(protocol.lost, DEADLINE)
     finally:
@@ -317,8 +318,7 @@ async def test_a_failing_protocol_is_reported_and_its_stream_closed(
 @needs_c
 async def test_it_answers_for_its_socket(poller: Poller, listener: socket.socket) -> None:
     protocol = Recorder()
-    stream, _ = await connect(poller, listener.getsockname()[1], protocol)
-    peer = await accept(listener)
+    stream, peer = await open_pair(poller, listener, protocol)
     assert stream.get_extra_info("peername") == listener.getsockname()
     assert stream.get_extra_info("sockname") == peer.getpeername()
     assert stream.get_extra_info("nothing such", "default") == "default"
