@@ -4,13 +4,16 @@ A compiled build connects to a peer whose address is an IP literal through a Pol
 epoll instance per event loop, which the loop watches with a single add_reader. A pure
 install (no C compiler), a peer named by a host name (resolved by the loop at each
 connect, as before) and a unix socket use the loop's create_connection instead;
-edgeproxy.upstream.connect drives either.
+edgeproxy.upstream.connect drives either. EDGEPROXY_UPSTREAM_TRANSPORT=loop in the
+environment makes a compiled build use the loop's too (to rule this module out when
+something looks wrong, without reinstalling).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
 
 
 def _poller_type() -> Callable[[asyncio.AbstractEventLoop], Poller] | None:
+    if os.environ.get("EDGEPROXY_UPSTREAM_TRANSPORT") == "loop":
+        return None
     try:
         from edgeproxy.upstream._stream import Poller
     except ImportError:  # a pure install: the loop's transports serve

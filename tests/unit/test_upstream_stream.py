@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -357,3 +360,18 @@ def test_only_an_ip_literal_goes_through_the_poller() -> None:
     assert streams.ip_family(Address("tcp", "fe80::1%eth0", 80)) == 0  # (inet_pton: no zone)
     assert streams.ip_family(Address("unix", path="/run/app.sock")) == 0
     assert streams.stream_kind() == ("epoll" if BUILT else "loop")
+
+
+def test_the_environment_can_ask_for_the_loops_transports() -> None:
+    # A fresh interpreter: the choice is made once, at import.
+    code = "from edgeproxy.upstream.streams import stream_kind; print(stream_kind())"
+    env = {**os.environ, "EDGEPROXY_UPSTREAM_TRANSPORT": "loop"}
+    asked = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert asked.stdout.strip() == "loop"
+    env.pop("EDGEPROXY_UPSTREAM_TRANSPORT")
+    default = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert default.stdout.strip() == ("epoll" if BUILT else "loop")
