@@ -27,16 +27,27 @@ class RequestHead:
         "host",
         "keep_alive",
         "method",
+        "spelled",
         "target",
         "upgrade",
         "version",
     )
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: Headers,
+        spelled: Headers | None = None,
+    ) -> None:
         self.method = method
         self.target = target
         self.version = version  # b"1.1" or b"1.0"
-        self.headers = headers
+        self.headers = headers  # lowercased names, for every lookup
+        # The same fields with the names as the client spelled them (passed on upstream
+        # that way, as nginx does); None when not known (then `headers` serve).
+        self.spelled = spelled
         # Filled in by the shared validation in edgeproxy.http.reader, never by a codec:
         self.host = b""
         self.content_length: int | None = None

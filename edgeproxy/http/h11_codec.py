@@ -27,20 +27,22 @@ _FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
 _HIDDEN_NAME: Final = b"x"  # what h11 sees instead of a framing field's name
 
 
-def _hide_framing_fields(head: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
-    """`head` with the framing fields renamed, and (field index, real name) for each."""
+def _hide_framing_fields(head: bytes) -> tuple[bytes, list[tuple[int, bytes, bytes]]]:
+    """`head` with the framing fields renamed, and (field index, real name lowercased, real
+    name as sent) for each."""
     lowered = head.lower()
     # (find, not `in`: a bytes needle in `in` costs a TypeError raised and cleared first)
     if lowered.find(b"\ncontent-length:") < 0 and lowered.find(b"\ntransfer-encoding:") < 0:
         return head, []
     lines = head.split(b"\r\n")
-    hidden: list[tuple[int, bytes]] = []
+    hidden: list[tuple[int, bytes, bytes]] = []
     for index in range(1, len(lines)):
         line = lines[index]
         colon = line.find(b":")
-        name = line[:colon].lower() if colon > 0 else b""
+        as_sent = line[:colon] if colon > 0 else b""
+        name = as_sent.lower()
         if name in _FRAMING_FIELDS:
-            hidden.append((index - 1, name))
+            hidden.append((index - 1, name, as_sent))
             lines[index] = _HIDDEN_NAME + line[colon:]
     return b"\r\n".join(lines), hidden
 
@@ -60,13 +62,15 @@ class H11Codec:
         if not event.target.isascii():
             raise ClientError(BAD_REQUEST, "request target is not ASCII")
         headers: Headers = list(event.headers)
-        for index, name in hidden:
+        spelled: Headers = event.headers.raw_items()
+        for index, name, as_sent in hidden:
             if index >= len(headers) or headers[index][0] != _HIDDEN_NAME:
                 # Lines h11 split or joined otherwise (bare LF, obs-fold): the raw checks
                 # refuse such heads before they get here.
                 raise ClientError(BAD_REQUEST, "malformed request head")
             headers[index] = (name, headers[index][1])
-        return RequestHead(event.method, event.target, event.http_version, headers)
+            spelled[index] = (as_sent, spelled[index][1])
+        return RequestHead(event.method, event.target, event.http_version, headers, spelled)
 
     def parse_response_head(self, head: bytes) -> ResponseHead:
         if head.lower().count(b"\ncontent-length:") > 1:

@@ -100,22 +100,27 @@ def response_fields(head: ResponseHead) -> Headers:
     """The fields of an upstream response that go on to the client: end to end only
     (RESPONSE_REPLACED and what Connection names dropped), named as the upstream spelled
     them (nginx and HAProxy keep the spelling; some clients and many readers expect it)."""
-    spelled = head.spelled
+    return end_to_end_spelled(head.headers, head.spelled, RESPONSE_REPLACED)
+
+
+def end_to_end_spelled(
+    headers: Headers, spelled: Headers | None, replaced: frozenset[bytes]
+) -> Headers:
+    """end_to_end over the lowercased `headers`, giving the `spelled` pair at the same
+    index (the same value object: nothing is copied); `headers` when `spelled` is None."""
     if spelled is None:
-        return end_to_end(head.headers, RESPONSE_REPLACED)
-    # end_to_end over the lowercased names, keeping the spelled pair at the same index
-    # (the same value object: nothing is copied).
+        return end_to_end(headers, replaced)
     kept: Headers = []
     names_fields = False
-    for index, item in enumerate(head.headers):
-        if item[0] in RESPONSE_REPLACED:
+    for index, item in enumerate(headers):
+        if item[0] in replaced:
             if item[0] == b"connection" and item[1] not in PLAIN_CONNECTION:
                 names_fields = True
         else:
             kept.append(spelled[index])
     if names_fields:
-        named = connection_named(head.headers) | RESPONSE_REPLACED
-        kept = [spelled[i] for i, (name, _) in enumerate(head.headers) if name not in named]
+        named = connection_named(headers) | replaced
+        kept = [spelled[i] for i, (name, _) in enumerate(headers) if name not in named]
     return kept
 
 

@@ -96,10 +96,10 @@ class HttptoolsCodec:
             raise ClientError(BAD_REQUEST, "malformed request line")
         version = head[line_end - 3 : line_end]
         try:  # the head ends at its blank line (the reader cut it there)
-            _, headers, _ = split_fields(head, 0, len(head) - 4)
+            _, headers, spelled = split_fields(head, 0, len(head) - 4)
         except ValueError as exc:  # (llhttp refuses such a head first)
             raise ClientError(BAD_REQUEST, f"malformed request head: {exc}") from None
-        return RequestHead(method, url, _VERSIONS.get(version, version), headers)
+        return RequestHead(method, url, _VERSIONS.get(version, version), headers, spelled)
 
     def response_parser(self) -> ResponseParser:
         return response_parser()

@@ -172,7 +172,11 @@ def apply_request_rules(head: RequestHead, known_host: bytes) -> bytes:
             upgrade.append(value)
     if underscores:
         # nginx's ignore_invalid_headers: WSGI maps X_Foo and X-Foo to one variable.
-        head.headers = [item for item in head.headers if _UNDERSCORE not in item[0]]
+        keep = [_UNDERSCORE not in item[0] for item in head.headers]
+        head.headers = [item for item, kept in zip(head.headers, keep, strict=True) if kept]
+        spelled = head.spelled
+        if spelled is not None:  # (the same fields, at the same indexes)
+            head.spelled = [item for item, kept in zip(spelled, keep, strict=True) if kept]
 
     # --- every rule answered 400 (see the module docstring for why they come first);
     # the first fault with another status is kept in `status` and answered after them ---

@@ -7,12 +7,15 @@ answers signals at once. The scrape is served by one child process, forked like 
 prober (edgeproxy.process.prober): it reads the rows every worker writes, sums them and
 answers. A reload replaces it (with the new config's series), one that dies is started
 again, and the master kills it when it exits. The socket stays the master's, so a scrape
-arriving while the exporter is replaced waits in the backlog rather than being refused.
+arriving while the exporter is replaced waits in the backlog rather than being refused;
+one the old exporter had already taken is answered by it (SIGTERM: it stops accepting,
+answers what it holds, and exits; SIGKILL after RETIRE_GRACE if it has not).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -23,7 +26,7 @@ from collections.abc import Iterable
 from edgeproxy import __version__, build_kind
 from edgeproxy.config.model import Address, Config
 from edgeproxy.http.codec import AUTO_ORDER, CODECS
-from edgeproxy.metrics.endpoint import Endpoint
+from edgeproxy.metrics.endpoint import READ_TIMEOUT, Endpoint
 from edgeproxy.metrics.exposition import HealthOf, Instance, render
 from edgeproxy.metrics.store import (
     LOADED_AT,
@@ -43,6 +46,8 @@ log = logging.getLogger("edgeproxy.master")
 
 ORPHAN_CHECK = 1.0  # how often the exporter looks whether its master is still there
 SNAPSHOT_TRIES = 100  # reads of the rows while the master folds one, before taking any
+# A replaced exporter's time to answer the scrapes it took (a head may take READ_TIMEOUT).
+RETIRE_GRACE = READ_TIMEOUT + 1.0
 
 
 def codec_name(config: Config) -> str:
@@ -80,6 +85,7 @@ class MetricsControl(HelperProcess):
         # asks for metrics, which may be a reload's (the start's config loaded fine).
         self.last_reload_ok = True
         self.loaded_at = time.time()
+        self.retiring: dict[int, float] = {}  # replaced exporters: pid -> when to SIGKILL
 
     # --- the counters ---
 
@@ -161,7 +167,7 @@ class MetricsControl(HelperProcess):
 
     def replace(self, config: Config, inherited: Iterable[socket.socket]) -> None:
         """A reload: the new config's series, address and path."""
-        self.stop()
+        self._retire()
         try:
             self.bind(config)
         except OSError as exc:
@@ -171,13 +177,40 @@ class MetricsControl(HelperProcess):
 
     def close(self) -> None:
         self.stop()
+        for pid in self.retiring:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.retiring.clear()
         if self.sock is not None:
             self.sock.close()
             self.sock = self.address = None
 
     def keep(self, config: Config, inherited: Iterable[socket.socket], now: float) -> None:
+        for pid, deadline in list(self.retiring.items()):
+            if now >= deadline:  # (reaped by the master's loop, as any child)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.retiring[pid] = float("inf")
         if self.due(now):
             self.start(config, inherited)
+
+    def exited(self, pid: int, how: str) -> bool:
+        if self.retiring.pop(pid, None) is not None:
+            return True  # replaced, and done with the scrapes it had taken
+        return super().exited(pid, how)
+
+    def _retire(self) -> None:
+        """Let the exporter answer the scrapes it has taken, then go (see the module)."""
+        pid, self.pid = self.pid, None
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return  # died just now: the loop reaps it
+        self.retiring[pid] = time.monotonic() + RETIRE_GRACE
 
 
 def _fork(
@@ -267,7 +300,15 @@ async def _serve(
         )
         return render(config, store.registry, values, health, instance)
 
+    retired = asyncio.Event()  # SIGTERM: the master has started another exporter
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, retired.set)
     server = await Endpoint(config.metrics.path, scrape).serve(sock)
     async with server:
-        while os.getppid() == master_pid:
-            await asyncio.sleep(ORPHAN_CHECK)
+        while os.getppid() == master_pid and not retired.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(retired.wait(), ORPHAN_CHECK)
+        server.close()  # accept no more (the socket is the master's: others wait for the next)
+        # The scrapes taken: each connection's task was made when it was accepted.
+        taken = asyncio.all_tasks() - {asyncio.current_task()}
+        if taken:
+            await asyncio.wait(taken, timeout=READ_TIMEOUT)

@@ -7,7 +7,7 @@ from typing import Final
 
 from edgeproxy.http.codec import HeadCodec, ResponseParser
 from edgeproxy.http.events import RequestHead
-from edgeproxy.http.headers import PLAIN_CONNECTION, REQUEST_REPLACED, end_to_end
+from edgeproxy.http.headers import PLAIN_CONNECTION, REQUEST_REPLACED, end_to_end_spelled
 
 # Methods whose requests carry a body by definition: always send Content-Length, even 0.
 BODY_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
@@ -73,17 +73,21 @@ class Http1Protocol:
         parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         forwarded = b""  # the X-Forwarded-For the client sent, joined
         names_fields = False  # a Connection field names other fields: they go too
+        fields = head.headers
+        spelled = head.spelled
+        as_sent = fields if spelled is None else spelled  # the names go as the client spelled them
         # One pass: fields passed on, X-Forwarded-For collected (end_to_end plus header_values).
-        for name, value in head.headers:
+        for index in range(len(fields)):
+            name, value = fields[index]
             if name not in REQUEST_REPLACED:
-                parts += (name, b": ", value, b"\r\n")
+                parts += (as_sent[index][0], b": ", value, b"\r\n")
             elif name == b"x-forwarded-for":
                 forwarded = forwarded + b", " + value if forwarded else value
             elif name == b"connection" and value not in PLAIN_CONNECTION:
                 names_fields = True
         if names_fields:
             del parts[6:]
-            for name, value in end_to_end(head.headers, REQUEST_REPLACED):
+            for name, value in end_to_end_spelled(fields, spelled, REQUEST_REPLACED):
                 parts += (name, b": ", value, b"\r\n")
         for_, proto, for_host, real_ip, request = forwarding_values(
             forwarded, peer_ip, client_ip, scheme, host, request_id

@@ -88,6 +88,33 @@ async def test_hop_by_hop_and_underscore_request_headers_removed(start_proxy, re
     assert not any(line.startswith("connection:") and "keep-alive" in line for line in lines)
 
 
+async def test_request_field_names_go_upstream_as_the_client_spelled_them(start_proxy, recorder):
+    # As nginx passes them on. The fields the proxy writes itself keep their own spelling;
+    # a field that Connection names still goes, spelled as sent; X_Under is still dropped.
+    proxy = await start_proxy(proxy_yaml([recorder.address], upstream="keepalive: 0"))
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(
+        b"POST /x HTTP/1.1\r\nHost: t\r\nX-Custom-Thing: 1\r\nuser-AGENT: Probe/1\r\n"
+        b"X_Under: 1\r\nACCEPT: */*\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    assert response.status == 200
+    (sent,) = recorder.requests
+    names = [line.split(":", 1)[0] for line in sent.decode("latin-1").split("\r\n")[1:] if line]
+    assert [n for n in names if n.lower() in ("x-custom-thing", "user-agent", "accept")] == [
+        "X-Custom-Thing",
+        "user-AGENT",
+        "ACCEPT",
+    ]
+    assert "X_Under" not in names and "x_under" not in names
+    client = await Client.connect(proxy.port)
+    response = await client.exchange(
+        b"GET /y HTTP/1.1\r\nHost: t\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX-Kept-AS-Sent: 2\r\n\r\n"
+    )
+    assert response.status == 200
+    sent = recorder.requests[-1].decode("latin-1")
+    assert "\r\nX-Kept-AS-Sent: 2\r\n" in sent and "X-Hop" not in sent
+
+
 HOP_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop-Resp\r\nX-Hop-Resp: 1\r\n"
     b"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\n"

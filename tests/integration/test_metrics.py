@@ -172,6 +172,27 @@ def test_counts_add_up_across_a_kill_and_a_reload(edge: MeteredEdge) -> None:
     assert requests_of(samples, "/", "2xx") == 35
 
 
+def test_a_scrape_taken_before_a_reload_is_answered_by_the_exporter_that_took_it(
+    edge: MeteredEdge,
+) -> None:
+    (old,) = {int(pid) for pid in EXPORTER.findall(edge.errors())}
+    with socket.create_connection(("127.0.0.1", edge.metrics_port), timeout=10) as held:
+        held.sendall(b"GET /metrics HTTP/1.1\r\nHost: m\r\n")  # the head is not over yet
+        # A scrape behind it is answered, so the exporter has taken ours (accepts are FIFO).
+        assert total(edge.scrape(), "edgeproxy_reloads_total") == 0
+        edge.signal(signal.SIGHUP)
+        wait_until(lambda: len(EXPORTER.findall(edge.errors())) == 2, 15, "a new exporter")
+        assert old in children(edge.pid)  # still answering ours
+        held.sendall(b"\r\n")
+        answer = b""
+        while chunk := held.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert b"edgeproxy_requests_total" in answer
+    wait_until(lambda: old not in children(edge.pid), 15, "the old exporter gone")
+    assert total(edge.scrape(), "edgeproxy_reloads_total") == 1
+
+
 def test_a_refused_reload_is_counted_and_the_last_reload_gauge_says_it(
     edge: MeteredEdge,
 ) -> None:

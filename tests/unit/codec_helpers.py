@@ -54,6 +54,11 @@ def comparable(head: RequestHead, body: bytes) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+def spelled_names(head: RequestHead) -> list[bytes]:
+    """The field names as they go upstream: as the client spelled them."""
+    return [name for name, _ in (head.spelled or head.headers)]
+
+
 Outcome = tuple[tuple[tuple[object, ...], ...], int | None]
 
 
@@ -76,7 +81,7 @@ def read_stream(codec: HeadCodec, reads: Iterable[bytes], max_head: int = MAX_HE
                     head, body = event, []
                 elif event is END_OF_MESSAGE:
                     assert head is not None
-                    requests.append(comparable(head, b"".join(body)))
+                    requests.append((*comparable(head, b"".join(body)), spelled_names(head)))
                     head = None
                     reader.start_next()
                 else:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgeproxy.http.codec import CODECS
-from tests.unit.codec_helpers import MODES, Outcome, pieces, read_stream
+from tests.unit.codec_helpers import MODES, Outcome, pieces, read_message, read_stream
 
 FOUND = Path(__file__).parent.parent / "corpus" / "differential"
 LONG_RUN = int(os.environ.get("EDGEPROXY_FUZZ_EXAMPLES", "0"))
@@ -250,3 +250,16 @@ def test_found_disagreements_stay_fixed(path: Path, mode: str) -> None:
     results = outcomes(list(pieces(path.read_bytes(), mode)))
     first, *others = results.values()
     assert all(other == first for other in others), results
+
+
+@pytest.mark.parametrize("codec_name", sorted(CODECS))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_head_keeps_the_field_names_as_the_client_spelled_them(codec_name: str, mode: str):
+    head, body = read_message(
+        CODECS[codec_name](),
+        b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 2\r\nX_Drop: 1\r\nX-Thing: v\r\n\r\nhi",
+        mode,
+    )
+    assert body == b"hi"
+    assert head.headers == [(b"host", b"a"), (b"content-length", b"2"), (b"x-thing", b"v")]
+    assert head.spelled == [(b"Host", b"a"), (b"content-LENGTH", b"2"), (b"X-Thing", b"v")]

@@ -77,7 +77,7 @@ def test_the_upstream_is_asked_for_the_upgrade(codec: HeadCodec) -> None:
     )
     lines = sent.split(b"\r\n")
     assert b"connection: upgrade" in lines and b"upgrade: websocket" in lines
-    assert b"sec-websocket-key: k" in lines
+    assert b"Sec-WebSocket-Key: k" in lines  # (spelled as the client sent it)
     assert b"connection: close" not in lines  # not even with keep-alive off
     plain, _ = read_message(codec, request(b"Upgrade: websocket\r\n"), "whole")
     sent = Http1Protocol(codec).encode_request_head(

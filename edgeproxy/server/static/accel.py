@@ -53,7 +53,7 @@ class InternalRedirects:
         path = normalize_path(uri) if uri[:1] == b"/" else None
         route = routes.location_for(path) if path is not None else routes.not_found
         method = b"HEAD" if head.method == b"HEAD" else b"GET"
-        redirected = RequestHead(method, uri, head.version, head.headers)
+        redirected = RequestHead(method, uri, head.version, head.headers, head.spelled)
         redirected.host = head.host
         redirected.keep_alive = head.keep_alive
         inner = Request(redirected, route, request.body, request.peer_ip, request.started)
