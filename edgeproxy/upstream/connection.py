@@ -182,9 +182,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self._timer.stop()
         stream = self.own_stream
-        if stream is not None:
+        if stream is not None and self._exchange is None:
             # Behind gunicorn's sync workers, every connection: no Handle nor call for a
-            # connection_lost a loop iteration later (every exchange has ended here).
+            # connection_lost a loop iteration later. (With an exchange still on, abort:
+            # its connection_lost fails the exchange.)
             self.own_stream = None
             stream.discard()
             self._let_go()
