@@ -41,7 +41,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define READ_SIZE 65536 /* one recv; a shorter read means the socket was drained */
+#define READ_SIZE 262144 /* one recv (uvloop reads as much); a shorter one drained the socket */
 #define READS_PER_EVENT 32 /* then the rest is read a loop iteration later (fairness) */
 #define MAX_EVENTS 64
 #define MAX_IOV 64
