@@ -37,7 +37,7 @@ from edgeproxy.metrics.store import (
     WORKERS,
     MetricsStore,
 )
-from edgeproxy.process.helper_process import HelperProcess
+from edgeproxy.process.helper_process import HelperProcess, kill_and_reap
 from edgeproxy.process.shared import SharedState
 from edgeproxy.process.workers import CHILD_DEFAULTS, CHILD_IGNORES, drop_privileges
 from edgeproxy.upstream.peer import FAILED_UNTIL, PROBED_DOWN
@@ -178,10 +178,7 @@ class MetricsControl(HelperProcess):
     def close(self) -> None:
         self.stop()
         for pid in self.retiring:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            kill_and_reap(pid)
         self.retiring.clear()
         if self.sock is not None:
             self.sock.close()

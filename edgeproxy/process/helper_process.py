@@ -34,13 +34,9 @@ class HelperProcess:
 
     def stop(self) -> None:
         pid, self.pid = self.pid, None
-        if pid is None:
-            return
-        # Killed and reaped here, not left to the loop: the next one must not overlap it.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        if pid is not None:
+            # Killed and reaped here, not left to the loop: the next one must not overlap it.
+            kill_and_reap(pid)
 
     def exited(self, pid: int, how: str) -> bool:
         """Whether `pid` (reaped by the master) was this helper; it is restarted later."""
@@ -50,3 +46,11 @@ class HelperProcess:
         log.error("%s %d died (%s); starting a new one", self.what, pid, how)
         self.start_at = time.monotonic() + RESTART_DELAY
         return True
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child of ours and wait for it (either may have happened already)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

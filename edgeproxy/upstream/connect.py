@@ -115,9 +115,9 @@ class PendingConnect:
 
     def _stream_connected(self, error: int) -> None:
         stream = self._stream
+        # (A stream aborted by `_stop_stream` never calls back: _stream.c drops the callback.)
+        assert stream is not None
         self._stream = None
-        if stream is None:
-            return  # (cancelled or timed out: the stream was aborted, which says nothing)
         if error:
             self._failed(self._error(os.strerror(error)))
             return

@@ -35,13 +35,12 @@ def _poller_type() -> Callable[[asyncio.AbstractEventLoop], Poller] | None:
 
 
 _MAKE_POLLER: Final = _poller_type()
-_HAVE_POLLER: Final = _MAKE_POLLER is not None
 _POLLERS: dict[asyncio.AbstractEventLoop, Poller] = {}
 
 
 def stream_kind() -> str:
     """ "epoll" when upstream connections use a Poller, "loop" when the loop's transports."""
-    return "epoll" if _HAVE_POLLER else "loop"
+    return "loop" if _MAKE_POLLER is None else "epoll"
 
 
 def ip_family(address: Address) -> int:
